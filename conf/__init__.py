@@ -1,0 +1,1 @@
+"""Settings and static configuration: the bottom layer, imported by everything above it."""

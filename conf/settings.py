@@ -1,0 +1,111 @@
+"""Settings from the environment (all optional; see DESIGN.md for the names).
+
+Read once per process with :func:`get_settings`; tests and start-up code call
+:func:`reset_settings` after changing the environment.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    secret_keys: tuple[str, ...]  # empty: the embedded default creates one in data_dir
+    llm_max_retries: int
+    llm_base_delay: float
+    llm_max_delay: float
+    llm_timeout_seconds: float
+    job_max_inflight_chunks: int
+    embedding_chunk_size: int
+    max_text_chars: int
+    max_job_items: int
+    stall_seconds: float
+    flower_basic_auth: str
+    langfuse_public_key: str
+    langfuse_secret_key: str
+    langfuse_host: str
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    @property
+    def broker_visibility_timeout(self) -> int:
+        """Above the longest retry countdown plus one call, so Redis never redelivers a waiting retry."""
+        return int(max(3600.0, 2 * (self.llm_max_delay + self.llm_timeout_seconds)))
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+
+def _load() -> Settings:
+    data_dir = Path(os.environ.get("MODELYARD_DATA_DIR", "").strip() or "./.modelyard").resolve()
+    database_url = os.environ.get("MODELYARD_DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'modelyard.sqlite'}"
+    broker_url = os.environ.get("MODELYARD_BROKER_URL", "").strip() or f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"
+    secrets = tuple(k.strip() for k in os.environ.get("MODELYARD_SECRET_KEY", "").split(",") if k.strip())
+    s = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        secret_keys=secrets,
+        llm_max_retries=_env_int("LLM_MAX_RETRIES", 5),
+        llm_base_delay=_env_float("LLM_BASE_DELAY", 2.0),
+        llm_max_delay=_env_float("LLM_MAX_DELAY", 300.0),
+        llm_timeout_seconds=_env_float("LLM_TIMEOUT_SECONDS", 60.0),
+        job_max_inflight_chunks=_env_int("MODELYARD_JOB_MAX_INFLIGHT", 8),
+        embedding_chunk_size=_env_int("MODELYARD_EMBEDDING_CHUNK_SIZE", 64),
+        max_text_chars=_env_int("MODELYARD_MAX_TEXT_CHARS", 200_000),
+        max_job_items=_env_int("MODELYARD_MAX_JOB_ITEMS", 2_000_000),
+        stall_seconds=_env_float("MODELYARD_STALL_SECONDS", 600.0),
+        flower_basic_auth=os.environ.get("MODELYARD_FLOWER_BASIC_AUTH", "").strip(),
+        langfuse_public_key=os.environ.get("LANGFUSE_PUBLIC_KEY", "").strip(),
+        langfuse_secret_key=os.environ.get("LANGFUSE_SECRET_KEY", "").strip(),
+        langfuse_host=os.environ.get("LANGFUSE_HOST", "").strip() or "https://cloud.langfuse.com",
+    )
+    if s.llm_max_retries < 0:
+        raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
+    if s.llm_base_delay <= 0 or s.llm_max_delay < s.llm_base_delay:
+        raise SettingsError("LLM_BASE_DELAY must be positive and not above LLM_MAX_DELAY")
+    if s.job_max_inflight_chunks < 1 or s.embedding_chunk_size < 1:
+        raise SettingsError("MODELYARD_JOB_MAX_INFLIGHT and MODELYARD_EMBEDDING_CHUNK_SIZE must be at least 1")
+    return s
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return _load()
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,212 @@
+"""Model-type interfaces. A provider class implements one of these for one family of APIs.
+
+The framework constructs a provider with the key and base URL it resolved (providers never
+read the environment) and, optionally, the ``httpx.Client`` to speak through -- the
+transport seam that tests use. Every call returns its result together with the token
+usage that the provider reported (or an estimate, flagged as such).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+
+MODEL_TYPES = ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            self.estimated or other.estimated,
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-neutral estimate (about four UTF-8 bytes a token) for when none is reported."""
+    return max(1, math.ceil(len(text.encode("utf-8")) / 4)) if text else 0
+
+
+def truncate_to_tokens(text: str, max_tokens: int) -> str:
+    """Cut ``text`` so that :func:`estimate_tokens` stays within ``max_tokens``."""
+    if max_tokens <= 0 or estimate_tokens(text) <= max_tokens:
+        return text
+    return text.encode("utf-8")[: max_tokens * 4].decode("utf-8", errors="ignore")
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: np.ndarray  # float32, shape (n, dim)
+    usage: Usage
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class ChatResult:
+    text: str
+    usage: Usage
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass
+class ChatDelta:
+    """One piece of a streamed answer; the last one carries ``usage`` and ``finish_reason``."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class RerankResult:
+    scores: np.ndarray  # float32, one per document, in the documents' order
+    usage: Usage
+
+
+@dataclass
+class TextResult:
+    """The answer of image2text and speech2text."""
+
+    text: str
+    usage: Usage
+
+
+@dataclass
+class AudioResult:
+    audio: bytes
+    content_type: str
+    usage: Usage
+
+
+class BaseModel:
+    """What every provider class declares.
+
+    ``factories``: the catalog factory names this class serves (one class may serve many).
+    ``model_type``: one of :data:`MODEL_TYPES`. ``needs_key``: whether calls need an API key.
+    ``default_base_url``: used when the tenant configured none.
+    """
+
+    factories: ClassVar[tuple[str, ...]] = ()
+    model_type: ClassVar[str] = ""
+    needs_key: ClassVar[bool] = True
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: httpx.Client | None = None,
+        **options: Any,
+    ) -> None:
+        self.model_name = model_name
+        self.api_key = api_key
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self._client = client
+        self.options = options
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            from providers.http import get_client
+
+            self._client = get_client()
+        return self._client
+
+
+class EmbeddingModel(BaseModel):
+    model_type = "embedding"
+    batch_size: ClassVar[int] = 16
+
+    def encode(self, texts: Sequence[str]) -> EmbeddingResult:
+        """Embed documents. Slices by ``batch_size``; subclasses implement :meth:`_encode_batch`."""
+        if not texts:
+            raise ValueError("encode needs at least one text")
+        parts: list[np.ndarray] = []
+        usage = Usage()
+        for start in range(0, len(texts), self.batch_size):
+            result = self._encode_batch(list(texts[start : start + self.batch_size]))
+            parts.append(np.asarray(result.vectors, dtype=np.float32))
+            usage = usage + result.usage
+        return EmbeddingResult(np.concatenate(parts, axis=0), usage)
+
+    def encode_queries(self, text: str) -> EmbeddingResult:
+        """Embed one search query (providers with a query mode override this)."""
+        return self._encode_batch([text])
+
+    def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
+        raise NotImplementedError
+
+
+class ChatModel(BaseModel):
+    model_type = "chat"
+
+    def chat(
+        self,
+        system: str | None,
+        messages: list[dict[str, Any]],
+        gen_conf: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ChatResult:
+        raise NotImplementedError
+
+    def chat_stream(
+        self,
+        system: str | None,
+        messages: list[dict[str, Any]],
+        gen_conf: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Iterator[ChatDelta]:
+        raise NotImplementedError
+
+
+class RerankModel(BaseModel):
+    model_type = "rerank"
+
+    def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
+        raise NotImplementedError
+
+
+class Image2TextModel(BaseModel):
+    model_type = "image2text"
+
+    def describe(self, image: bytes, mime_type: str = "image/png") -> TextResult:
+        return self.describe_with_prompt(image, None, mime_type)
+
+    def describe_with_prompt(self, image: bytes, prompt: str | None, mime_type: str = "image/png") -> TextResult:
+        raise NotImplementedError
+
+
+class Speech2TextModel(BaseModel):
+    model_type = "speech2text"
+
+    def transcription(self, audio: bytes, filename: str = "audio.wav") -> TextResult:
+        raise NotImplementedError
+
+
+class TTSModel(BaseModel):
+    model_type = "tts"
+
+    def tts(self, text: str, voice: str | None = None, audio_format: str = "mp3") -> AudioResult:
+        raise NotImplementedError

@@ -1,0 +1,203 @@
+"""Provider errors and the classifier that decides which of them are worth retrying.
+
+Every provider turns a failed call into one exception type::
+
+    ProviderError            status, provider_code, retry_after (seconds), scrubbed message
+      (raised by providers; httpx.TimeoutException / httpx.TransportError may also escape
+       from the transport and are classified directly)
+
+``classify(exc)`` looks at structured facts first -- the exception type, the HTTP status,
+the provider's own error code -- and falls back to the seed system's keyword table only
+for unstructured errors (a message and nothing else). Only RATE_LIMIT and SERVER are
+retryable: a quota error is not, even when the provider sends it as a 429.
+"""
+from __future__ import annotations
+
+import enum
+import re
+
+import httpx
+
+
+class ErrorCode(str, enum.Enum):
+    RATE_LIMIT = "RATE_LIMIT"
+    SERVER = "SERVER"
+    AUTHENTICATION = "AUTHENTICATION"
+    QUOTA = "QUOTA"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    TIMEOUT = "TIMEOUT"
+    CONNECTION = "CONNECTION"
+    CONTENT_FILTER = "CONTENT_FILTER"
+    MODEL = "MODEL"
+    GENERIC = "GENERIC"
+    MAX_RETRIES = "MAX_RETRIES"
+    MAX_ROUNDS = "MAX_ROUNDS"
+
+    @property
+    def retryable(self) -> bool:
+        return self in (ErrorCode.RATE_LIMIT, ErrorCode.SERVER)
+
+
+class ProviderError(Exception):
+    """A provider call failed. ``message`` is already scrubbed of secrets."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        provider_code: str | None = None,
+        retry_after: float | None = None,
+        code: ErrorCode | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.provider_code = provider_code
+        self.retry_after = retry_after
+        self.code = code  # set when the provider already knows (e.g. a malformed response)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status}" + (f", {self.provider_code})" if self.provider_code else ")"))
+        return " ".join(parts)
+
+
+# Provider error codes / types that say more than the HTTP status does.
+_PROVIDER_CODES: dict[str, ErrorCode] = {
+    # OpenAI and OpenAI-compatible servers
+    "insufficient_quota": ErrorCode.QUOTA,
+    "billing_hard_limit_reached": ErrorCode.QUOTA,
+    "billing_not_active": ErrorCode.QUOTA,
+    "rate_limit_exceeded": ErrorCode.RATE_LIMIT,
+    "invalid_api_key": ErrorCode.AUTHENTICATION,
+    "invalid_request_error": ErrorCode.INVALID_REQUEST,
+    "context_length_exceeded": ErrorCode.INVALID_REQUEST,
+    "model_not_found": ErrorCode.MODEL,
+    "content_filter": ErrorCode.CONTENT_FILTER,
+    "content_policy_violation": ErrorCode.CONTENT_FILTER,
+    "server_error": ErrorCode.SERVER,
+    # Anthropic
+    "overloaded_error": ErrorCode.SERVER,
+    "api_error": ErrorCode.SERVER,
+    "rate_limit_error": ErrorCode.RATE_LIMIT,
+    "authentication_error": ErrorCode.AUTHENTICATION,
+    "permission_error": ErrorCode.AUTHENTICATION,
+    "not_found_error": ErrorCode.MODEL,
+    "request_too_large": ErrorCode.INVALID_REQUEST,
+    # Google (status strings)
+    "RESOURCE_EXHAUSTED": ErrorCode.RATE_LIMIT,
+    "UNAVAILABLE": ErrorCode.SERVER,
+    "INTERNAL": ErrorCode.SERVER,
+    "UNAUTHENTICATED": ErrorCode.AUTHENTICATION,
+    "PERMISSION_DENIED": ErrorCode.AUTHENTICATION,
+    "INVALID_ARGUMENT": ErrorCode.INVALID_REQUEST,
+    "NOT_FOUND": ErrorCode.MODEL,
+    "DEADLINE_EXCEEDED": ErrorCode.TIMEOUT,
+    # AWS
+    "ThrottlingException": ErrorCode.RATE_LIMIT,
+    "ServiceUnavailableException": ErrorCode.SERVER,
+    "InternalServerException": ErrorCode.SERVER,
+    "ModelNotReadyException": ErrorCode.SERVER,
+    "AccessDeniedException": ErrorCode.AUTHENTICATION,
+    "UnrecognizedClientException": ErrorCode.AUTHENTICATION,
+    "ValidationException": ErrorCode.INVALID_REQUEST,
+    "ResourceNotFoundException": ErrorCode.MODEL,
+    "ModelTimeoutException": ErrorCode.TIMEOUT,
+}
+
+# Words inside a 429 that mean "you are out of money", not "slow down".
+_QUOTA_WORDS = re.compile(r"quota|billing|credit|balance|insufficient|exceeded your current|欠费|余额", re.I)
+
+# The seed system's keyword table, in its order, for errors that carry nothing but text.
+_KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
+    (("quota", "billing", "credit", "balance", "insufficient", "欠费"), ErrorCode.QUOTA),
+    (("rate limit", "rate_limit", "too many requests", "tpm limit", "rpm limit", "requests per minute"), ErrorCode.RATE_LIMIT),
+    (("unauthorized", "authentication", "api key", "apikey", "api_key", "forbidden", "permission"), ErrorCode.AUTHENTICATION),
+    (("invalid", "bad request", "malformed", "parameter", "unsupported"), ErrorCode.INVALID_REQUEST),
+    (("server error", "internal error", "unavailable", "overloaded", "bad gateway", "gateway"), ErrorCode.SERVER),
+    (("timeout", "timed out"), ErrorCode.TIMEOUT),
+    (("connection", "connect", "network", "unreachable", "dns"), ErrorCode.CONNECTION),
+    (("content filter", "content_filter", "safety", "blocked", "inappropriate", "policy"), ErrorCode.CONTENT_FILTER),
+    (("model not found", "no such model", "does not exist", "model_not_found", "not available"), ErrorCode.MODEL),
+    (("max rounds", "max_rounds"), ErrorCode.MAX_ROUNDS),
+    (("max retries", "max_retries"), ErrorCode.MAX_RETRIES),
+]
+
+
+def _from_status(status: int, message: str) -> ErrorCode | None:
+    if status == 429:
+        return ErrorCode.QUOTA if _QUOTA_WORDS.search(message) else ErrorCode.RATE_LIMIT
+    if status == 402:
+        return ErrorCode.QUOTA
+    if status in (401, 403):
+        return ErrorCode.AUTHENTICATION
+    if status in (408, 504):
+        return ErrorCode.TIMEOUT if status == 408 else ErrorCode.SERVER
+    if status == 404:
+        return ErrorCode.MODEL
+    if status >= 500:  # includes Anthropic's 529 overloaded
+        return ErrorCode.SERVER
+    if 400 <= status < 500:
+        lowered = message.lower()
+        if "content" in lowered and ("filter" in lowered or "policy" in lowered):
+            return ErrorCode.CONTENT_FILTER
+        return ErrorCode.INVALID_REQUEST
+    return None
+
+
+def classify_message(message: str) -> ErrorCode:
+    """The seed's keyword table: used only when nothing structured is known."""
+    lowered = message.lower()
+    for words, code in _KEYWORDS:
+        if any(w in lowered for w in words):
+            return code
+    return ErrorCode.GENERIC
+
+
+def classify(exc: BaseException) -> ErrorCode:
+    """Name the error: structured facts first, keywords last."""
+    if isinstance(exc, ProviderError):
+        if exc.code is not None:
+            return exc.code
+        if exc.provider_code:
+            known = _PROVIDER_CODES.get(exc.provider_code)
+            # A provider code that means "rate limited" inside a 429 may still be a quota error.
+            if known is ErrorCode.RATE_LIMIT and _QUOTA_WORDS.search(exc.message):
+                return ErrorCode.QUOTA
+            if known is not None:
+                return known
+        if exc.status is not None:
+            by_status = _from_status(exc.status, exc.message)
+            if by_status is not None:
+                return by_status
+        return classify_message(exc.message)
+    if isinstance(exc, httpx.TimeoutException):
+        return ErrorCode.TIMEOUT
+    if isinstance(exc, httpx.TransportError):  # connect errors, resets, protocol errors
+        return ErrorCode.CONNECTION
+    if isinstance(exc, TimeoutError):
+        return ErrorCode.TIMEOUT
+    if isinstance(exc, ConnectionError):
+        return ErrorCode.CONNECTION
+    return classify_message(str(exc))
+
+
+# Key-shaped strings: a prefix to keep (group "keep") and the secret after it.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?P<keep>)\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}"),
+    re.compile(r"(?i)(?P<keep>(?:api[_-]?key|x-api-key|authorization|secret|token|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"),
+]
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """Remove the given secrets (and anything shaped like a key) from ``text``."""
+    out = text
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            out = out.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        out = pattern.sub(lambda m: m.group("keep") + "***", out)
+    return out

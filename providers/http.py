@@ -1,0 +1,141 @@
+"""One shared ``httpx.Client`` per process, and the helpers that turn HTTP failures into
+:class:`~providers.errors.ProviderError`.
+
+Workers call :func:`reset_client` after fork (a client's connection pool must not be
+shared across processes). The ``Authorization`` header is never logged: we log nothing
+about requests here, and httpx itself logs only the URL and status line.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from providers.errors import ProviderError, scrub
+
+_client: httpx.Client | None = None
+_lock = threading.Lock()
+_timeout_seconds = 60.0
+
+
+def configure(timeout_seconds: float) -> None:
+    """Set the timeout that the shared client is built with (call before first use)."""
+    global _timeout_seconds
+    _timeout_seconds = timeout_seconds
+    reset_client()
+
+
+def get_client() -> httpx.Client:
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = httpx.Client(
+                    timeout=httpx.Timeout(_timeout_seconds, connect=min(10.0, _timeout_seconds)),
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                    follow_redirects=False,
+                )
+    return _client
+
+
+def reset_client() -> None:
+    """Forget the client (after fork, or when settings change). Does not close a parent's sockets."""
+    global _client
+    _client = None
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_from_response(response: httpx.Response, *secrets: str | None) -> ProviderError:
+    """Build a ProviderError from a non-2xx response, reading the common error body shapes:
+    ``{"error": {"message", "type", "code"}}`` (OpenAI, Anthropic, Google), ``{"message", "code"}``,
+    ``{"detail": ...}`` (FastAPI servers) or plain text."""
+    try:
+        response.read()
+        text = response.text
+    except httpx.HTTPError:
+        text = ""
+    message, code = _parse_error_body(text)
+    if not message:
+        message = response.reason_phrase or f"HTTP {response.status_code}"
+    return ProviderError(
+        scrub(message[:2000], *secrets),
+        status=response.status_code,
+        provider_code=code,
+        retry_after=parse_retry_after(response.headers),
+    )
+
+
+def _parse_error_body(text: str) -> tuple[str, str | None]:
+    try:
+        body: Any = json.loads(text)
+    except (ValueError, TypeError):
+        return text.strip(), None
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if not isinstance(body, dict):
+        return text.strip(), None
+    err = body.get("error", body)
+    if isinstance(err, str):
+        return err, _str_or_none(body.get("code") or body.get("type"))
+    if not isinstance(err, dict):
+        return text.strip(), None
+    message = err.get("message") or err.get("detail") or body.get("detail") or text.strip()
+    if not isinstance(message, str):
+        message = json.dumps(message)
+    # Prefer the most specific code: OpenAI's "code" (insufficient_quota) over its "type".
+    # Google puts the HTTP status number in "code" and its own name in "status".
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    code = code or err.get("type") or err.get("status") or body.get("code")
+    return message, _str_or_none(code)
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def check(response: httpx.Response, *secrets: str | None) -> httpx.Response:
+    """Return the response if it is 2xx, else raise its ProviderError."""
+    if response.is_success:
+        return response
+    raise error_from_response(response, *secrets)
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON; a malformed body is a SERVER error (retryable: a proxy hiccup)."""
+    from providers.errors import ErrorCode
+
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderError(
+            f"provider returned malformed JSON ({len(response.content)} bytes)",
+            status=response.status_code,
+            code=ErrorCode.SERVER,
+        ) from None
