@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from conf.errors import UserError
 
-class SettingsError(ValueError):
+
+class SettingsError(UserError):
     """A setting has a value we cannot use; the message names the variable."""
 
 

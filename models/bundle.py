@@ -1,0 +1,213 @@
+"""LLMBundle: a tenant's resolved model -- configuration, decrypted key, provider instance,
+input truncation, usage recording and tracing in one object.
+
+Bundles are cached per process and keyed by the ``tenant_llm`` row; a changed key (its
+``key_version``) or base URL makes a new one. The key lives only in the provider instance
+inside the worker process; it is never written to a message, a result or a log.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from conf.catalog import find_model
+from conf.errors import InvalidRequest
+from models import tracing
+from models.tables import tenant_llm, usage_events
+from models.tenants import TenantModel, get_tenant_model, load_key
+from providers.base import (
+    AudioResult,
+    BaseModel,
+    ChatDelta,
+    ChatResult,
+    EmbeddingResult,
+    RerankResult,
+    TextResult,
+    Usage,
+    truncate_to_tokens,
+)
+from providers.registry import get_provider_class
+
+
+class LLMBundle:
+    def __init__(self, tenant_model: TenantModel, api_key: str | None, *, client: httpx.Client | None = None) -> None:
+        self.tenant_model = tenant_model
+        cls = get_provider_class(tenant_model.model_type, tenant_model.factory)
+        self.provider: BaseModel = cls(
+            tenant_model.llm_name, api_key=api_key, base_url=tenant_model.api_base or None, client=client
+        )
+        catalog = find_model(tenant_model.full_name)
+        if catalog is not None and catalog.batch_size:
+            self.provider.batch_size = catalog.batch_size  # type: ignore[attr-defined]
+        self._secret = api_key
+
+    @classmethod
+    def open(cls, session: Session, tenant_id: str, model_type: str, model: str) -> "LLMBundle":
+        """Resolve ``model`` (``name@factory``) for a tenant: enabled, key decrypted."""
+        tm = get_tenant_model(session, tenant_id, model, model_type)
+        if tm.status != "enabled":
+            raise InvalidRequest(f"model {model} ({model_type}) is disabled for this tenant")
+        return _cache.get(session, tm)
+
+    @property
+    def model(self) -> str:
+        return self.tenant_model.full_name
+
+    @property
+    def secret(self) -> str | None:
+        """The key, for scrubbing error texts; never to be stored."""
+        return self._secret
+
+    # --- provider calls: each returns the provider's result with its usage; nothing recorded ---
+
+    def encode(self, texts: Sequence[str]) -> EmbeddingResult:
+        limit = self.tenant_model.max_tokens
+        clipped = [truncate_to_tokens(t, limit) for t in texts] if limit else list(texts)
+        with self._trace("encode", n=len(clipped)) as span:
+            result = self.provider.encode(clipped)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    def encode_queries(self, text: str) -> EmbeddingResult:
+        limit = self.tenant_model.max_tokens
+        with self._trace("encode_queries", n=1) as span:
+            result = self.provider.encode_queries(truncate_to_tokens(text, limit) if limit else text)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
+        with self._trace("similarity", n=len(texts)) as span:
+            result = self.provider.similarity(query, texts)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    def chat(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None = None,
+             tools: list[dict[str, Any]] | None = None) -> ChatResult:
+        with self._trace("chat", n=len(messages)) as span:
+            result = self.provider.chat(system, messages, gen_conf, tools)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    def chat_stream(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None = None,
+                    tools: list[dict[str, Any]] | None = None) -> Iterator[ChatDelta]:
+        with self._trace("chat_stream", n=len(messages)) as span:
+            for delta in self.provider.chat_stream(system, messages, gen_conf, tools):  # type: ignore[attr-defined]
+                if delta.usage is not None:
+                    span.update_usage(delta.usage)
+                yield delta
+
+    def describe(self, image: bytes, prompt: str | None = None, mime_type: str = "image/png") -> TextResult:
+        with self._trace("describe", n=1) as span:
+            result = self.provider.describe_with_prompt(image, prompt, mime_type)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    def transcription(self, audio: bytes, filename: str = "audio.wav") -> TextResult:
+        with self._trace("transcription", n=1) as span:
+            result = self.provider.transcription(audio, filename)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    def tts(self, text: str, voice: str | None = None, audio_format: str = "mp3") -> AudioResult:
+        with self._trace("tts", n=1) as span:
+            result = self.provider.tts(text, voice, audio_format)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
+        return result
+
+    @contextmanager
+    def _trace(self, operation: str, *, n: int) -> Iterator[tracing.Span]:
+        with tracing.span(
+            name=f"{self.tenant_model.model_type}.{operation}",
+            model=self.model,
+            tenant_id=self.tenant_model.tenant_id,
+            metadata={"inputs": n},
+        ) as span:
+            yield span
+
+    # --- the ledger ---
+
+    def record_usage(
+        self,
+        session: Session,
+        usage: Usage,
+        *,
+        task_attempt: str,
+        job_id: str | None = None,
+        latency_ms: float | None = None,
+    ) -> bool:
+        """Append the usage event and add the tokens to ``used_tokens``, in the caller's
+        transaction. Returns False (and changes nothing) if this attempt was already counted."""
+        return record_usage(session, self.tenant_model, usage, task_attempt=task_attempt, job_id=job_id, latency_ms=latency_ms)
+
+
+def record_usage(
+    session: Session,
+    tm: TenantModel,
+    usage: Usage,
+    *,
+    task_attempt: str,
+    job_id: str | None = None,
+    latency_ms: float | None = None,
+) -> bool:
+    values = dict(
+        task_attempt=task_attempt,
+        tenant_id=tm.tenant_id,
+        tenant_llm_id=tm.id,
+        job_id=job_id,
+        model_type=tm.model_type,
+        model=tm.full_name,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+        latency_ms=latency_ms,
+    )
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(usage_events).values(**values).on_conflict_do_nothing(index_elements=["task_attempt"])
+    if session.execute(stmt).rowcount == 0:
+        return False
+    session.execute(
+        update(tenant_llm).where(tenant_llm.c.id == tm.id).values(used_tokens=tenant_llm.c.used_tokens + usage.total_tokens)
+    )
+    return True
+
+
+class _BundleCache:
+    """Per-process bundles keyed by ``tenant_llm.id``; rebuilt when the key or base URL changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bundles: dict[int, tuple[tuple[int, str, int], LLMBundle]] = {}
+
+    def get(self, session: Session, tm: TenantModel) -> LLMBundle:
+        stamp = (tm.key_version, tm.api_base, tm.max_tokens)
+        with self._lock:
+            cached = self._bundles.get(tm.id)
+        if cached is not None and cached[0] == stamp:
+            cached[1].tenant_model = tm  # fresh counters and status
+            return cached[1]
+        api_key, _ = load_key(session, tm.id)
+        bundle = LLMBundle(tm, api_key)
+        with self._lock:
+            self._bundles[tm.id] = (stamp, bundle)
+        return bundle
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bundles.clear()
+
+
+_cache = _BundleCache()
+
+
+def clear_bundle_cache() -> None:
+    _cache.clear()

@@ -1,0 +1,347 @@
+"""The job store: jobs, their chunks and items, and the state changes the workers make.
+
+Every state change that finishes a chunk happens in one transaction that the caller owns:
+the chunk's guard (``queued`` -> done), the items' results, the usage event, the job's
+counters, the job's final status, and the release of the next chunk. The jobs row is
+updated first, which locks it: completions of the same job are serialized, so the number
+of chunks in flight never exceeds what was released.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conf.errors import Conflict, NotFound
+from models.tables import job_chunks, job_items, jobs
+
+TERMINAL = ("succeeded", "partial", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class ItemRow:
+    custom_id: str
+    text: str | None = None
+    payload: Any = None
+    blob: bytes | None = None
+
+
+@dataclass
+class WorkItem:
+    id: int
+    seq: int
+    custom_id: str
+    text: str | None
+    payload: Any
+    blob: bytes | None
+
+
+@dataclass
+class ChunkWork:
+    chunk_id: int
+    job_id: str
+    tenant_id: str
+    model_type: str
+    model: str
+    options: dict[str, Any]
+    items: list[WorkItem]
+
+
+@dataclass
+class ItemOutcome:
+    """What a chunk produced for one item; exactly one of the result fields or the error is set."""
+
+    item_id: int
+    vector: bytes | None = None
+    result: Any = None
+    result_blob: bytes | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass
+class ChunkDone:
+    """What finishing a chunk changed: for the caller to send messages and log."""
+
+    applied: bool  # False: the chunk was already finished or cancelled; nothing written
+    cancelled: bool = False  # the job was cancelled while the chunk ran: its tokens were still spent
+    released: list[int] = field(default_factory=list)
+    job_status: str | None = None
+
+
+def insert_job(
+    session: Session,
+    *,
+    job_id: str,
+    tenant_id: str,
+    tenant_llm_id: int,
+    model_type: str,
+    model: str,
+    options: dict[str, Any],
+    idempotency_key: str | None,
+) -> str | None:
+    """Insert the job row; returns the existing job's id if the idempotency key is taken."""
+    if idempotency_key:
+        existing = find_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing:
+            return existing
+    try:
+        with session.begin_nested():
+            session.execute(
+                jobs.insert().values(
+                    id=job_id,
+                    tenant_id=tenant_id,
+                    tenant_llm_id=tenant_llm_id,
+                    model_type=model_type,
+                    model=model,
+                    status="queued",
+                    idempotency_key=idempotency_key,
+                    options=options,
+                )
+            )
+    except IntegrityError:
+        if idempotency_key:  # lost a race with the same key
+            return find_by_idempotency_key(session, tenant_id, idempotency_key)
+        raise
+    return None
+
+
+def find_by_idempotency_key(session: Session, tenant_id: str, key: str) -> str | None:
+    row = session.execute(
+        select(jobs.c.id).where(jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == key)
+    ).first()
+    return row.id if row else None
+
+
+def insert_items(session: Session, job_id: str, rows: Iterable[ItemRow], *, batch: int = 5000) -> int:
+    """Insert items in order, ``batch`` rows per statement; returns how many."""
+    stmt = insert(job_items)
+    buf: list[dict[str, Any]] = []
+    n = 0
+    for row in rows:
+        buf.append(
+            {"job_id": job_id, "seq": n, "custom_id": row.custom_id, "status": "pending",
+             "text": row.text, "payload": row.payload, "blob": row.blob}
+        )
+        n += 1
+        if len(buf) >= batch:
+            _insert_batch(session, stmt, buf)
+            buf = []
+    if buf:
+        _insert_batch(session, stmt, buf)
+    return n
+
+
+def _insert_batch(session: Session, stmt, buf: list[dict[str, Any]]) -> None:  # noqa: ANN001
+    try:
+        with session.begin_nested():
+            session.execute(stmt, buf)
+    except IntegrityError:
+        raise Conflict("custom_id values must be unique within a job") from None
+
+
+def insert_chunks(session: Session, job_id: str, n_items: int, chunk_size: int) -> int:
+    rows = [
+        {"job_id": job_id, "seq": i, "status": "pending", "first_item": start, "item_count": min(chunk_size, n_items - start)}
+        for i, start in enumerate(range(0, n_items, chunk_size))
+    ]
+    for start in range(0, len(rows), 5000):
+        session.execute(insert(job_chunks), rows[start : start + 5000])
+    session.execute(update(jobs).where(jobs.c.id == job_id).values(items_total=n_items, chunks_total=len(rows)))
+    return len(rows)
+
+
+def release_chunks(session: Session, job_id: str, n: int, stall_seconds: float) -> list[int]:
+    """Mark up to ``n`` pending chunks queued (in order); the caller sends their messages after commit."""
+    if n <= 0:
+        return []
+    ids = list(
+        session.scalars(
+            select(job_chunks.c.id)
+            .where(job_chunks.c.job_id == job_id, job_chunks.c.status == "pending")
+            .order_by(job_chunks.c.seq)
+            .limit(n)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(
+            update(job_chunks)
+            .where(job_chunks.c.id.in_(ids))
+            .values(status="queued", releases=job_chunks.c.releases + 1,
+                    deadline_at=utcnow() + timedelta(seconds=stall_seconds))
+        )
+    return ids
+
+
+def load_chunk(session: Session, chunk_id: int) -> ChunkWork | None:
+    """The chunk's inputs, or None if it is no longer waiting for work (done, cancelled, gone).
+    Marks the job running on its first chunk."""
+    row = session.execute(
+        select(job_chunks.c.job_id, job_chunks.c.status, job_chunks.c.first_item, job_chunks.c.item_count,
+               jobs.c.tenant_id, jobs.c.model_type, jobs.c.model, jobs.c.options, jobs.c.status.label("job_status"))
+        .join(jobs, jobs.c.id == job_chunks.c.job_id)
+        .where(job_chunks.c.id == chunk_id)
+    ).first()
+    if row is None or row.status != "queued" or row.job_status in TERMINAL:
+        return None
+    if row.job_status == "queued":
+        session.execute(
+            update(jobs).where(jobs.c.id == row.job_id, jobs.c.status == "queued").values(status="running", started_at=utcnow())
+        )
+    items = [
+        WorkItem(r.id, r.seq, r.custom_id, r.text, r.payload, r.blob)
+        for r in session.execute(
+            select(job_items.c.id, job_items.c.seq, job_items.c.custom_id, job_items.c.text, job_items.c.payload, job_items.c.blob)
+            .where(job_items.c.job_id == row.job_id, job_items.c.seq >= row.first_item,
+                   job_items.c.seq < row.first_item + row.item_count)
+            .order_by(job_items.c.seq)
+        )
+    ]
+    return ChunkWork(chunk_id, row.job_id, row.tenant_id, row.model_type, row.model, row.options or {}, items)
+
+
+def postpone_chunk(session: Session, chunk_id: int, seconds: float) -> None:
+    """A retry is scheduled: the sweeper must not think the chunk stalled before then."""
+    session.execute(
+        update(job_chunks).where(job_chunks.c.id == chunk_id, job_chunks.c.status == "queued")
+        .values(deadline_at=utcnow() + timedelta(seconds=seconds))
+    )
+
+
+def finish_chunk(
+    session: Session, work: ChunkWork, outcomes: list[ItemOutcome], *, tokens: int, stall_seconds: float
+) -> ChunkDone:
+    """Write a chunk's outcome (results or errors) and advance the job, in the caller's
+    transaction. ``applied`` is False if another execution finished the chunk first."""
+    ok = sum(1 for o in outcomes if o.ok)
+    status = "failed" if ok == 0 else "succeeded"
+    guard = session.execute(
+        update(job_chunks).where(job_chunks.c.id == work.chunk_id, job_chunks.c.status == "queued")
+        .values(status=status, deadline_at=None)
+    )
+    if guard.rowcount == 0:
+        current = session.scalar(select(job_chunks.c.status).where(job_chunks.c.id == work.chunk_id))
+        return ChunkDone(applied=False, cancelled=current == "cancelled")
+    succeeded = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    if succeeded:
+        session.execute(
+            update(job_items).where(job_items.c.id == bindparam("b_id")).values(
+                status="succeeded", vector=bindparam("b_vector"), result=bindparam("b_result"),
+                result_blob=bindparam("b_blob"),
+            ),
+            [{"b_id": o.item_id, "b_vector": o.vector, "b_result": o.result, "b_blob": o.result_blob} for o in succeeded],
+            execution_options={"synchronize_session": False},
+        )
+    if failed:
+        session.execute(
+            update(job_items).where(job_items.c.id == bindparam("b_id")).values(
+                status="failed", error_code=bindparam("b_code"), error_message=bindparam("b_msg"),
+            ),
+            [{"b_id": o.item_id, "b_code": o.error_code, "b_msg": o.error_message} for o in failed],
+            execution_options={"synchronize_session": False},
+        )
+    counts = session.execute(
+        update(jobs).where(jobs.c.id == work.job_id).values(
+            items_succeeded=jobs.c.items_succeeded + len(succeeded),
+            items_failed=jobs.c.items_failed + len(failed),
+            chunks_done=jobs.c.chunks_done + 1,
+            total_tokens=jobs.c.total_tokens + tokens,
+        ).returning(jobs.c.chunks_done, jobs.c.chunks_total, jobs.c.items_succeeded, jobs.c.items_failed, jobs.c.status)
+    ).one()
+    if counts.status == "cancelled":
+        return ChunkDone(applied=True, job_status="cancelled")
+    if counts.chunks_done >= counts.chunks_total:
+        final = "succeeded" if counts.items_failed == 0 else ("failed" if counts.items_succeeded == 0 else "partial")
+        session.execute(update(jobs).where(jobs.c.id == work.job_id).values(status=final, finished_at=utcnow()))
+        return ChunkDone(applied=True, job_status=final)
+    released = release_chunks(session, work.job_id, 1, stall_seconds)
+    return ChunkDone(applied=True, released=released, job_status=counts.status)
+
+
+def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> str:
+    job = get_job(session, job_id, tenant_id)
+    if job["status"] in TERMINAL:
+        return job["status"]
+    session.execute(update(jobs).where(jobs.c.id == job_id).values(status="cancelled", finished_at=utcnow()))
+    session.execute(
+        update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.status.in_(("pending", "queued")))
+        .values(status="cancelled", deadline_at=None)
+    )
+    session.execute(
+        update(job_items).where(job_items.c.job_id == job_id, job_items.c.status == "pending").values(status="cancelled")
+    )
+    return "cancelled"
+
+
+def stalled_chunks(session: Session, stall_seconds: float, limit: int = 500) -> list[tuple[int, str]]:
+    """Queued chunks past their deadline (their message was lost): re-mark and return them."""
+    now = utcnow()
+    rows = session.execute(
+        select(job_chunks.c.id, jobs.c.model_type)
+        .join(jobs, jobs.c.id == job_chunks.c.job_id)
+        .where(job_chunks.c.status == "queued", job_chunks.c.deadline_at < now)
+        .order_by(job_chunks.c.deadline_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=job_chunks)
+    ).all()
+    if rows:
+        session.execute(
+            update(job_chunks).where(job_chunks.c.id.in_([r.id for r in rows]))
+            .values(releases=job_chunks.c.releases + 1, deadline_at=now + timedelta(seconds=stall_seconds))
+        )
+    return [(r.id, r.model_type) for r in rows]
+
+
+def get_job(session: Session, job_id: str, tenant_id: str | None = None) -> dict[str, Any]:
+    cond = jobs.c.id == job_id
+    if tenant_id is not None:
+        cond = and_(cond, jobs.c.tenant_id == tenant_id)
+    row = session.execute(select(jobs).where(cond)).first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r}")
+    return dict(row._mapping)
+
+
+def failed_items(session: Session, job_id: str, limit: int) -> tuple[list[dict[str, Any]], int]:
+    total = session.scalar(
+        select(func.count()).select_from(job_items).where(job_items.c.job_id == job_id, job_items.c.status == "failed")
+    ) or 0
+    rows = session.execute(
+        select(job_items.c.custom_id, job_items.c.error_code, job_items.c.error_message)
+        .where(job_items.c.job_id == job_id, job_items.c.status == "failed")
+        .order_by(job_items.c.seq)
+        .limit(limit)
+    )
+    return [{"custom_id": r.custom_id, "code": r.error_code, "message": r.error_message} for r in rows], total
+
+
+def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[Any]:
+    """Every item of a job in order, read in pages by seq (constant memory, any database)."""
+    last = -1
+    while True:
+        rows = session.execute(
+            select(job_items.c.seq, job_items.c.custom_id, job_items.c.status, job_items.c.vector, job_items.c.result,
+                   job_items.c.result_blob, job_items.c.error_code, job_items.c.error_message)
+            .where(job_items.c.job_id == job_id, job_items.c.seq > last)
+            .order_by(job_items.c.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq

@@ -1,0 +1,174 @@
+"""The tables (SQLAlchemy Core), shared by the stores and the Alembic migrations.
+
+Ids: tenants and jobs have short random string ids that users see; everything else has
+an integer surrogate key. Vectors are stored as raw little-endian float32 bytes.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite autoincrements only INTEGER PRIMARY KEY; Postgres gets a bigint identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _now() -> Column:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+llm_factories = Table(
+    "llm_factories",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("base_url", String(512), nullable=False, default=""),
+    Column("rank", Integer, nullable=False, default=0),
+    Column("internal", Boolean, nullable=False, default=False),
+)
+
+llms = Table(
+    "llms",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("factory", String(128), ForeignKey("llm_factories.name", ondelete="CASCADE"), nullable=False),
+    Column("llm_name", String(256), nullable=False),
+    Column("model_type", String(32), nullable=False),
+    Column("max_tokens", Integer, nullable=False, default=0),
+    Column("is_tools", Boolean, nullable=False, default=False),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("batch_size", Integer),
+    Column("dimensions", Integer),
+    UniqueConstraint("factory", "llm_name", "model_type"),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(256), nullable=False, unique=True),
+    _now(),
+)
+
+tenant_llm = Table(
+    "tenant_llm",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("factory", String(128), nullable=False),
+    Column("llm_name", String(256), nullable=False),
+    Column("model_type", String(32), nullable=False),
+    Column("api_key_enc", Text),  # Fernet token; NULL for models that need no key
+    Column("key_version", Integer, nullable=False, default=1),  # bumped on every key change
+    Column("api_base", String(1024), nullable=False, default=""),
+    Column("max_tokens", Integer, nullable=False, default=0),
+    Column("used_tokens", BigInteger, nullable=False, default=0),
+    Column("status", String(16), nullable=False, default="enabled"),  # enabled | disabled
+    Column("key_state", String(16), nullable=False, default="unchecked"),  # unchecked | valid | invalid
+    Column("key_checked_at", DateTime(timezone=True)),
+    Column("key_error", Text),
+    _now(),
+    UniqueConstraint("tenant_id", "factory", "llm_name", "model_type"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_llm_id", BigInteger, ForeignKey("tenant_llm.id", ondelete="SET NULL")),
+    Column("model_type", String(32), nullable=False),
+    Column("model", String(400), nullable=False),  # llm_name@factory
+    Column("status", String(16), nullable=False, default="queued"),
+    Column("idempotency_key", String(256)),
+    Column("options", JSON, nullable=False, default=dict),
+    Column("items_total", Integer, nullable=False, default=0),
+    Column("items_succeeded", Integer, nullable=False, default=0),
+    Column("items_failed", Integer, nullable=False, default=0),
+    Column("chunks_total", Integer, nullable=False, default=0),
+    Column("chunks_done", Integer, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    _now(),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("tenant_id", "idempotency_key"),
+)
+
+# A chunk is the unit of work one task message carries: a slice of a job's items.
+job_chunks = Table(
+    "job_chunks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending|queued|succeeded|failed|cancelled
+    Column("first_item", Integer, nullable=False),  # job_items.seq of its first item
+    Column("item_count", Integer, nullable=False),
+    Column("releases", Integer, nullable=False, default=0),  # times a message was sent for it
+    Column("deadline_at", DateTime(timezone=True)),  # no progress by then: the sweeper re-releases it
+    UniqueConstraint("job_id", "seq"),
+    Index("ix_job_chunks_status_deadline", "status", "deadline_at"),
+)
+
+job_items = Table(
+    "job_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("custom_id", String(256), nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending|succeeded|failed|cancelled
+    Column("text", Text),  # embedding input, chat / tts prompt
+    Column("payload", JSON),  # structured input: messages, query + documents, prompt
+    Column("blob", LargeBinary),  # binary input: an image, a recording
+    Column("vector", LargeBinary),  # float32 embedding
+    Column("result", JSON),  # text answers, scores, tool calls
+    Column("result_blob", LargeBinary),  # synthesized audio
+    Column("error_code", String(32)),
+    Column("error_message", Text),
+    UniqueConstraint("job_id", "seq"),
+    UniqueConstraint("job_id", "custom_id"),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("task_attempt", String(128), nullable=False, unique=True),  # "<task id>:<retry number>"
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_llm_id", BigInteger, ForeignKey("tenant_llm.id", ondelete="SET NULL")),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="SET NULL")),
+    Column("model_type", String(32), nullable=False),
+    Column("model", String(400), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("total_tokens", Integer, nullable=False, default=0),
+    Column("estimated", Boolean, nullable=False, default=False),
+    Column("latency_ms", Float),
+    _now(),
+    Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
+)

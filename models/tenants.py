@@ -1,0 +1,189 @@
+"""Tenants and their configured models (``tenant_llm``)."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Row, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conf.catalog import split_model_name
+from conf.errors import Conflict, InvalidRequest, NotFound
+from models import crypto
+from models.tables import llm_factories, llms, tenant_llm, tenants
+from providers.base import MODEL_TYPES
+from providers.registry import UnsupportedModel, get_provider_class
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def create_tenant(session: Session, name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("tenant name must not be empty")
+    tenant_id = new_id()
+    try:
+        with session.begin_nested():
+            session.execute(tenants.insert().values(id=tenant_id, name=name))
+    except IntegrityError:
+        raise Conflict(f"a tenant named {name!r} already exists") from None
+    return tenant_id
+
+
+def resolve_tenant(session: Session, ref: str) -> str:
+    """A tenant id from its id or its name."""
+    row = session.execute(select(tenants.c.id).where((tenants.c.id == ref) | (tenants.c.name == ref))).first()
+    if row is None:
+        raise NotFound(f"no tenant {ref!r}")
+    return row.id
+
+
+@dataclass(frozen=True)
+class TenantModel:
+    id: int
+    tenant_id: str
+    factory: str
+    llm_name: str
+    model_type: str
+    api_base: str
+    max_tokens: int
+    used_tokens: int
+    status: str
+    key_state: str
+    key_checked_at: datetime | None
+    key_error: str | None
+    has_key: bool
+    key_version: int
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.llm_name}@{self.factory}"
+
+
+def _to_model(row: Row) -> TenantModel:
+    return TenantModel(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        factory=row.factory,
+        llm_name=row.llm_name,
+        model_type=row.model_type,
+        api_base=row.api_base,
+        max_tokens=row.max_tokens,
+        used_tokens=row.used_tokens,
+        status=row.status,
+        key_state=row.key_state,
+        key_checked_at=row.key_checked_at,
+        key_error=row.key_error,
+        has_key=row.api_key_enc is not None,
+        key_version=row.key_version,
+    )
+
+
+def _check_type(model_type: str) -> None:
+    if model_type not in MODEL_TYPES:
+        raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
+
+
+def add_llm(
+    session: Session,
+    tenant_id: str,
+    model: str,
+    model_type: str,
+    *,
+    api_key: str | None = None,
+    api_base: str = "",
+    max_tokens: int | None = None,
+) -> TenantModel:
+    """Configure (or reconfigure) one model for a tenant. The key is stored encrypted."""
+    _check_type(model_type)
+    try:
+        llm_name, factory = split_model_name(model)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if session.execute(select(llm_factories.c.name).where(llm_factories.c.name == factory)).first() is None:
+        raise NotFound(f"no factory {factory!r} in the catalog (see `modelyard factories`)")
+    try:
+        provider = get_provider_class(model_type, factory)
+    except UnsupportedModel as exc:
+        raise InvalidRequest(str(exc)) from None
+    if provider.needs_key and not api_key:
+        raise InvalidRequest(f"{factory} needs an API key (--api-key)")
+    if max_tokens is None:
+        catalog_row = session.execute(
+            select(llms.c.max_tokens).where(
+                llms.c.factory == factory, llms.c.llm_name == llm_name, llms.c.model_type == model_type
+            )
+        ).first()
+        max_tokens = catalog_row.max_tokens if catalog_row else 0
+    values = {
+        "api_key_enc": crypto.encrypt(api_key) if api_key else None,
+        "api_base": api_base,
+        "max_tokens": max_tokens,
+        "status": "enabled",
+        "key_state": "unchecked",
+        "key_error": None,
+    }
+    where = (
+        (tenant_llm.c.tenant_id == tenant_id)
+        & (tenant_llm.c.factory == factory)
+        & (tenant_llm.c.llm_name == llm_name)
+        & (tenant_llm.c.model_type == model_type)
+    )
+    existing = session.execute(select(tenant_llm.c.id).where(where)).first()
+    if existing:
+        session.execute(
+            update(tenant_llm).where(tenant_llm.c.id == existing.id).values(**values, key_version=tenant_llm.c.key_version + 1)
+        )
+    else:
+        session.execute(
+            tenant_llm.insert().values(tenant_id=tenant_id, factory=factory, llm_name=llm_name, model_type=model_type, **values)
+        )
+    return get_tenant_model(session, tenant_id, model, model_type)
+
+
+def get_tenant_model(session: Session, tenant_id: str, model: str, model_type: str) -> TenantModel:
+    try:
+        llm_name, factory = split_model_name(model)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    row = session.execute(
+        select(tenant_llm).where(
+            tenant_llm.c.tenant_id == tenant_id,
+            tenant_llm.c.factory == factory,
+            tenant_llm.c.llm_name == llm_name,
+            tenant_llm.c.model_type == model_type,
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"model {model} ({model_type}) is not configured for this tenant (see `modelyard llm add`)")
+    return _to_model(row)
+
+
+def set_llm_status(session: Session, tenant_id: str, model: str, model_type: str, *, enabled: bool) -> TenantModel:
+    tm = get_tenant_model(session, tenant_id, model, model_type)
+    session.execute(update(tenant_llm).where(tenant_llm.c.id == tm.id).values(status="enabled" if enabled else "disabled"))
+    return get_tenant_model(session, tenant_id, model, model_type)
+
+
+def delete_llm(session: Session, tenant_id: str, model: str, model_type: str) -> None:
+    tm = get_tenant_model(session, tenant_id, model, model_type)
+    session.execute(delete(tenant_llm).where(tenant_llm.c.id == tm.id))
+
+
+def list_tenant_models(session: Session, tenant_id: str) -> list[TenantModel]:
+    rows = session.execute(
+        select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id).order_by(tenant_llm.c.factory, tenant_llm.c.llm_name)
+    )
+    return [_to_model(r) for r in rows]
+
+
+def load_key(session: Session, tenant_llm_id: int) -> tuple[str | None, int]:
+    """The decrypted key and its version. Only workers (and key validation) call this."""
+    row = session.execute(
+        select(tenant_llm.c.api_key_enc, tenant_llm.c.key_version).where(tenant_llm.c.id == tenant_llm_id)
+    ).one()
+    return (crypto.decrypt(row.api_key_enc) if row.api_key_enc else None), row.key_version

@@ -1,0 +1,57 @@
+"""The Celery app: queues per model type, routes, reliability settings, beat schedule.
+
+Reliability: acks late + reject on worker lost (a killed worker's message goes back to the
+queue), prefetch 1 (a slow provider call does not hold other messages hostage), and a
+visibility timeout above the longest retry countdown (Redis never redelivers a message
+that is only waiting for its countdown). No result backend: the database is the truth.
+"""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from conf.settings import Settings, get_settings
+from providers.base import MODEL_TYPES
+
+QUEUES = (*MODEL_TYPES, "maintenance")
+
+TASK_NAMES = {model_type: f"modelyard.{model_type}.run_chunk" for model_type in MODEL_TYPES}
+SWEEP_TASK = "modelyard.maintenance.sweep_stalled"
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("modelyard", include=["tasks.model_tasks", "tasks.maintenance"])
+    configure(app, settings)
+    return app
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply settings to the app (at import, and again if the environment changed before use)."""
+    transport_options: dict[str, object] = {"visibility_timeout": settings.broker_visibility_timeout}
+    if settings.embedded_broker:
+        transport_options["polling_interval"] = 0.1
+    app.conf.update(
+        broker_url=settings.broker_url,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="maintenance",
+        task_routes={**{name: {"queue": t} for t, name in TASK_NAMES.items()}, SWEEP_TASK: {"queue": "maintenance"}},
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-stalled-chunks": {"task": SWEEP_TASK, "schedule": max(5.0, settings.stall_seconds / 4)},
+        },
+        timezone="UTC",
+    )
+
+
+app = make_app(get_settings())

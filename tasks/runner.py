@@ -1,0 +1,105 @@
+"""Running one chunk: the path every model type's task shares.
+
+1. load the chunk's inputs (skip if it is done or cancelled: a redelivered message);
+2. resolve the tenant's LLMBundle and call the provider through the type's handler;
+3. success: one transaction writes results, the usage event, counters, and releases the
+   job's next chunk; failure: classify, then either ``self.retry(countdown=...)`` (the
+   policy in tasks.retry) or fail the chunk's items with the code and a scrubbed message.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery import Task
+
+from conf.errors import UserError
+from conf.settings import get_settings
+from models.bundle import LLMBundle
+from models.crypto import SecretKeyError
+from models.db import session_scope
+from models.jobs import ChunkWork, ItemOutcome, finish_chunk, load_chunk, postpone_chunk
+from providers.base import Usage
+from providers.errors import ErrorCode, ProviderError, classify, scrub
+from tasks.orchestrate import send_chunks
+from tasks.retry import retry_countdown
+
+log = logging.getLogger("modelyard.tasks")
+
+
+@dataclass
+class HandlerResult:
+    outcomes: list[ItemOutcome]
+    usage: Usage
+
+
+Handler = Callable[[LLMBundle, ChunkWork], HandlerResult]
+
+
+def run_chunk(task: Task, chunk_id: int, handler: Handler) -> str:
+    settings = get_settings()
+    with session_scope() as session:
+        work = load_chunk(session, chunk_id)
+    if work is None:
+        return "skipped"
+    try:
+        with session_scope() as session:
+            bundle = LLMBundle.open(session, work.tenant_id, work.model_type, work.model)
+    except SecretKeyError:
+        # A deployment fault, not the tenant's: leave the chunk queued; the sweeper retries it.
+        log.error("chunk %s: cannot decrypt the tenant's key; check MODELYARD_SECRET_KEY", chunk_id)
+        raise
+    except UserError as exc:  # model deleted or disabled since submit
+        return _fail(work, ErrorCode.MODEL, str(exc), settings.stall_seconds)
+
+    started = time.perf_counter()
+    try:
+        result = handler(bundle, work)
+    except Exception as exc:  # noqa: BLE001 - every provider failure is classified below
+        return _on_error(task, work, bundle, exc)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+
+    attempt = f"{task.request.id}:{task.request.retries}"
+    with session_scope() as session:
+        done = finish_chunk(session, work, result.outcomes, tokens=result.usage.total_tokens,
+                            stall_seconds=settings.stall_seconds)
+        if done.applied or done.cancelled:  # tokens spent are counted, once per attempt
+            bundle.record_usage(session, result.usage, task_attempt=attempt, job_id=work.job_id, latency_ms=latency_ms)
+    if not done.applied:
+        log.info("chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", chunk_id, attempt)
+        return "discarded"
+    send_chunks(work.model_type, done.released)
+    return "done"
+
+
+def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception) -> str:
+    settings = get_settings()
+    code = classify(exc)
+    retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+    countdown = retry_countdown(
+        code, task.request.retries, retry_after,
+        max_retries=settings.llm_max_retries, base_delay=settings.llm_base_delay, max_delay=settings.llm_max_delay,
+    )
+    message = scrub(str(exc) or type(exc).__name__, bundle.secret)
+    if countdown is not None:
+        log.warning("chunk %s: %s (%s); retry %d in %.1fs", work.chunk_id, code.value, message,
+                    task.request.retries + 1, countdown)
+        with session_scope() as session:
+            postpone_chunk(session, work.chunk_id, countdown + settings.stall_seconds)
+        raise task.retry(countdown=countdown, max_retries=None)
+    if code.retryable:  # out of retries
+        message = f"gave up after {task.request.retries + 1} tries: {code.value}: {message}"
+        code = ErrorCode.MAX_RETRIES
+    log.warning("chunk %s failed: %s: %s", work.chunk_id, code.value, message)
+    return _fail(work, code, message, settings.stall_seconds)
+
+
+def _fail(work: ChunkWork, code: ErrorCode, message: str, stall_seconds: float) -> str:
+    outcomes = [ItemOutcome(item.id, error_code=code.value, error_message=message[:2000]) for item in work.items]
+    with session_scope() as session:
+        done = finish_chunk(session, work, outcomes, tokens=0, stall_seconds=stall_seconds)
+    if done.applied:
+        send_chunks(work.model_type, done.released)
+    return "failed"

@@ -1,0 +1,167 @@
+"""Test fixtures: real Redis and Postgres (found or started by tests/services.py), a fresh
+database per run, real worker processes, and the fake provider on loopback.
+
+Settings are read from the environment once per process, so the ``stack`` fixture sets the
+environment and resets every per-process cache before the first use of the database or the
+broker. Unit tests that need no services never touch it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tests import services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    data_dir: Path
+    redis_url: str
+    database_url: str
+
+
+def apply_env(env: dict[str, str]) -> None:
+    """Point this (test) process at ``env`` and forget every cached connection and setting."""
+    from conf.settings import get_settings, reset_settings
+    from models.bundle import clear_bundle_cache
+    from models.crypto import reset_cipher
+    from models.db import reset_engine
+    from providers import http
+    from tasks.app import app, configure
+
+    os.environ.update(env)
+    reset_settings()
+    reset_engine()
+    reset_cipher()
+    clear_bundle_cache()
+    http.configure(get_settings().llm_timeout_seconds)
+    app.pool.force_close_all()
+    configure(app, get_settings())
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    try:
+        redis_base, db_base = services.redis_url(), services.database_url()
+    except services.ServicesUnavailable as exc:
+        pytest.exit(str(exc), returncode=3)
+    database_url = services.fresh_database(db_base)
+    redis_url = services.fresh_redis_db(redis_base)
+    data_dir = tmp_path_factory.mktemp("modelyard-data")
+    env = {
+        "MODELYARD_DATABASE_URL": database_url,
+        "MODELYARD_BROKER_URL": redis_url,
+        "MODELYARD_DATA_DIR": str(data_dir),
+        "MODELYARD_SECRET_KEY": Fernet.generate_key().decode(),
+        "LLM_BASE_DELAY": "0.2",
+        "LLM_MAX_DELAY": "5",
+        "LLM_MAX_RETRIES": "3",
+        "LLM_TIMEOUT_SECONDS": "5",
+        "MODELYARD_STALL_SECONDS": "30",
+    }
+    apply_env(env)
+    from models.db import get_engine
+    from models.migrate import upgrade
+
+    upgrade(get_engine())
+    yield Stack(env=env, data_dir=data_dir, redis_url=redis_url, database_url=database_url)
+    from models.db import reset_engine
+
+    reset_engine()
+    services.drop_database(database_url)
+
+
+@pytest.fixture
+def clean_broker(stack: Stack) -> Iterator[None]:
+    """An empty broker before and after the test (no leftover retries or messages)."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    client.flushdb()
+    yield
+    client.flushdb()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    name: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the worker's whole process group (the main process and its pool children)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+
+def start_worker(stack: Stack, log_dir: Path, *, queues: str = "embedding,maintenance", pool: str = "prefork",
+                 concurrency: int = 2, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Worker:
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = log_dir / f"{name.split('@')[0]}.log"
+    env = {**os.environ, **stack.env, **(extra_env or {})}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
+             "-n", name, "-l", "info"],
+            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    worker = Worker(proc, name, log, env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}:\n{worker.log_text()[-3000:]}")
+        if "ready." in worker.log_text():
+            return worker
+        time.sleep(0.2)
+    worker.stop()
+    raise RuntimeError(f"worker not ready after {timeout}s:\n{worker.log_text()[-3000:]}")
+
+
+@pytest.fixture
+def worker_factory(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator:
+    started: list[Worker] = []
+
+    def factory(**kwargs) -> Worker:  # noqa: ANN003
+        w = start_worker(stack, tmp_path, **kwargs)
+        started.append(w)
+        return w
+
+    yield factory
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def fake_provider() -> Iterator:
+    from tests.fakeprovider import FakeProvider
+
+    with FakeProvider(keys={"sk-test-valid-key-0001"}) as fp:
+        yield fp
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"modelyard services: {services.describe()}"

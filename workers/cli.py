@@ -1,0 +1,147 @@
+"""The ``modelyard`` command line.
+
+Every listing takes ``--json``; every error is one line on stderr and a non-zero exit
+(2: bad request, 3: not found, 4: conflict, 1: anything else). Keys are never printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from conf.errors import UserError
+from providers.base import MODEL_TYPES
+
+Command = Callable[[argparse.Namespace], int | None]
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from workers import commands as c
+    from workers import launch
+
+    parser = argparse.ArgumentParser(prog="modelyard", description="AI model jobs for many tenants on Celery workers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("upgrade", help="migrate the schema to the newest version and load the model catalog")
+    _json_flag(p)
+    p.set_defaults(func=c.db_upgrade)
+
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("-Q", "--queues", default=",".join((*MODEL_TYPES, "maintenance")),
+                   help="comma-separated queues (default: all)")
+    p.add_argument("-c", "--concurrency", type=int, default=None, help="worker processes or threads (default: CPUs)")
+    p.add_argument("-P", "--pool", default="prefork", choices=("prefork", "threads", "solo"))
+    p.add_argument("-l", "--loglevel", default="info")
+    p.add_argument("-n", "--hostname", default=None, help="node name (default: celery@HOST)")
+    p.add_argument("-B", "--beat", action="store_true", help="also run the beat scheduler in this worker")
+    p.set_defaults(func=launch.worker)
+
+    p = sub.add_parser("beat", help="run the celery beat scheduler (sweeps stalled chunks)")
+    p.add_argument("-l", "--loglevel", default="info")
+    p.set_defaults(func=launch.beat)
+
+    p = sub.add_parser("flower", help="run Flower, the Celery monitor, against the configured broker")
+    p.add_argument("--port", type=int, default=5555)
+    p.add_argument("--address", default="127.0.0.1")
+    p.set_defaults(func=launch.flower)
+
+    p = sub.add_parser("demo", help="embed a bundled corpus with the local model, then search it (needs no server)")
+    p.set_defaults(func=launch.demo)
+
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True)
+    p = tenant.add_parser("create", help="create a tenant")
+    p.add_argument("name")
+    _json_flag(p)
+    p.set_defaults(func=c.tenant_create)
+    p = tenant.add_parser("list", help="list tenants")
+    _json_flag(p)
+    p.set_defaults(func=c.tenant_list)
+
+    p = sub.add_parser("factories", help="the catalog's providers and the model types modelyard supports for each")
+    _json_flag(p)
+    p.set_defaults(func=c.factories)
+
+    llm = sub.add_parser("llm", help="a tenant's models").add_subparsers(dest="llm_command", required=True)
+    for action, help_text in (("add", "configure a model for a tenant"), ("delete", "remove a tenant's model"),
+                              ("enable", "enable a tenant's model"), ("disable", "disable a tenant's model")):
+        p = llm.add_parser(action, help=help_text)
+        p.add_argument("--tenant", required=True, help="tenant id or name")
+        p.add_argument("--model", required=True, help="NAME@FACTORY, e.g. text-embedding-3-small@OpenAI")
+        p.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type")
+        if action == "add":
+            p.add_argument("--api-key", default=None, help="the provider key; - reads it from standard input")
+            p.add_argument("--base-url", default="", help="the provider's base URL (default: the factory's)")
+            p.add_argument("--max-tokens", type=int, default=None, help="input limit (default: the catalog's)")
+        _json_flag(p)
+        p.set_defaults(func=c.llm_action, action=action)
+
+    p = sub.add_parser("my-llms", help="a tenant's configured models")
+    p.add_argument("--tenant", required=True)
+    _json_flag(p)
+    p.set_defaults(func=c.my_llms)
+
+    p = sub.add_parser("embed", help="submit a batch embedding job from .txt / .jsonl files or - (stdin)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--model", required=True, help="NAME@FACTORY")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
+    p.add_argument("--idempotency-key", default=None, help="resubmitting with the same key returns the same job")
+    p.add_argument("--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)")
+    _json_flag(p)
+    p.set_defaults(func=c.embed)
+
+    job = sub.add_parser("job", help="follow a job").add_subparsers(dest="job_command", required=True)
+    for action, help_text in (("status", "a job's status, counts and item errors"), ("wait", "wait for a job to end"),
+                              ("results", "a job's results as JSON lines"), ("cancel", "cancel a job")):
+        p = job.add_parser(action, help=help_text)
+        p.add_argument("job_id", metavar="JOB")
+        _json_flag(p)
+        if action == "wait":
+            p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+        if action == "results":
+            p.add_argument("--output", "-o", default=None, help="write vectors to this .npy file instead")
+        p.set_defaults(func=c.job_action, action=action)
+
+    p = sub.add_parser("usage", help="a tenant's token usage per model")
+    p.add_argument("--tenant", required=True)
+    _json_flag(p)
+    p.set_defaults(func=c.usage)
+    return parser
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, default=str)
+    sys.stdout.write("\n")
+
+
+def error(message: str) -> None:
+    sys.stderr.write(f"modelyard: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a stack trace; details at debug level
+        from providers.errors import scrub
+
+        error(f"{type(exc).__name__}: {scrub(str(exc))}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
