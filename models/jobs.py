@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,18 +58,12 @@ class ChunkWork:
 
 @dataclass
 class ItemOutcome:
-    """What a chunk produced for one item; exactly one of the result fields or the error is set."""
+    """What a chunk produced for one item: a vector, a JSON result and/or binary output."""
 
     item_id: int
     vector: bytes | None = None
     result: Any = None
     result_blob: bytes | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error_code is None
 
 
 @dataclass
@@ -222,43 +216,46 @@ def postpone_chunk(session: Session, chunk_id: int, seconds: float) -> None:
     )
 
 
+@dataclass
+class ChunkError:
+    """The whole chunk failed: every item gets this code and (scrubbed) message."""
+
+    code: str
+    message: str
+
+
 def finish_chunk(
-    session: Session, work: ChunkWork, outcomes: list[ItemOutcome], *, tokens: int, stall_seconds: float
+    session: Session,
+    work: ChunkWork,
+    outcome: list[ItemOutcome] | ChunkError,
+    *,
+    tokens: int,
+    stall_seconds: float,
 ) -> ChunkDone:
-    """Write a chunk's outcome (results or errors) and advance the job, in the caller's
+    """Write a chunk's results (or its error) and advance the job, in the caller's
     transaction. ``applied`` is False if another execution finished the chunk first."""
-    ok = sum(1 for o in outcomes if o.ok)
-    status = "failed" if ok == 0 else "succeeded"
+    failed = isinstance(outcome, ChunkError)
     guard = session.execute(
         update(job_chunks).where(job_chunks.c.id == work.chunk_id, job_chunks.c.status == "queued")
-        .values(status=status, deadline_at=None)
+        .values(status="failed" if failed else "succeeded", deadline_at=None)
     )
     if guard.rowcount == 0:
         current = session.scalar(select(job_chunks.c.status).where(job_chunks.c.id == work.chunk_id))
         return ChunkDone(applied=False, cancelled=current == "cancelled")
-    succeeded = [o for o in outcomes if o.ok]
-    failed = [o for o in outcomes if not o.ok]
-    if succeeded:
+    if isinstance(outcome, ChunkError):
+        n_ok, n_failed = 0, len(work.items)
         session.execute(
-            update(job_items).where(job_items.c.id == bindparam("b_id")).values(
-                status="succeeded", vector=bindparam("b_vector"), result=bindparam("b_result"),
-                result_blob=bindparam("b_blob"),
-            ),
-            [{"b_id": o.item_id, "b_vector": o.vector, "b_result": o.result, "b_blob": o.result_blob} for o in succeeded],
-            execution_options={"synchronize_session": False},
+            update(job_items)
+            .where(job_items.c.job_id == work.job_id, job_items.c.seq.between(work.items[0].seq, work.items[-1].seq))
+            .values(status="failed", error_code=outcome.code, error_message=outcome.message)
         )
-    if failed:
-        session.execute(
-            update(job_items).where(job_items.c.id == bindparam("b_id")).values(
-                status="failed", error_code=bindparam("b_code"), error_message=bindparam("b_msg"),
-            ),
-            [{"b_id": o.item_id, "b_code": o.error_code, "b_msg": o.error_message} for o in failed],
-            execution_options={"synchronize_session": False},
-        )
+    else:
+        n_ok, n_failed = len(outcome), 0
+        _write_results(session, outcome)
     counts = session.execute(
         update(jobs).where(jobs.c.id == work.job_id).values(
-            items_succeeded=jobs.c.items_succeeded + len(succeeded),
-            items_failed=jobs.c.items_failed + len(failed),
+            items_succeeded=jobs.c.items_succeeded + n_ok,
+            items_failed=jobs.c.items_failed + n_failed,
             chunks_done=jobs.c.chunks_done + 1,
             total_tokens=jobs.c.total_tokens + tokens,
         ).returning(jobs.c.chunks_done, jobs.c.chunks_total, jobs.c.items_succeeded, jobs.c.items_failed, jobs.c.status)
@@ -271,6 +268,26 @@ def finish_chunk(
         return ChunkDone(applied=True, job_status=final)
     released = release_chunks(session, work.job_id, 1, stall_seconds)
     return ChunkDone(applied=True, released=released, job_status=counts.status)
+
+
+def _write_results(session: Session, outcomes: list[ItemOutcome]) -> None:
+    if session.get_bind().dialect.name == "postgresql" and all(o.result is None and o.result_blob is None for o in outcomes):
+        # Embedding chunks: one statement for all vectors instead of one round trip per item.
+        session.execute(
+            text(
+                "UPDATE job_items SET status = 'succeeded', vector = u.v "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:vectors AS bytea[])) AS u(id, v) WHERE job_items.id = u.id"
+            ),
+            {"ids": [o.item_id for o in outcomes], "vectors": [o.vector for o in outcomes]},
+        )
+        return
+    session.execute(
+        update(job_items).where(job_items.c.id == bindparam("b_id")).values(
+            status="succeeded", vector=bindparam("b_vector"), result=bindparam("b_result"), result_blob=bindparam("b_blob"),
+        ),
+        [{"b_id": o.item_id, "b_vector": o.vector, "b_result": o.result, "b_blob": o.result_blob} for o in outcomes],
+        execution_options={"synchronize_session": False},
+    )
 
 
 def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> str:

@@ -109,6 +109,16 @@ _PROVIDER_CODES: dict[str, ErrorCode] = {
 
 # Words inside a 429 that mean "you are out of money", not "slow down".
 _QUOTA_WORDS = re.compile(r"quota|billing|credit|balance|insufficient|exceeded your current|欠费|余额", re.I)
+_URL = re.compile(r"https?://\S+")
+
+# Broad categories, not causes: OpenAI sends a missing key as a 401 whose only code is the type
+# "invalid_request_error". When the HTTP status is known, it says more than these do.
+_CATEGORY_CODES = frozenset({"invalid_request_error", "api_error", "server_error"})
+
+
+def _says_quota(message: str) -> bool:
+    """Quota words outside links: OpenAI's free-tier rate-limit text links to .../account/billing."""
+    return bool(_QUOTA_WORDS.search(_URL.sub(" ", message)))
 
 # The seed system's keyword table, in its order, for errors that carry nothing but text.
 _KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
@@ -128,7 +138,7 @@ _KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
 
 def _from_status(status: int, message: str) -> ErrorCode | None:
     if status == 429:
-        return ErrorCode.QUOTA if _QUOTA_WORDS.search(message) else ErrorCode.RATE_LIMIT
+        return ErrorCode.QUOTA if _says_quota(message) else ErrorCode.RATE_LIMIT
     if status == 402:
         return ErrorCode.QUOTA
     if status in (401, 403):
@@ -161,10 +171,10 @@ def classify(exc: BaseException) -> ErrorCode:
     if isinstance(exc, ProviderError):
         if exc.code is not None:
             return exc.code
-        if exc.provider_code:
+        if exc.provider_code and not (exc.provider_code in _CATEGORY_CODES and exc.status is not None):
             known = _PROVIDER_CODES.get(exc.provider_code)
             # A provider code that means "rate limited" inside a 429 may still be a quota error.
-            if known is ErrorCode.RATE_LIMIT and _QUOTA_WORDS.search(exc.message):
+            if known is ErrorCode.RATE_LIMIT and _says_quota(exc.message):
                 return ErrorCode.QUOTA
             if known is not None:
                 return known

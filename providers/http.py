@@ -83,7 +83,7 @@ def error_from_response(response: httpx.Response, *secrets: str | None) -> Provi
     if not message:
         message = response.reason_phrase or f"HTTP {response.status_code}"
     return ProviderError(
-        scrub(message[:2000], *secrets),
+        scrub(message, *secrets)[:2000],  # scrub first: a cut must not leave half a key behind
         status=response.status_code,
         provider_code=code,
         retry_after=parse_retry_after(response.headers),

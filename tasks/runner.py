@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from celery import Task
+from sqlalchemy.orm import Session
 
 from conf.errors import UserError
 from conf.settings import get_settings
 from models.bundle import LLMBundle
 from models.crypto import SecretKeyError
 from models.db import session_scope
-from models.jobs import ChunkWork, ItemOutcome, finish_chunk, load_chunk, postpone_chunk
+from models.jobs import ChunkError, ChunkWork, ItemOutcome, finish_chunk, load_chunk, postpone_chunk
 from providers.base import Usage
 from providers.errors import ErrorCode, ProviderError, classify, scrub
 from tasks.orchestrate import send_chunks
@@ -42,17 +43,11 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler) -> str:
     settings = get_settings()
     with session_scope() as session:
         work = load_chunk(session, chunk_id)
-    if work is None:
-        return "skipped"
-    try:
-        with session_scope() as session:
-            bundle = LLMBundle.open(session, work.tenant_id, work.model_type, work.model)
-    except SecretKeyError:
-        # A deployment fault, not the tenant's: leave the chunk queued; the sweeper retries it.
-        log.error("chunk %s: cannot decrypt the tenant's key; check MODELYARD_SECRET_KEY", chunk_id)
-        raise
-    except UserError as exc:  # model deleted or disabled since submit
-        return _fail(work, ErrorCode.MODEL, str(exc), settings.stall_seconds)
+        if work is None:
+            return "skipped"
+        bundle, refused = _open_bundle(session, work)
+    if bundle is None:
+        return _fail(work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
 
     started = time.perf_counter()
     try:
@@ -72,6 +67,18 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler) -> str:
         return "discarded"
     send_chunks(work.model_type, done.released)
     return "done"
+
+
+def _open_bundle(session: Session, work: ChunkWork) -> tuple[LLMBundle | None, str | None]:
+    """The tenant's bundle, or the reason it cannot be had (deleted or disabled since submit)."""
+    try:
+        return LLMBundle.open(session, work.tenant_id, work.model_type, work.model), None
+    except SecretKeyError:
+        # A deployment fault, not the tenant's: the chunk stays queued and the sweeper retries it.
+        log.error("chunk %s: cannot decrypt the tenant's key; check MODELYARD_SECRET_KEY", work.chunk_id)
+        raise
+    except UserError as exc:
+        return None, str(exc)
 
 
 def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception) -> str:
@@ -97,9 +104,8 @@ def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception) ->
 
 
 def _fail(work: ChunkWork, code: ErrorCode, message: str, stall_seconds: float) -> str:
-    outcomes = [ItemOutcome(item.id, error_code=code.value, error_message=message[:2000]) for item in work.items]
     with session_scope() as session:
-        done = finish_chunk(session, work, outcomes, tokens=0, stall_seconds=stall_seconds)
+        done = finish_chunk(session, work, ChunkError(code.value, message[:2000]), tokens=0, stall_seconds=stall_seconds)
     if done.applied:
         send_chunks(work.model_type, done.released)
     return "failed"
