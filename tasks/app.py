@@ -27,9 +27,9 @@ def make_app(settings: Settings) -> Celery:
 
 def configure(app: Celery, settings: Settings) -> None:
     """Apply settings to the app (at import, and again if the environment changed before use)."""
-    transport_options: dict[str, object] = {"visibility_timeout": settings.broker_visibility_timeout}
-    if settings.embedded_broker:
-        transport_options["polling_interval"] = 0.1
+    # kombu's SQLAlchemy transport hands its transport options to create_engine(): it gets
+    # none (it has no visibility timeout; the sweeper re-sends what a dead worker held).
+    transport_options = {} if settings.embedded_broker else {"visibility_timeout": settings.broker_visibility_timeout}
     app.conf.update(
         broker_url=settings.broker_url,
         task_acks_late=True,

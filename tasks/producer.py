@@ -66,12 +66,51 @@ def submit(
     *,
     idempotency_key: str | None = None,
 ) -> str:
-    """Submit a job of any type; each non-embedding item is one provider call (one chunk)."""
+    """Submit a job of any type; each non-embedding item is one provider call (one chunk).
+
+    Item shapes (``ItemRow`` fields) per type:
+    chat: ``payload={"messages": [...], "system"?: str, "gen_conf"?: {...}, "tools"?: [...]}``;
+    rerank: ``payload={"query": str, "documents": [str, ...]}``;
+    image2text: ``blob=<image bytes>, payload={"prompt"?: str, "mime_type"?: "image/png"}``;
+    speech2text: ``blob=<audio bytes>, payload={"filename"?: "audio.wav"}``;
+    tts: ``text=str, payload={"voice"?: str, "format"?: "mp3"}``.
+    """
     if model_type == "embedding":
         return submit_embedding(tenant, model, items, idempotency_key=idempotency_key)
     if model_type not in MODEL_TYPES:
         raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
-    return _submit(tenant, model_type, model, iter(items), chunk_size=1, idempotency_key=idempotency_key)
+    max_chars = get_settings().max_text_chars
+    rows = (_checked(model_type, i, row, max_chars) for i, row in enumerate(items))
+    return _submit(tenant, model_type, model, rows, chunk_size=1, idempotency_key=idempotency_key)
+
+
+def _checked(model_type: str, index: int, row: ItemRow, max_chars: int) -> ItemRow:
+    """Validate one non-embedding item; the message names the item."""
+    if not isinstance(row, ItemRow):
+        raise InvalidRequest(f"item {index}: expected an ItemRow, got {type(row).__name__}")
+    where = f"item {row.custom_id!r}"
+    p = row.payload if isinstance(row.payload, dict) else {}
+    if row.payload is not None and not isinstance(row.payload, dict):
+        raise InvalidRequest(f"{where}: payload must be an object")
+    if model_type == "chat":
+        msgs = p.get("messages")
+        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
+            raise InvalidRequest(f'{where}: chat needs "messages", a non-empty list of {{"role", "content"}} objects')
+    elif model_type == "rerank":
+        docs = p.get("documents")
+        if not isinstance(p.get("query"), str) or not p["query"].strip():
+            raise InvalidRequest(f'{where}: rerank needs a non-empty "query"')
+        if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
+            raise InvalidRequest(f'{where}: rerank needs "documents", a non-empty list of strings')
+    elif model_type in ("image2text", "speech2text"):
+        if not row.blob:
+            raise InvalidRequest(f"{where}: {model_type} needs the {'image' if model_type == 'image2text' else 'audio'} bytes")
+    elif model_type == "tts":
+        if not isinstance(row.text, str) or not row.text.strip():
+            raise InvalidRequest(f"{where}: tts needs a non-empty text")
+    if isinstance(row.text, str) and len(row.text) > max_chars:
+        raise InvalidRequest(f"{where}: text is {len(row.text):,} characters; the limit is {max_chars:,}")
+    return row
 
 
 def _embedding_row(index: int, item: Input, max_chars: int) -> ItemRow:

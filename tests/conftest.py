@@ -33,8 +33,9 @@ class Stack:
     database_url: str
 
 
-def apply_env(env: dict[str, str]) -> None:
-    """Point this (test) process at ``env`` and forget every cached connection and setting."""
+def apply_env(env: dict[str, str | None]) -> None:
+    """Point this (test) process at ``env`` (None removes a variable) and forget every cached
+    connection and setting."""
     from conf.settings import get_settings, reset_settings
     from models.bundle import clear_bundle_cache
     from models.crypto import reset_cipher
@@ -42,7 +43,11 @@ def apply_env(env: dict[str, str]) -> None:
     from providers import http
     from tasks.app import app, configure
 
-    os.environ.update(env)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     reset_settings()
     reset_engine()
     reset_cipher()
