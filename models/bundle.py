@@ -129,6 +129,7 @@ class LLMBundle:
             model=self.model,
             tenant_id=self.tenant_model.tenant_id,
             metadata={"inputs": n},
+            secret=self._secret,
         ) as span:
             yield span
 
