@@ -8,7 +8,7 @@ that is only waiting for its countdown). No result backend: the database is the 
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from conf.settings import Settings, get_settings
 from providers.base import MODEL_TYPES
@@ -39,7 +39,9 @@ def configure(app: Celery, settings: Settings) -> None:
         task_store_errors_even_if_ignored=False,
         task_serializer="json",
         accept_content=["json"],
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue on its own direct exchange and routing key: a bare Queue(name) would be bound
+        # to the default exchange's key, so one publish there would land in every queue.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="maintenance",
         task_routes={**{name: {"queue": t} for t, name in TASK_NAMES.items()}, SWEEP_TASK: {"queue": "maintenance"}},
         broker_transport_options=transport_options,

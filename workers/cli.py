@@ -17,6 +17,13 @@ from providers.base import MODEL_TYPES
 Command = Callable[[argparse.Namespace], int | None]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error reported like every other error: one line on stderr, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"modelyard: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -25,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from workers import commands as c
     from workers import launch
 
-    parser = argparse.ArgumentParser(prog="modelyard", description="AI model jobs for many tenants on Celery workers.")
+    parser = _Parser(prog="modelyard", description="AI model jobs for many tenants on Celery workers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)

@@ -49,6 +49,8 @@ def _docstrings(path: Path) -> Iterator[tuple[str, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)))]
     for node in nodes:
+        if getattr(node, "name", "").startswith("_"):  # internals make poor answers
+            continue
         doc = ast.get_docstring(node)
         if doc and len(doc) > 40:
             yield getattr(node, "name", "module"), " ".join(doc.split())
