@@ -12,7 +12,7 @@ from tasks.orchestrate import send_chunks
 log = logging.getLogger("modelyard.maintenance")
 
 
-@app.task(name=SWEEP_TASK, queue="maintenance")
+@app.task(name=SWEEP_TASK)
 def sweep_stalled() -> int:
     """Re-send chunks whose messages were lost (a killed worker, a broker restarted empty).
 

@@ -9,7 +9,7 @@ from tasks.runner import Handler, run_chunk
 
 
 def _define(model_type: str, handler: Handler) -> Task:
-    @app.task(name=TASK_NAMES[model_type], bind=True, queue=model_type, acks_late=True)
+    @app.task(name=TASK_NAMES[model_type], bind=True)
     def run(self: Task, chunk_id: int) -> str:
         return run_chunk(self, chunk_id, handler)
 

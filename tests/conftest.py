@@ -36,6 +36,8 @@ class Stack:
 def apply_env(env: dict[str, str | None]) -> None:
     """Point this (test) process at ``env`` (None removes a variable) and forget every cached
     connection and setting."""
+    from kombu import pools
+
     from conf.settings import get_settings, reset_settings
     from models.bundle import clear_bundle_cache
     from models.crypto import reset_cipher
@@ -53,7 +55,11 @@ def apply_env(env: dict[str, str | None]) -> None:
     reset_cipher()
     clear_bundle_cache()
     http.configure(get_settings().llm_timeout_seconds)
-    app.pool.force_close_all()
+    # Forget the producer pools made for the previous broker URL (kombu keeps them per URL).
+    pools.reset()
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
     configure(app, get_settings())
 
 
