@@ -11,7 +11,6 @@ from rich.table import Table
 from conf.catalog import load_catalog
 from conf.errors import InvalidRequest
 from models.db import get_engine, session_scope
-from models.migrate import upgrade
 from models.tables import tenants
 from models.tenants import (
     TenantModel,
@@ -42,6 +41,8 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def db_upgrade(args: argparse.Namespace) -> None:
+    from models.migrate import upgrade  # Alembic is slow to import; only this command needs it
+
     counts = upgrade(get_engine())
     if args.json:
         print_json({"status": "ok", **counts})
