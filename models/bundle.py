@@ -8,13 +8,12 @@ inside the worker process; it is never written to a message, a result or a log.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -25,7 +24,6 @@ from models.tables import tenant_llm, usage_events
 from models.tenants import TenantModel, get_tenant_model, load_key
 from providers.base import (
     AudioResult,
-    BaseModel,
     ChatDelta,
     ChatResult,
     EmbeddingResult,
@@ -36,17 +34,20 @@ from providers.base import (
 )
 from providers.registry import get_provider_class
 
+R = TypeVar("R")
+
 
 class LLMBundle:
     def __init__(self, tenant_model: TenantModel, api_key: str | None, *, client: httpx.Client | None = None) -> None:
         self.tenant_model = tenant_model
         cls = get_provider_class(tenant_model.model_type, tenant_model.factory)
-        self.provider: BaseModel = cls(
+        # One of the model-type interfaces in providers.base, chosen by the tenant's model type.
+        self.provider: Any = cls(
             tenant_model.llm_name, api_key=api_key, base_url=tenant_model.api_base or None, client=client
         )
         catalog = find_model(tenant_model.full_name)
         if catalog is not None and catalog.batch_size:
-            self.provider.batch_size = catalog.batch_size  # type: ignore[attr-defined]
+            self.provider.batch_size = catalog.batch_size
         self._secret = api_key
 
     @classmethod
@@ -71,55 +72,42 @@ class LLMBundle:
     def encode(self, texts: Sequence[str]) -> EmbeddingResult:
         limit = self.tenant_model.max_tokens
         clipped = [truncate_to_tokens(t, limit) for t in texts] if limit else list(texts)
-        with self._trace("encode", n=len(clipped)) as span:
-            result = self.provider.encode(clipped)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
-        return result
+        return self._traced("encode", len(clipped), lambda: self.provider.encode(clipped))
 
     def encode_queries(self, text: str) -> EmbeddingResult:
         limit = self.tenant_model.max_tokens
-        with self._trace("encode_queries", n=1) as span:
-            result = self.provider.encode_queries(truncate_to_tokens(text, limit) if limit else text)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
-        return result
+        clipped = truncate_to_tokens(text, limit) if limit else text
+        return self._traced("encode_queries", 1, lambda: self.provider.encode_queries(clipped))
 
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
-        with self._trace("similarity", n=len(texts)) as span:
-            result = self.provider.similarity(query, texts)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
-        return result
+        return self._traced("similarity", len(texts), lambda: self.provider.similarity(query, texts))
 
     def chat(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None = None,
              tools: list[dict[str, Any]] | None = None) -> ChatResult:
-        with self._trace("chat", n=len(messages)) as span:
-            result = self.provider.chat(system, messages, gen_conf, tools)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
-        return result
+        return self._traced("chat", len(messages), lambda: self.provider.chat(system, messages, gen_conf, tools))
 
     def chat_stream(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None = None,
                     tools: list[dict[str, Any]] | None = None) -> Iterator[ChatDelta]:
         with self._trace("chat_stream", n=len(messages)) as span:
-            for delta in self.provider.chat_stream(system, messages, gen_conf, tools):  # type: ignore[attr-defined]
+            for delta in self.provider.chat_stream(system, messages, gen_conf, tools):
                 if delta.usage is not None:
                     span.update_usage(delta.usage)
                 yield delta
 
     def describe(self, image: bytes, prompt: str | None = None, mime_type: str = "image/png") -> TextResult:
-        with self._trace("describe", n=1) as span:
-            result = self.provider.describe_with_prompt(image, prompt, mime_type)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
-        return result
+        return self._traced("describe", 1, lambda: self.provider.describe_with_prompt(image, prompt, mime_type))
 
     def transcription(self, audio: bytes, filename: str = "audio.wav") -> TextResult:
-        with self._trace("transcription", n=1) as span:
-            result = self.provider.transcription(audio, filename)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
-        return result
+        return self._traced("transcription", 1, lambda: self.provider.transcription(audio, filename))
 
     def tts(self, text: str, voice: str | None = None, audio_format: str = "mp3") -> AudioResult:
-        with self._trace("tts", n=1) as span:
-            result = self.provider.tts(text, voice, audio_format)  # type: ignore[attr-defined]
-            span.update_usage(result.usage)
+        return self._traced("tts", 1, lambda: self.provider.tts(text, voice, audio_format))
+
+    def _traced(self, operation: str, n: int, call: Callable[[], R]) -> R:
+        """Run one provider call inside a tracing span that reports its usage."""
+        with self._trace(operation, n=n) as span:
+            result = call()
+            span.update_usage(result.usage)  # type: ignore[attr-defined]
         return result
 
     @contextmanager
@@ -171,15 +159,30 @@ def record_usage(
         estimated=usage.estimated,
         latency_ms=latency_ms,
     )
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(usage_events).values(**values).on_conflict_do_nothing(index_elements=["task_attempt"])
-    if session.execute(stmt).rowcount == 0:
+    if session.get_bind().dialect.name == "postgresql":
+        return bool(session.scalar(_RECORD_USAGE_PG, values))
+    event = sqlite_insert(usage_events).values(**values).on_conflict_do_nothing(index_elements=["task_attempt"])
+    if session.execute(event).rowcount == 0:
         return False
     session.execute(
         update(tenant_llm).where(tenant_llm.c.id == tm.id).values(used_tokens=tenant_llm.c.used_tokens + usage.total_tokens)
     )
     return True
+
+
+# Postgres, on every chunk: one round trip, one statement that is not rebuilt per call. The
+# counter moves only if the event was inserted (a conflict means the attempt was counted).
+_RECORD_USAGE_PG = text(
+    "WITH inserted AS ("
+    "INSERT INTO usage_events (task_attempt, tenant_id, tenant_llm_id, job_id, model_type, model,"
+    " prompt_tokens, completion_tokens, total_tokens, estimated, latency_ms)"
+    " VALUES (:task_attempt, :tenant_id, :tenant_llm_id, :job_id, :model_type, :model,"
+    " :prompt_tokens, :completion_tokens, :total_tokens, :estimated, :latency_ms)"
+    " ON CONFLICT (task_attempt) DO NOTHING RETURNING id), "
+    "counter AS (UPDATE tenant_llm SET used_tokens = used_tokens + :total_tokens"
+    " WHERE id = :tenant_llm_id AND EXISTS (SELECT FROM inserted)) "
+    "SELECT count(*) FROM inserted"
+)
 
 
 class _BundleCache:

@@ -1,14 +1,16 @@
 """The job store: jobs, their chunks and items, and the state changes the workers make.
 
 Every state change that finishes a chunk happens in one transaction that the caller owns:
-the chunk's guard (``queued`` -> done), the items' results, the usage event, the job's
-counters, the job's final status, and the release of the next chunk. The jobs row is
-updated first, which locks it: completions of the same job are serialized, so the number
-of chunks in flight never exceeds what was released.
+the chunk's guard (``queued`` -> done), the items' results, the release of the next chunk,
+the usage event, the job's counters and its final status. Each completion retires one
+queued chunk and releases at most one pending chunk (``SKIP LOCKED``: never the same one
+twice), so the number of chunks in flight never exceeds what the producer released. The
+rows every completion contends for -- ``tenant_llm`` (the token counter) and the job's
+row -- are updated last, just before the commit, so their locks are held briefly.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -144,7 +146,22 @@ def _insert_batch(session: Session, stmt, buf: list[dict[str, Any]]) -> None:  #
         with session.begin_nested():
             session.execute(stmt, buf)
     except IntegrityError:
-        raise Conflict("custom_id values must be unique within a job") from None
+        dup = _duplicate_custom_id(session, buf)
+        raise Conflict(f"custom_id {dup!r} is used by more than one item; custom_id values must be unique "
+                       "within a job") from None
+
+
+def _duplicate_custom_id(session: Session, buf: list[dict[str, Any]]) -> str | None:
+    """The custom id that broke uniqueness: repeated inside ``buf`` or already inserted."""
+    seen: set[str] = set()
+    for row in buf:
+        if row["custom_id"] in seen:
+            return row["custom_id"]
+        seen.add(row["custom_id"])
+    return session.scalar(
+        select(job_items.c.custom_id)
+        .where(job_items.c.job_id == buf[0]["job_id"], job_items.c.custom_id.in_(list(seen))).limit(1)
+    )
 
 
 def insert_chunks(session: Session, job_id: str, n_items: int, chunk_size: int) -> int:
@@ -162,23 +179,20 @@ def release_chunks(session: Session, job_id: str, n: int, stall_seconds: float) 
     """Mark up to ``n`` pending chunks queued (in order); the caller sends their messages after commit."""
     if n <= 0:
         return []
-    ids = list(
-        session.scalars(
-            select(job_chunks.c.id)
-            .where(job_chunks.c.job_id == job_id, job_chunks.c.status == "pending")
-            .order_by(job_chunks.c.seq)
-            .limit(n)
-            .with_for_update(skip_locked=True)
-        )
+    pending = (
+        select(job_chunks.c.id)
+        .where(job_chunks.c.job_id == job_id, job_chunks.c.status == "pending")
+        .order_by(job_chunks.c.seq)
+        .limit(n)
+        .with_for_update(skip_locked=True)  # two finishing chunks never release the same one
     )
-    if ids:
-        session.execute(
-            update(job_chunks)
-            .where(job_chunks.c.id.in_(ids))
-            .values(status="queued", releases=job_chunks.c.releases + 1,
-                    deadline_at=utcnow() + timedelta(seconds=stall_seconds))
-        )
-    return ids
+    released = session.scalars(
+        update(job_chunks)
+        .where(job_chunks.c.id.in_(pending.scalar_subquery()))
+        .values(status="queued", releases=job_chunks.c.releases + 1, deadline_at=utcnow() + timedelta(seconds=stall_seconds))
+        .returning(job_chunks.c.id)
+    )
+    return sorted(released)  # ids grow with seq: the release order
 
 
 def load_chunk(session: Session, chunk_id: int) -> ChunkWork | None:
@@ -231,9 +245,17 @@ def finish_chunk(
     *,
     tokens: int,
     stall_seconds: float,
+    record_usage: Callable[[], bool] | None = None,
 ) -> ChunkDone:
     """Write a chunk's results (or its error) and advance the job, in the caller's
-    transaction. ``applied`` is False if another execution finished the chunk first."""
+    transaction. ``applied`` is False if another execution finished the chunk first.
+    ``record_usage`` (the caller's usage event) is called in the same transaction when the
+    chunk's tokens count: it was applied, or the job was cancelled while it ran.
+
+    Lock order: the chunk rows first, then ``tenant_llm`` (in ``record_usage``), then the
+    job's row, updated last so that its lock -- taken by every completion of the job -- is
+    held for one statement before the commit. :func:`cancel_job` locks chunks before the job
+    too, so the two cannot deadlock."""
     failed = isinstance(outcome, ChunkError)
     guard = session.execute(
         update(job_chunks).where(job_chunks.c.id == work.chunk_id, job_chunks.c.status == "queued")
@@ -241,6 +263,9 @@ def finish_chunk(
     )
     if guard.rowcount == 0:
         current = session.scalar(select(job_chunks.c.status).where(job_chunks.c.id == work.chunk_id))
+        if current == "cancelled" and record_usage is not None and record_usage():
+            # The job was cancelled while this chunk ran: its tokens were spent all the same.
+            session.execute(update(jobs).where(jobs.c.id == work.job_id).values(total_tokens=jobs.c.total_tokens + tokens))
         return ChunkDone(applied=False, cancelled=current == "cancelled")
     if isinstance(outcome, ChunkError):
         n_ok, n_failed = 0, len(work.items)
@@ -252,6 +277,9 @@ def finish_chunk(
     else:
         n_ok, n_failed = len(outcome), 0
         _write_results(session, outcome)
+    released = release_chunks(session, work.job_id, 1, stall_seconds)  # one finished, one more may start
+    if record_usage is not None:  # it updates tenant_llm, a row as hot as the job's: late too
+        record_usage()
     counts = session.execute(
         update(jobs).where(jobs.c.id == work.job_id).values(
             items_succeeded=jobs.c.items_succeeded + n_ok,
@@ -266,7 +294,6 @@ def finish_chunk(
         final = "succeeded" if counts.items_failed == 0 else ("failed" if counts.items_succeeded == 0 else "partial")
         session.execute(update(jobs).where(jobs.c.id == work.job_id).values(status=final, finished_at=utcnow()))
         return ChunkDone(applied=True, job_status=final)
-    released = release_chunks(session, work.job_id, 1, stall_seconds)
     return ChunkDone(applied=True, released=released, job_status=counts.status)
 
 
@@ -294,7 +321,7 @@ def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> s
     job = get_job(session, job_id, tenant_id)
     if job["status"] in TERMINAL:
         return job["status"]
-    session.execute(update(jobs).where(jobs.c.id == job_id).values(status="cancelled", finished_at=utcnow()))
+    # Chunks first, the job's row last: the lock order of finish_chunk (no deadlock between them).
     session.execute(
         update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.status.in_(("pending", "queued")))
         .values(status="cancelled", deadline_at=None)
@@ -302,6 +329,7 @@ def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> s
     session.execute(
         update(job_items).where(job_items.c.job_id == job_id, job_items.c.status == "pending").values(status="cancelled")
     )
+    session.execute(update(jobs).where(jobs.c.id == job_id).values(status="cancelled", finished_at=utcnow()))
     return "cancelled"
 
 

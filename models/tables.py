@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 
 metadata = MetaData(
@@ -132,6 +133,9 @@ job_chunks = Table(
     Column("deadline_at", DateTime(timezone=True)),  # no progress by then: the sweeper re-releases it
     UniqueConstraint("job_id", "seq"),
     Index("ix_job_chunks_status_deadline", "status", "deadline_at"),
+    # The next chunk to release, without walking past the job's finished ones.
+    Index("ix_job_chunks_pending", "job_id", "seq",
+          postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
 )
 
 job_items = Table(

@@ -50,6 +50,8 @@ def submit_embedding(
 
     ``texts``: strings (custom ids "0", "1", ...) or ``{"custom_id": ..., "text": ...}`` dicts.
     """
+    if isinstance(texts, (str, bytes)):  # iterating it would embed each character
+        raise InvalidRequest("texts must be a list (or other iterable) of texts, not a single string")
     settings = get_settings()
     size = chunk_size or settings.embedding_chunk_size
     if size < 1:

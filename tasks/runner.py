@@ -58,10 +58,11 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler) -> str:
 
     attempt = f"{task.request.id}:{task.request.retries}"
     with session_scope() as session:
+        # tokens spent are counted once per attempt: if the chunk is applied or was cancelled meanwhile
         done = finish_chunk(session, work, result.outcomes, tokens=result.usage.total_tokens,
-                            stall_seconds=settings.stall_seconds)
-        if done.applied or done.cancelled:  # tokens spent are counted, once per attempt
-            bundle.record_usage(session, result.usage, task_attempt=attempt, job_id=work.job_id, latency_ms=latency_ms)
+                            stall_seconds=settings.stall_seconds,
+                            record_usage=lambda: bundle.record_usage(session, result.usage, task_attempt=attempt,
+                                                                     job_id=work.job_id, latency_ms=latency_ms))
     if not done.applied:
         log.info("chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", chunk_id, attempt)
         return "discarded"

@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument("-Q", "--queues", default=",".join((*MODEL_TYPES, "maintenance")),
                    help="comma-separated queues (default: all)")
-    p.add_argument("-c", "--concurrency", type=int, default=None, help="worker processes or threads (default: CPUs)")
-    p.add_argument("-P", "--pool", default="prefork", choices=("prefork", "threads", "solo"))
+    p.add_argument("-c", "--concurrency", type=int, default=None,
+                   help="threads (or processes with prefork) per worker; default: MODELYARD_JOB_MAX_INFLIGHT")
+    p.add_argument("-P", "--pool", default="threads", choices=("threads", "prefork", "solo"),
+                   help="threads (default) for provider calls over HTTP; prefork for the CPU-bound Builtin model")
     p.add_argument("-l", "--loglevel", default="info")
     p.add_argument("-n", "--hostname", default=None, help="node name (default: celery@HOST)")
     p.add_argument("-B", "--beat", action="store_true", help="also run the beat scheduler in this worker")

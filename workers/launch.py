@@ -15,9 +15,9 @@ def worker(args: argparse.Namespace) -> None:
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise InvalidRequest(f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}")
-    argv = ["worker", "-Q", ",".join(queues), "-P", args.pool, "-l", args.loglevel]
-    if args.concurrency:
-        argv += ["-c", str(args.concurrency)]
+    # Provider calls wait on the network: as many threads as one job may have chunks in flight.
+    concurrency = args.concurrency or get_settings().job_max_inflight_chunks
+    argv = ["worker", "-Q", ",".join(queues), "-P", args.pool, "-c", str(concurrency), "-l", args.loglevel]
     if args.hostname:
         argv += ["-n", args.hostname]
     if args.beat:
