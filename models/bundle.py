@@ -13,15 +13,13 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conf.catalog import find_model
 from conf.errors import InvalidRequest
 from models import tracing
-from models.tables import tenant_llm, usage_events
 from models.tenants import TenantModel, get_tenant_model, load_key
+from models.usage import record_usage
 from providers.base import (
     AudioResult,
     ChatDelta,
@@ -135,54 +133,6 @@ class LLMBundle:
         """Append the usage event and add the tokens to ``used_tokens``, in the caller's
         transaction. Returns False (and changes nothing) if this attempt was already counted."""
         return record_usage(session, self.tenant_model, usage, task_attempt=task_attempt, job_id=job_id, latency_ms=latency_ms)
-
-
-def record_usage(
-    session: Session,
-    tm: TenantModel,
-    usage: Usage,
-    *,
-    task_attempt: str,
-    job_id: str | None = None,
-    latency_ms: float | None = None,
-) -> bool:
-    values = dict(
-        task_attempt=task_attempt,
-        tenant_id=tm.tenant_id,
-        tenant_llm_id=tm.id,
-        job_id=job_id,
-        model_type=tm.model_type,
-        model=tm.full_name,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        estimated=usage.estimated,
-        latency_ms=latency_ms,
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        return bool(session.scalar(_RECORD_USAGE_PG, values))
-    event = sqlite_insert(usage_events).values(**values).on_conflict_do_nothing(index_elements=["task_attempt"])
-    if session.execute(event).rowcount == 0:
-        return False
-    session.execute(
-        update(tenant_llm).where(tenant_llm.c.id == tm.id).values(used_tokens=tenant_llm.c.used_tokens + usage.total_tokens)
-    )
-    return True
-
-
-# Postgres, on every chunk: one round trip, one statement that is not rebuilt per call. The
-# counter moves only if the event was inserted (a conflict means the attempt was counted).
-_RECORD_USAGE_PG = text(
-    "WITH inserted AS ("
-    "INSERT INTO usage_events (task_attempt, tenant_id, tenant_llm_id, job_id, model_type, model,"
-    " prompt_tokens, completion_tokens, total_tokens, estimated, latency_ms)"
-    " VALUES (:task_attempt, :tenant_id, :tenant_llm_id, :job_id, :model_type, :model,"
-    " :prompt_tokens, :completion_tokens, :total_tokens, :estimated, :latency_ms)"
-    " ON CONFLICT (task_attempt) DO NOTHING RETURNING id), "
-    "counter AS (UPDATE tenant_llm SET used_tokens = used_tokens + :total_tokens"
-    " WHERE id = :tenant_llm_id AND EXISTS (SELECT FROM inserted)) "
-    "SELECT count(*) FROM inserted"
-)
 
 
 class _BundleCache:
