@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Insert, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -141,7 +141,7 @@ def insert_items(session: Session, job_id: str, rows: Iterable[ItemRow], *, batc
     return n
 
 
-def _insert_batch(session: Session, stmt, buf: list[dict[str, Any]]) -> None:  # noqa: ANN001
+def _insert_batch(session: Session, stmt: Insert, buf: list[dict[str, Any]]) -> None:
     try:
         with session.begin_nested():
             session.execute(stmt, buf)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 import numpy as np
 
 from models.bundle import LLMBundle
-from models.jobs import ChunkWork, ItemOutcome
+from models.jobs import ChunkWork, ItemOutcome, WorkItem
 from providers.errors import ErrorCode, ProviderError
 from tasks.runner import Handler, HandlerResult
 
@@ -25,7 +25,7 @@ def embedding(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
                          result.usage)
 
 
-def _single(work: ChunkWork):  # noqa: ANN202
+def _single(work: ChunkWork) -> WorkItem:
     if len(work.items) != 1:
         raise ProviderError(f"a {work.model_type} chunk must hold one item, not {len(work.items)}", code=ErrorCode.GENERIC)
     return work.items[0]

@@ -213,7 +213,7 @@ def test_embed_files_wait_then_status_results_and_usage(stack: Stack, embedding_
     lines = cli(stack, "job", "results", job_id, "--json")
     rows = [json.loads(line) for line in lines.stdout.splitlines()]
     assert lines.returncode == 0 and [r["custom_id"] for r in rows] == ids
-    for row, text in zip(rows, texts):
+    for row, text in zip(rows, texts, strict=True):
         assert row["status"] == "succeeded"
         np.testing.assert_allclose(row["embedding"], fake_vector(text), atol=1e-6)
 

@@ -127,7 +127,7 @@ def test_chat_items_each_get_the_fake_reply_and_a_usage_row(types_worker: Worker
     assert final["status"] == "succeeded", final
     assert [r.custom_id for r in results] == ["c1", "c2", "c3"]
     expected_prompt = []
-    for result, (_, system, msgs) in zip(results, conversations):
+    for result, (_, system, msgs) in zip(results, conversations, strict=True):
         reply = fake_reply(msgs)
         assert result.result == {"text": reply, "tool_calls": [], "finish_reason": "stop"}
         expected_prompt.append((fake_tokens([system, *(m["content"] for m in msgs)] if system

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -182,15 +184,11 @@ def job_action(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     if args.output:
-        import numpy as np
-
         res = producer.results(args.job_id)
         np.save(args.output, res.vectors)
         out.print(f"wrote {res.vectors.shape[0]:,} x {res.vectors.shape[1]} vectors to {args.output}; "
                   f"{len(res.errors):,} items failed")
         return 0
-    import base64
-
     for item in producer.iter_results(args.job_id):
         row: dict[str, Any] = {"custom_id": item.custom_id, "status": item.status}
         if item.vector is not None:

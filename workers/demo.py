@@ -22,8 +22,8 @@ from conf.errors import Conflict
 from conf.settings import get_settings
 from models.bundle import LLMBundle
 from models.db import get_engine, session_scope
-from models.migrate import upgrade
 from models.jobs import ItemRow
+from models.migrate import upgrade
 from models.tenants import add_llm, create_tenant, resolve_tenant
 from models.usage import usage_summary
 from tasks import producer

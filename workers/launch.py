@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from conf.errors import InvalidRequest
 from conf.settings import get_settings
@@ -25,7 +26,7 @@ def worker(args: argparse.Namespace) -> None:
     app.worker_main(argv)
 
 
-def _beat_schedule_file():  # noqa: ANN202
+def _beat_schedule_file() -> Path:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings.data_dir / "celerybeat-schedule"

@@ -520,7 +520,7 @@ def _check(res, cfg: Config, sample: int) -> list[str]:  # noqa: ANN001 - Embedd
     rng = np.random.default_rng(7)
     picks = sorted({0, cfg.texts - 1, *rng.integers(0, cfg.texts, size=max(0, sample - 2)).tolist()})
     expected = fake_vectors([text_for(i) for i in picks], cfg.dim)
-    wrong = [i for i, want in zip(picks, expected) if not np.array_equal(res.vectors[i], want)]
+    wrong = [i for i, want in zip(picks, expected, strict=True) if not np.array_equal(res.vectors[i], want)]
     if wrong:
         problems.append(f"{len(wrong)} of {len(picks)} sampled vectors differ from fake_vector (first: item {wrong[0]})")
     if any(res.custom_ids[i] != str(i) for i in picks):
