@@ -46,7 +46,6 @@ class LLMBundle:
         catalog = find_model(tenant_model.full_name)
         if catalog is not None and catalog.batch_size:
             self.provider.batch_size = catalog.batch_size
-        self._secret = api_key
 
     @classmethod
     def open(cls, session: Session, tenant_id: str, model_type: str, model: str) -> "LLMBundle":
@@ -61,9 +60,9 @@ class LLMBundle:
         return self.tenant_model.full_name
 
     @property
-    def secret(self) -> str | None:
-        """The key, for scrubbing error texts; never to be stored."""
-        return self._secret
+    def secrets(self) -> tuple[str, ...]:
+        """The key (each secret field of a multi-part credential), for scrubbing error texts; never to be stored."""
+        return self.provider.secrets
 
     # --- provider calls: each returns the provider's result with its usage; nothing recorded ---
 
@@ -115,7 +114,7 @@ class LLMBundle:
             model=self.model,
             tenant_id=self.tenant_model.tenant_id,
             metadata={"inputs": n},
-            secret=self._secret,
+            secrets=self.secrets,
         ) as span:
             yield span
 

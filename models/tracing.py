@@ -55,11 +55,11 @@ class Span:
 
 @contextmanager
 def span(*, name: str, model: str, tenant_id: str, metadata: dict[str, Any],
-         secret: str | None = None) -> Iterator[Span]:
+         secrets: tuple[str, ...] = ()) -> Iterator[Span]:
     """Trace one provider call as a Langfuse generation.
 
-    ``metadata`` must hold counts and flags only (it is sent as is). ``secret``, the call's
-    API key, is scrubbed from the error message should the provider's text carry it.
+    ``metadata`` must hold counts and flags only (it is sent as is). ``secrets``, the call's
+    API key (or the parts of a multi-part credential), are scrubbed from the error message should the provider's text carry it.
     """
     traced = Span()
     client = _client()
@@ -74,7 +74,7 @@ def span(*, name: str, model: str, tenant_id: str, metadata: dict[str, Any],
         error = exc
         raise
     finally:  # also on GeneratorExit (a stream given up): the generation ends, not as an error
-        _guard(_finish, generation, traced.usage, error, secret)
+        _guard(_finish, generation, traced.usage, error, secrets)
 
 
 def preload() -> None:
@@ -163,7 +163,7 @@ def _start(client: Any, name: str, model: str, tenant_id: str, metadata: dict[st
         )
 
 
-def _finish(generation: Any, usage: Usage | None, error: Exception | None, secret: str | None) -> None:
+def _finish(generation: Any, usage: Usage | None, error: Exception | None, secrets: tuple[str, ...]) -> None:
     try:
         update: dict[str, Any] = {}
         if usage is not None:
@@ -173,7 +173,7 @@ def _finish(generation: Any, usage: Usage | None, error: Exception | None, secre
             if usage.estimated:
                 update["metadata"] = {"usage_estimated": True}
         if error is not None:
-            message = scrub(f"{type(error).__name__}: {error}", secret)[:STATUS_MESSAGE_CHARS]
+            message = scrub(f"{type(error).__name__}: {error}", *secrets)[:STATUS_MESSAGE_CHARS]
             update.update(level="ERROR", status_message=message)
             update["metadata"] = {**update.get("metadata", {}), "error_code": classify(error).value}
         if update:

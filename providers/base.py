@@ -7,8 +7,9 @@ usage that the provider reported (or an estimate, flagged as such).
 """
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -98,18 +99,50 @@ class AudioResult:
     usage: Usage
 
 
+@dataclass(frozen=True)
+class CredentialField:
+    """One named part of a multi-part credential (Azure's ``api_version``, Bedrock's ``secret_key``).
+
+    ``secret`` fields are scrubbed from error texts; ``required`` ones must be given."""
+
+    name: str
+    required: bool = True
+    secret: bool = True
+    help: str = ""
+
+
+def encode_credentials(fields: Mapping[str, str]) -> str:
+    """The one string stored (encrypted) for a multi-part credential: a JSON object."""
+    return json.dumps(dict(sorted(fields.items())), separators=(",", ":"))
+
+
+def decode_credentials(api_key: str | None) -> dict[str, str]:
+    """The named fields of a stored multi-part credential ({} if there is none or it is a plain key)."""
+    if not api_key or not api_key.startswith("{"):
+        return {}
+    try:
+        raw = json.loads(api_key)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in raw.items() if v is not None} if isinstance(raw, dict) else {}
+
+
 class BaseModel:
     """What every provider class declares.
 
     ``factories``: the catalog factory names this class serves (one class may serve many).
     ``model_type``: one of :data:`MODEL_TYPES`. ``needs_key``: whether calls need an API key.
     ``default_base_url``: used when the tenant configured none.
+    ``credential_fields``: for a multi-part credential, its named fields; the framework then
+    hands the provider :func:`encode_credentials` of them as ``api_key`` and the provider reads
+    :attr:`credentials`. Empty (the default) means one plain API key.
     """
 
     factories: ClassVar[tuple[str, ...]] = ()
     model_type: ClassVar[str] = ""
     needs_key: ClassVar[bool] = True
     default_base_url: ClassVar[str] = ""
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
 
     def __init__(
         self,
@@ -125,6 +158,9 @@ class BaseModel:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self._client = client
         self.options = options
+        self.credentials = decode_credentials(api_key) if self.credential_fields else {}
+        # The last rate-limit headers the provider sent (on success or error), for a rate limiter.
+        self.rate_limits: dict[str, str] = {}
 
     @property
     def client(self) -> httpx.Client:
@@ -133,6 +169,21 @@ class BaseModel:
 
             self._client = get_client()
         return self._client
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this instance holds: the key, and each secret field of a multi-part credential."""
+        values = [self.api_key] if self.api_key else []
+        secret_names = {f.name for f in self.credential_fields if f.secret}
+        values += [v for k, v in self.credentials.items() if k in secret_names and v]
+        return tuple(values)
+
+    def check(self, response: httpx.Response) -> httpx.Response:
+        """Keep the response's rate-limit headers; return it if 2xx, else raise its scrubbed ProviderError."""
+        from providers.http import check, rate_limit_headers
+
+        self.rate_limits = rate_limit_headers(response.headers)
+        return check(response, *self.secrets)
 
 
 class EmbeddingModel(BaseModel):

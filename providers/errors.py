@@ -2,7 +2,8 @@
 
 Every provider turns a failed call into one exception type::
 
-    ProviderError            status, provider_code, retry_after (seconds), scrubbed message
+    ProviderError            status, provider_code, retry_after (seconds), rate_limits
+                             (the x-ratelimit-* style headers), scrubbed message
       (raised by providers; httpx.TimeoutException / httpx.TransportError may also escape
        from the transport and are classified directly)
 
@@ -49,6 +50,7 @@ class ProviderError(Exception):
         provider_code: str | None = None,
         retry_after: float | None = None,
         code: ErrorCode | None = None,
+        rate_limits: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -56,6 +58,7 @@ class ProviderError(Exception):
         self.provider_code = provider_code
         self.retry_after = retry_after
         self.code = code  # set when the provider already knows (e.g. a malformed response)
+        self.rate_limits = rate_limits or {}  # the rate-limit headers that came with the error
 
     def __str__(self) -> str:
         parts = [self.message]

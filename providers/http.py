@@ -70,6 +70,15 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "ratelimit-", "retry-after")
+
+
+def rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The rate-limit facts a provider sent: ``retry-after(-ms)``, ``x-ratelimit-*``,
+    ``anthropic-ratelimit-*`` and the IETF draft's ``ratelimit-*`` (names lower-cased)."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_RATE_LIMIT_PREFIXES)}
+
+
 def error_from_response(response: httpx.Response, *secrets: str | None) -> ProviderError:
     """Build a ProviderError from a non-2xx response, reading the common error body shapes:
     ``{"error": {"message", "type", "code"}}`` (OpenAI, Anthropic, Google), ``{"message", "code"}``,
@@ -87,6 +96,7 @@ def error_from_response(response: httpx.Response, *secrets: str | None) -> Provi
         status=response.status_code,
         provider_code=code,
         retry_after=parse_retry_after(response.headers),
+        rate_limits=rate_limit_headers(response.headers),
     )
 
 

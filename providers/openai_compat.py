@@ -13,7 +13,7 @@ Wire format (plain ``httpx``, no SDK, so the transport seam stays ours)::
     POST {base}/audio/transcriptions  multipart: file, model
     POST {base}/audio/speech          {"model", "input", "voice", "response_format"} -> audio bytes
 
-Every non-2xx answer becomes a ProviderError through :func:`providers.http.check`; a body we
+Every non-2xx answer becomes a ProviderError through :meth:`BaseModel.check`; a body we
 cannot read (bad JSON, missing fields) is a ProviderError with code SERVER; timeouts and
 connection failures escape as httpx exceptions, which ``classify()`` names.
 """
@@ -51,7 +51,7 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError, scrub
-from providers.http import check, json_body
+from providers.http import json_body
 from providers.registry import register
 
 # The generation parameters that OpenAI's chat endpoint accepts; anything else is dropped.
@@ -88,8 +88,7 @@ def _headers(model: BaseModel) -> dict[str, str]:
 
 
 def _post(model: BaseModel, path: str, **kwargs: Any) -> httpx.Response:
-    response = model.client.post(_url(model, path), headers=_headers(model), **kwargs)
-    return check(response, model.api_key)
+    return model.check(model.client.post(_url(model, path), headers=_headers(model), **kwargs))
 
 
 def _post_json(model: BaseModel, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -301,7 +300,7 @@ class OpenAICompatChat(ChatModel):
         body.update(stream=True, stream_options={"include_usage": True})
         url = _url(self, "chat/completions")
         with self.client.stream("POST", url, headers=_headers(self), json=body) as response:
-            check(response, self.api_key)
+            self.check(response)
             yield from _stream_deltas(response.iter_lines(), body, self.api_key)
 
 

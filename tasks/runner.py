@@ -90,7 +90,7 @@ def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception) ->
         code, task.request.retries, retry_after,
         max_retries=settings.llm_max_retries, base_delay=settings.llm_base_delay, max_delay=settings.llm_max_delay,
     )
-    message = scrub(str(exc) or type(exc).__name__, bundle.secret)
+    message = scrub(str(exc) or type(exc).__name__, *bundle.secrets)
     if countdown is not None:
         log.warning("chunk %s: %s (%s); retry %d in %.1fs", work.chunk_id, code.value, message,
                     task.request.retries + 1, countdown)
