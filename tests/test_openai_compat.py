@@ -18,29 +18,10 @@ from providers.base import BaseModel, estimate_tokens
 from providers.errors import ErrorCode, ProviderError, classify
 from providers.openai_compat import FACTORIES, PROVIDER_CLASSES
 from tests.fakeprovider import FakeProvider, fake_audio, fake_tokens, fake_vector, parse_multipart
+from tests.mock_http import Recorder, sse
 
 KEY = "sk-proj-Abc123Def456Ghi789Jkl"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A MockTransport handler that answers from a queue and keeps every request."""
-
-    def __init__(self, *responses: httpx.Response) -> None:
-        self.responses = list(responses)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.responses.pop(0)
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
-
-    def json(self, index: int = -1) -> Any:
-        return json.loads(self.requests[index].content)
 
 
 def make(model_type: str, factory: str, recorder: Handler, **kwargs: Any) -> Any:
@@ -48,10 +29,6 @@ def make(model_type: str, factory: str, recorder: Handler, **kwargs: Any) -> Any
     return cls(
         kwargs.pop("model", "test-model"), client=httpx.Client(transport=httpx.MockTransport(recorder)), **kwargs
     )
-
-
-def sse(*events: dict[str, Any] | str) -> bytes:
-    return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
 
 
 def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
