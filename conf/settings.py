@@ -37,6 +37,15 @@ def _env_int(name: str, default: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _env_bool(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -53,6 +62,11 @@ class Settings:
     max_job_items: int
     stall_seconds: float
     flower_basic_auth: str
+    key_validation_timeout: float
+    key_revalidate_seconds: float
+    key_revalidate_spread_seconds: float
+    allow_private_base_urls: bool
+    tenant_defaults_path: str
     langfuse_public_key: str
     langfuse_secret_key: str
     langfuse_host: str
@@ -91,6 +105,11 @@ def _load() -> Settings:
         max_job_items=_env_int("MODELYARD_MAX_JOB_ITEMS", 2_000_000),
         stall_seconds=_env_float("MODELYARD_STALL_SECONDS", 600.0),
         flower_basic_auth=os.environ.get("MODELYARD_FLOWER_BASIC_AUTH", "").strip(),
+        key_validation_timeout=_env_float("MODELYARD_KEY_VALIDATION_TIMEOUT", 20.0),
+        key_revalidate_seconds=_env_float("MODELYARD_KEY_REVALIDATE_SECONDS", 86400.0),
+        key_revalidate_spread_seconds=_env_float("MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS", 3600.0),
+        allow_private_base_urls=_env_bool("MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS"),
+        tenant_defaults_path=os.environ.get("MODELYARD_TENANT_DEFAULTS", "").strip(),
         langfuse_public_key=os.environ.get("LANGFUSE_PUBLIC_KEY", "").strip(),
         langfuse_secret_key=os.environ.get("LANGFUSE_SECRET_KEY", "").strip(),
         langfuse_host=os.environ.get("LANGFUSE_HOST", "").strip() or "https://cloud.langfuse.com",
@@ -101,6 +120,8 @@ def _load() -> Settings:
         raise SettingsError("LLM_BASE_DELAY must be positive and not above LLM_MAX_DELAY")
     if s.job_max_inflight_chunks < 1 or s.embedding_chunk_size < 1:
         raise SettingsError("MODELYARD_JOB_MAX_INFLIGHT and MODELYARD_EMBEDDING_CHUNK_SIZE must be at least 1")
+    if s.key_validation_timeout <= 0 or s.key_revalidate_seconds <= 0 or s.key_revalidate_spread_seconds < 0:
+        raise SettingsError("MODELYARD_KEY_VALIDATION_TIMEOUT and MODELYARD_KEY_REVALIDATE_SECONDS must be positive")
     return s
 
 

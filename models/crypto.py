@@ -38,12 +38,17 @@ def _embedded_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-@functools.lru_cache(maxsize=1)
 def _cipher() -> MultiFernet:
+    return MultiFernet(_fernets())
+
+
+@functools.lru_cache(maxsize=1)
+def _fernets() -> tuple[Fernet, ...]:
+    """One Fernet per configured key, newest first."""
     settings = get_settings()
     keys = settings.secret_keys or (_embedded_key(settings.data_dir),)
     try:
-        return MultiFernet([Fernet(k.encode()) for k in keys])
+        return tuple(Fernet(k.encode()) for k in keys)
     except (ValueError, TypeError):
         raise SecretKeyError(
             "MODELYARD_SECRET_KEY must be one or more comma-separated Fernet keys "
@@ -51,8 +56,17 @@ def _cipher() -> MultiFernet:
         ) from None
 
 
+def is_current(token: str) -> bool:
+    """Whether the newest key (the first in MODELYARD_SECRET_KEY) encrypted this token."""
+    try:
+        _fernets()[0].decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
 def reset_cipher() -> None:
-    _cipher.cache_clear()
+    _fernets.cache_clear()
 
 
 def encrypt(plaintext: str) -> str:

@@ -85,6 +85,7 @@ tenant_llm = Table(
     Column("model_type", String(32), nullable=False),
     Column("api_key_enc", Text),  # Fernet token; NULL for models that need no key
     Column("key_version", Integer, nullable=False, default=1),  # bumped on every key change
+    Column("key_hint", String(8)),  # the key's last four characters, for people to tell keys apart
     Column("api_base", String(1024), nullable=False, default=""),
     Column("max_tokens", Integer, nullable=False, default=0),
     Column("used_tokens", BigInteger, nullable=False, default=0),

@@ -4,12 +4,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import ColumnElement, Row, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conf.catalog import split_model_name
+from conf.defaults import load_tenant_defaults
 from conf.errors import Conflict, InvalidRequest, NotFound
 from models import crypto
 from models.tables import llm_factories, llms, tenant_llm, tenants
@@ -21,7 +23,8 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-def create_tenant(session: Session, name: str) -> str:
+def create_tenant(session: Session, name: str, *, defaults: bool = True) -> str:
+    """A new tenant, with the default models of ``conf/tenant_defaults.toml`` unless ``defaults`` is False."""
     name = name.strip()
     if not name:
         raise InvalidRequest("tenant name must not be empty")
@@ -31,6 +34,12 @@ def create_tenant(session: Session, name: str) -> str:
             session.execute(tenants.insert().values(id=tenant_id, name=name))
     except IntegrityError:
         raise Conflict(f"a tenant named {name!r} already exists") from None
+    if defaults:
+        for default in load_tenant_defaults():
+            api_key = default.api_key()
+            if api_key or not get_provider_class(default.model_type, parse_model_name(default.model)[1]).needs_key:
+                save_llm(session, tenant_id, default.model, default.model_type, api_key=api_key,
+                         api_base=default.base_url)
     return tenant_id
 
 
@@ -58,6 +67,7 @@ class TenantModel:
     key_error: str | None
     has_key: bool
     key_version: int
+    key_hint: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -80,6 +90,7 @@ def _to_model(row: Row) -> TenantModel:
         key_error=row.key_error,
         has_key=row.api_key_enc is not None,
         key_version=row.key_version,
+        key_hint=row.key_hint,
     )
 
 
@@ -88,7 +99,44 @@ def _check_type(model_type: str) -> None:
         raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
 
 
-def add_llm(
+def key_hint(secret: str) -> str:
+    """What people may see of a key: its last four characters (none of a short one)."""
+    return secret[-4:] if len(secret) >= 12 else ""
+
+
+def _where_model(tenant_id: str, factory: str, llm_name: str, model_type: str) -> ColumnElement[bool]:
+    return (
+        (tenant_llm.c.tenant_id == tenant_id)
+        & (tenant_llm.c.factory == factory)
+        & (tenant_llm.c.llm_name == llm_name)
+        & (tenant_llm.c.model_type == model_type)
+    )
+
+
+def upsert_llm(session: Session, tenant_id: str, factory: str, llm_name: str, model_type: str,
+               values: dict[str, Any]) -> int:
+    """Insert or update one ``tenant_llm`` row; a changed key bumps ``key_version`` (workers rebuild bundles)."""
+    where = _where_model(tenant_id, factory, llm_name, model_type)
+    existing = session.execute(select(tenant_llm.c.id).where(where)).first()
+    if existing:
+        session.execute(
+            update(tenant_llm).where(tenant_llm.c.id == existing.id).values(**values, key_version=tenant_llm.c.key_version + 1)
+        )
+        return existing.id
+    return session.execute(
+        tenant_llm.insert().values(tenant_id=tenant_id, factory=factory, llm_name=llm_name, model_type=model_type, **values)
+        .returning(tenant_llm.c.id)
+    ).scalar_one()
+
+
+def catalog_max_tokens(session: Session, factory: str, llm_name: str, model_type: str) -> int:
+    row = session.execute(
+        select(llms.c.max_tokens).where(llms.c.factory == factory, llms.c.llm_name == llm_name, llms.c.model_type == model_type)
+    ).first()
+    return row.max_tokens if row else 0
+
+
+def save_llm(
     session: Session,
     tenant_id: str,
     model: str,
@@ -97,13 +145,13 @@ def add_llm(
     api_key: str | None = None,
     api_base: str = "",
     max_tokens: int | None = None,
+    key_state: str = "unchecked",
+    hint: str | None = None,
 ) -> TenantModel:
-    """Configure (or reconfigure) one model for a tenant. The key is stored encrypted."""
+    """Store (or replace) one model's configuration, key encrypted, without testing the key.
+    :func:`models.admin.add_llm` is the operation users call: it tests the key first."""
     _check_type(model_type)
-    try:
-        llm_name, factory = split_model_name(model)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    llm_name, factory = parse_model_name(model)
     if session.execute(select(llm_factories.c.name).where(llm_factories.c.name == factory)).first() is None:
         raise NotFound(f"no factory {factory!r} in the catalog (see `modelyard factories`)")
     try:
@@ -113,51 +161,32 @@ def add_llm(
     if provider.needs_key and not api_key:
         raise InvalidRequest(f"{factory} needs an API key (--api-key)")
     if max_tokens is None:
-        catalog_row = session.execute(
-            select(llms.c.max_tokens).where(
-                llms.c.factory == factory, llms.c.llm_name == llm_name, llms.c.model_type == model_type
-            )
-        ).first()
-        max_tokens = catalog_row.max_tokens if catalog_row else 0
+        max_tokens = catalog_max_tokens(session, factory, llm_name, model_type)
     values = {
         "api_key_enc": crypto.encrypt(api_key) if api_key else None,
+        "key_hint": hint if hint is not None else (key_hint(api_key) if api_key else None),
         "api_base": api_base,
         "max_tokens": max_tokens,
         "status": "enabled",
-        "key_state": "unchecked",
+        "key_state": key_state,
         "key_error": None,
+        "key_checked_at": func.now() if key_state != "unchecked" else None,
     }
-    where = (
-        (tenant_llm.c.tenant_id == tenant_id)
-        & (tenant_llm.c.factory == factory)
-        & (tenant_llm.c.llm_name == llm_name)
-        & (tenant_llm.c.model_type == model_type)
-    )
-    existing = session.execute(select(tenant_llm.c.id).where(where)).first()
-    if existing:
-        session.execute(
-            update(tenant_llm).where(tenant_llm.c.id == existing.id).values(**values, key_version=tenant_llm.c.key_version + 1)
-        )
-    else:
-        session.execute(
-            tenant_llm.insert().values(tenant_id=tenant_id, factory=factory, llm_name=llm_name, model_type=model_type, **values)
-        )
+    upsert_llm(session, tenant_id, factory, llm_name, model_type, values)
     return get_tenant_model(session, tenant_id, model, model_type)
 
 
-def get_tenant_model(session: Session, tenant_id: str, model: str, model_type: str) -> TenantModel:
+def parse_model_name(model: str) -> tuple[str, str]:
+    """``NAME@FACTORY`` -> (name, factory), or a clear InvalidRequest."""
     try:
-        llm_name, factory = split_model_name(model)
+        return split_model_name(model)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    row = session.execute(
-        select(tenant_llm).where(
-            tenant_llm.c.tenant_id == tenant_id,
-            tenant_llm.c.factory == factory,
-            tenant_llm.c.llm_name == llm_name,
-            tenant_llm.c.model_type == model_type,
-        )
-    ).first()
+
+
+def get_tenant_model(session: Session, tenant_id: str, model: str, model_type: str) -> TenantModel:
+    llm_name, factory = parse_model_name(model)
+    row = session.execute(select(tenant_llm).where(_where_model(tenant_id, factory, llm_name, model_type))).first()
     if row is None:
         raise NotFound(f"model {model} ({model_type}) is not configured for this tenant (see `modelyard llm add`)")
     return _to_model(row)
@@ -174,10 +203,19 @@ def delete_llm(session: Session, tenant_id: str, model: str, model_type: str) ->
     session.execute(delete(tenant_llm).where(tenant_llm.c.id == tm.id))
 
 
-def list_tenant_models(session: Session, tenant_id: str) -> list[TenantModel]:
-    rows = session.execute(
-        select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id).order_by(tenant_llm.c.factory, tenant_llm.c.llm_name)
-    )
+def delete_factory(session: Session, tenant_id: str, factory: str) -> int:
+    """Remove all of a tenant's models of one factory; returns how many."""
+    result = session.execute(delete(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory))
+    if not result.rowcount:
+        raise NotFound(f"this tenant has no models of factory {factory!r}")
+    return result.rowcount
+
+
+def list_tenant_models(session: Session, tenant_id: str, factory: str | None = None) -> list[TenantModel]:
+    query = select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id)
+    if factory is not None:
+        query = query.where(tenant_llm.c.factory == factory)
+    rows = session.execute(query.order_by(tenant_llm.c.factory, tenant_llm.c.llm_name, tenant_llm.c.model_type))
     return [_to_model(r) for r in rows]
 
 

@@ -34,12 +34,18 @@ def get_client() -> httpx.Client:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = httpx.Client(
-                    timeout=httpx.Timeout(_timeout_seconds, connect=min(10.0, _timeout_seconds)),
-                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                    follow_redirects=False,
-                )
+                _client = make_client(_timeout_seconds)
     return _client
+
+
+def make_client(timeout_seconds: float) -> httpx.Client:
+    """A client as providers want it: this timeout (connect at most 10 s), no redirects followed
+    (a redirect would carry the key's header to another host)."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    )
 
 
 def reset_client() -> None:

@@ -17,6 +17,9 @@ QUEUES = (*MODEL_TYPES, "maintenance")
 
 TASK_NAMES = {model_type: f"modelyard.{model_type}.run_chunk" for model_type in MODEL_TYPES}
 SWEEP_TASK = "modelyard.maintenance.sweep_stalled"
+REVALIDATE_ALL_TASK = "modelyard.maintenance.revalidate_keys"
+REVALIDATE_TASK = "modelyard.maintenance.revalidate_key"
+MAINTENANCE_TASKS = (SWEEP_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK)
 
 
 def make_app(settings: Settings) -> Celery:
@@ -43,7 +46,8 @@ def configure(app: Celery, settings: Settings) -> None:
         # to the default exchange's key, so one publish there would land in every queue.
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="maintenance",
-        task_routes={**{name: {"queue": t} for t, name in TASK_NAMES.items()}, SWEEP_TASK: {"queue": "maintenance"}},
+        task_routes={**{name: {"queue": t} for t, name in TASK_NAMES.items()},
+                     **{name: {"queue": "maintenance"} for name in MAINTENANCE_TASKS}},
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
@@ -51,6 +55,7 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep-stalled-chunks": {"task": SWEEP_TASK, "schedule": max(5.0, settings.stall_seconds / 4)},
+            "revalidate-keys": {"task": REVALIDATE_ALL_TASK, "schedule": settings.key_revalidate_seconds},
         },
         timezone="UTC",
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 import logging
 
 from conf.settings import get_settings
+from models.crypto import SecretKeyError
 from models.db import session_scope
 from models.jobs import stalled_chunks
-from tasks.app import SWEEP_TASK, app
+from models.keycheck import keys_to_revalidate, revalidate
+from tasks.app import REVALIDATE_ALL_TASK, REVALIDATE_TASK, SWEEP_TASK, app
 from tasks.orchestrate import send_chunks
 
 log = logging.getLogger("modelyard.maintenance")
@@ -25,3 +27,32 @@ def sweep_stalled() -> int:
     if stalled:
         log.warning("re-released %d stalled chunks", len(stalled))
     return len(stalled)
+
+
+@app.task(name=REVALIDATE_ALL_TASK)
+def revalidate_keys() -> int:
+    """Enqueue one revalidation per stored key (tenant, factory, key), spread evenly over
+    ``MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS`` so that many tenants do not burst a provider.
+    The spread stays below the broker's visibility timeout (a waiting countdown is never redelivered)."""
+    settings = get_settings()
+    keys = keys_to_revalidate()
+    spread = min(settings.key_revalidate_spread_seconds, settings.key_revalidate_seconds,
+                 settings.broker_visibility_timeout / 2)
+    for n, (_tenant_id, _factory, tenant_llm_id) in enumerate(keys):
+        revalidate_key.apply_async((tenant_llm_id,), countdown=spread * n / len(keys))
+    log.info("revalidating %d stored keys over %.0fs", len(keys), spread)
+    return len(keys)
+
+
+@app.task(name=REVALIDATE_TASK)
+def revalidate_key(tenant_llm_id: int) -> str:
+    """Test one stored key with the cheapest real call and record its state (see models.keycheck)."""
+    try:
+        outcome = revalidate(tenant_llm_id)
+    except SecretKeyError as exc:
+        # The deployment's fault, not the tenant's: the key keeps its state.
+        log.error("cannot revalidate key of tenant_llm %s: %s", tenant_llm_id, exc)
+        return "secret-key-error"
+    if outcome is None:
+        return "gone"
+    return "valid" if outcome.ok else str(outcome.code)

@@ -189,8 +189,12 @@ class Call:
 
 
 def route_of(path: str) -> str:
-    """``/v1/embeddings?x=1`` -> ``embeddings``: how calls and scripted paths are matched."""
-    return path.split("?", 1)[0].strip("/").removeprefix("v1").strip("/")
+    """``/v1/embeddings?x=1`` -> ``embeddings``: how calls and scripted paths are matched. Azure's
+    deployment paths (``/openai/deployments/NAME/embeddings``) route like OpenAI's."""
+    route = path.split("?", 1)[0].strip("/").removeprefix("v1").strip("/")
+    if route.startswith("openai/deployments/"):
+        route = route.split("/", 3)[3] if route.count("/") >= 3 else ""
+    return route
 
 
 class Scripting:
@@ -708,7 +712,7 @@ class FakeProvider(Scripting):
         """Record the call, wait the latency, then: 401, a scripted behaviour, or the normal answer."""
         content_type = handler.headers.get("Content-Type") or ""
         body, bad_json = _read_body(raw, content_type)
-        key = _bearer(handler.headers.get("Authorization"))
+        key = _bearer(handler.headers.get("Authorization")) or handler.headers.get("api-key")  # OpenAI / Azure
         call = Call(handler.command, handler.path, time.time(), key, *summarize(route, body))
         with self._lock:
             self._calls.append(call)

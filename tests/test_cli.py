@@ -63,12 +63,12 @@ def tenant_with_model(base_url: str = "http://127.0.0.1:9/v1", model: str = MODE
                       model_type: str = "embedding") -> tuple[str, str]:
     """A tenant (id, name) with ``model`` configured, made in this process: setup, not the subject."""
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
 
     name = f"cli-{uuid.uuid4().hex[:8]}"
     with session_scope() as s:
-        tenant_id = create_tenant(s, name)
-        add_llm(s, tenant_id, model, model_type, api_key=KEY, api_base=base_url)
+        tenant_id = create_tenant(s, name, defaults=False)
+        save_llm(s, tenant_id, model, model_type, api_key=KEY, api_base=base_url)
     return tenant_id, name
 
 
@@ -113,69 +113,74 @@ def test_tenant_create_prints_its_id_and_a_duplicate_is_one_line_conflict(stack:
 
 
 def test_factories_json_separates_supported_from_catalog_only_types(stack: Stack) -> None:
-    """OpenAI's chat/embedding/vision/speech/tts are supported; Jina is in the catalog (embedding,
-    rerank) with no provider class, so both types are listed as unsupported; only Builtin is internal."""
+    """OpenAI's chat/embedding/vision/speech/tts are supported; MinerU is in the catalog (ocr, a type
+    modelyard does not run) with no provider class, so it is listed as unsupported; only Builtin is internal."""
     rows = {r["name"]: r for r in ok_json(cli(stack, "factories", "--json"))}
     openai = rows["OpenAI"]
     assert {"chat", "embedding", "image2text", "speech2text", "tts"} <= set(openai["supported_types"])
     assert openai["unsupported_types"] == [] and openai["internal"] is False
-    jina = rows["Jina"]
-    assert jina["catalog_types"] == ["embedding", "rerank"]
-    assert jina["supported_types"] == [] and jina["unsupported_types"] == ["embedding", "rerank"]
+    mineru = rows["MinerU"]
+    assert mineru["catalog_types"] == ["ocr"]
+    assert mineru["supported_types"] == [] and mineru["unsupported_types"] == ["ocr"]
     assert rows["Builtin"]["internal"] is True and "embedding" in rows["Builtin"]["supported_types"]
     assert [name for name, r in rows.items() if r["internal"]] == ["Builtin"]
 
 
-def test_llm_add_disable_enable_delete_with_the_key_on_stdin(stack: Stack) -> None:
-    """A model's life cycle through the CLI: the key is read from stdin (``--api-key -``), stored
-    encrypted, and never printed by ``llm``/``my-llms``; disable/enable flip its status; delete
-    removes it, and deleting it again is a one-line not-found."""
+def test_llm_add_disable_enable_delete_with_the_key_on_stdin(stack: Stack, fake_provider: FakeProvider) -> None:
+    """A model's life cycle through the CLI: the key is read from stdin (``--api-key -``), tested
+    with one real call, stored encrypted, and never printed by ``llm``/``my-llms`` (only its last
+    four characters); disable/enable flip its status; delete removes it, and deleting it again is
+    a one-line not-found."""
     from models.db import session_scope
     from models.tables import tenant_llm
     from models.tenants import create_tenant, load_key
 
     name = f"cli-{uuid.uuid4().hex[:8]}"
     with session_scope() as s:
-        tenant_id = create_tenant(s, name)
-    base = "http://127.0.0.1:9/v1"
+        tenant_id = create_tenant(s, name, defaults=False)
+    base = fake_provider.base_url
     proc = cli(stack, "llm", "add", "--tenant", name, "--model", MODEL, "--type", "embedding",
                "--api-key", "-", "--base-url", base, "--json", stdin=KEY + "\n")
     added = ok_json(proc)
     assert KEY not in proc.stdout + proc.stderr
     assert added["model"] == MODEL and added["status"] == "enabled" and added["has_key"] is True
     assert added["api_base"] == base and added["max_tokens"] > 0  # from the catalog
+    assert added["key_state"] == "valid" and added["key_hint"] == KEY[-4:]
+    assert [c.route for c in fake_provider.calls] == ["embeddings"]  # the key was tested once
     with session_scope() as s:
         row = s.execute(select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id)).one()
         assert KEY not in row.api_key_enc
         assert load_key(s, row.id)[0] == KEY
 
     listing = cli(stack, "my-llms", "--tenant", tenant_id, "--json")
-    models = ok_json(listing)
-    assert [(m["model"], m["type"], m["status"], m["has_key"]) for m in models] == [(MODEL, "embedding", "enabled", True)]
+    grouped = ok_json(listing)
+    assert [(m["model"], m["type"], m["status"], m["has_key"]) for m in grouped["OpenAI"]] == [
+        (MODEL, "embedding", "enabled", True)]
     assert KEY not in listing.stdout and "api_key" not in listing.stdout
 
     flags = ["--tenant", name, "--model", MODEL, "--type", "embedding", "--json"]
     assert ok_json(cli(stack, "llm", "disable", *flags))["status"] == "disabled"
-    assert ok_json(cli(stack, "my-llms", "--tenant", name, "--json"))[0]["status"] == "disabled"
+    assert ok_json(cli(stack, "my-llms", "--tenant", name, "--json"))["OpenAI"][0]["status"] == "disabled"
     assert ok_json(cli(stack, "llm", "enable", *flags))["status"] == "enabled"
     assert ok_json(cli(stack, "llm", "delete", *flags)) == {"model": MODEL, "type": "embedding", "deleted": True}
-    assert ok_json(cli(stack, "my-llms", "--tenant", name, "--json")) == []
+    assert ok_json(cli(stack, "my-llms", "--tenant", name, "--json")) == {}
     assert_one_line_error(cli(stack, "llm", "delete", *flags), 3, MODEL)
 
 
 def test_llm_add_refusals_are_one_line(stack: Stack) -> None:
-    """An empty stdin for ``--api-key -``, a catalog-only (unsupported) factory, a factory not in
-    the catalog and an unknown tenant each give one line and the right exit code; nothing is added."""
+    """An empty stdin for ``--api-key -``, a catalog-only (unsupported) factory and type, a factory
+    not in the catalog and an unknown tenant each give one line and the right exit code; nothing
+    is added."""
     from models.db import session_scope
     from models.tenants import create_tenant, list_tenant_models
 
     name = f"cli-{uuid.uuid4().hex[:8]}"
     with session_scope() as s:
-        tenant_id = create_tenant(s, name)
+        tenant_id = create_tenant(s, name, defaults=False)
     assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", MODEL, "--type", "embedding",
                               "--api-key", "-", "--json", stdin=""), 2, "standard input")
-    assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", "jina-embeddings-v3@Jina",
-                              "--type", "embedding", "--api-key", "k", "--json"), 2, "Jina")
+    assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", "asr@Tencent Cloud",
+                              "--type", "speech2text", "--api-key", "k", "--json"), 2, "Tencent Cloud")
     assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", "m@NoSuchFactory",
                               "--type", "embedding", "--api-key", "k", "--json"), 3, "NoSuchFactory")
     assert_one_line_error(cli(stack, "my-llms", "--tenant", "no-such-tenant", "--json"), 3, "no-such-tenant")

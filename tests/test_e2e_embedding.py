@@ -48,11 +48,11 @@ def env_overrides(stack: Stack, **env: str) -> Iterator[None]:
 def make_tenant(base_url: str, api_key: str = KEY) -> str:
     """A fresh tenant with the embedding model pointed at ``base_url``."""
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
 
     with session_scope() as session:
-        tenant_id = create_tenant(session, f"e2e-{uuid.uuid4().hex[:10]}")
-        add_llm(session, tenant_id, MODEL, "embedding", api_key=api_key, api_base=base_url)
+        tenant_id = create_tenant(session, f"e2e-{uuid.uuid4().hex[:10]}", defaults=False)
+        save_llm(session, tenant_id, MODEL, "embedding", api_key=api_key, api_base=base_url)
     return tenant_id
 
 

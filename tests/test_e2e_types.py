@@ -76,12 +76,12 @@ def types_worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def tenant(stack: Stack, fake_provider: FakeProvider) -> str:
     """A new tenant with one model per type, all pointed at this test's fake provider."""
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
 
     with session_scope() as s:
-        tenant_id = create_tenant(s, f"types-{uuid.uuid4().hex[:8]}")
+        tenant_id = create_tenant(s, f"types-{uuid.uuid4().hex[:8]}", defaults=False)
         for model_type, model in MODELS.items():
-            add_llm(s, tenant_id, model, model_type, api_key=KEY, api_base=fake_provider.base_url)
+            save_llm(s, tenant_id, model, model_type, api_key=KEY, api_base=fake_provider.base_url)
     return tenant_id
 
 

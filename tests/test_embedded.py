@@ -35,13 +35,13 @@ def embedded(tmp_path: Path) -> Iterator[Path]:
 def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fake_provider) -> None:  # noqa: ANN001
     from models.db import get_engine, session_scope
     from models.migrate import upgrade
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
     from tasks import producer
 
     upgrade(get_engine())
     with session_scope() as s:
-        tenant = create_tenant(s, "embedded")
-        add_llm(s, tenant, "text-embedding-3-small@OpenAI", "embedding",
+        tenant = create_tenant(s, "embedded", defaults=False)
+        save_llm(s, tenant, "text-embedding-3-small@OpenAI", "embedding",
                 api_key="sk-test-valid-key-0001", api_base=fake_provider.base_url)
     texts = [f"embedded text {i} about {i % 7}" for i in range(150)]
     job_id = producer.submit_embedding(tenant, "text-embedding-3-small@OpenAI", texts, chunk_size=16)

@@ -111,13 +111,13 @@ def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
     and the API key is nowhere in what Flower serves."""
     from models.db import session_scope
     from models.tables import job_chunks
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
     from tasks import producer
 
     worker = worker_factory(queues="embedding", concurrency=2)
     with session_scope() as s:
-        tenant = create_tenant(s, f"flower-{uuid.uuid4().hex[:8]}")
-        add_llm(s, tenant, "text-embedding-3-small@OpenAI", "embedding", api_key=KEY, api_base=fake_provider.base_url)
+        tenant = create_tenant(s, f"flower-{uuid.uuid4().hex[:8]}", defaults=False)
+        save_llm(s, tenant, "text-embedding-3-small@OpenAI", "embedding", api_key=KEY, api_base=fake_provider.base_url)
 
     workers = eventually(lambda: worker.name in flower.get("/api/workers?refresh=1").json()
                          and flower.get("/api/workers").json(), f"{worker.name} did not appear in /api/workers",

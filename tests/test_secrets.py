@@ -42,11 +42,11 @@ def assert_no_key(text: str, where: str) -> None:
 
 def make_tenant(base_url: str) -> str:
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
 
     with session_scope() as session:
-        tenant_id = create_tenant(session, f"secrets-{uuid.uuid4().hex[:10]}")
-        add_llm(session, tenant_id, MODEL, "embedding", api_key=KEY, api_base=base_url)
+        tenant_id = create_tenant(session, f"secrets-{uuid.uuid4().hex[:10]}", defaults=False)
+        save_llm(session, tenant_id, MODEL, "embedding", api_key=KEY, api_base=base_url)
     return tenant_id
 
 
@@ -171,17 +171,18 @@ def test_cli_never_prints_the_key(stack: Stack, clean_broker: None, fake_provide
 
     name = f"cli-secrets-{uuid.uuid4().hex[:8]}"
     with session_scope() as session:
-        create_tenant(session, name)
+        create_tenant(session, name, defaults=False)
     outputs: dict[str, Any] = {}
     outputs["llm add"] = cli(stack, "llm", "add", "--tenant", name, "--model", MODEL, "--type", "embedding",
                              "--api-key", KEY, "--base-url", fake_provider.base_url, "--json")
     outputs["my-llms --json"] = cli(stack, "my-llms", "--tenant", name, "--json")
     outputs["my-llms"] = cli(stack, "my-llms", "--tenant", name)
+    outputs["my-llms --details"] = cli(stack, "my-llms", "--tenant", name, "--details")
     job_id = producer.submit_embedding(name, MODEL, ["text"])
     outputs["job status --json"] = cli(stack, "job", "status", job_id, "--json")
 
     for what, proc in outputs.items():
         assert proc.returncode == 0, f"{what}: {proc.stderr}"
         assert_no_key(proc.stdout + proc.stderr, f"`{what}`")
-    (row,) = json.loads(outputs["my-llms --json"].stdout)
+    (row,) = json.loads(outputs["my-llms --json"].stdout)["OpenAI"]
     assert row["model"] == MODEL and row["has_key"] is True

@@ -29,13 +29,13 @@ BASE_URL = "http://127.0.0.1:9/v1"  # never called: nothing here reaches a worke
 def tenant(stack: Stack) -> str:
     """A tenant with the embedding model, a chat model, and a disabled embedding model."""
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant, set_llm_status
+    from models.tenants import create_tenant, save_llm, set_llm_status
 
     with session_scope() as session:
-        tenant_id = create_tenant(session, f"validation-{uuid.uuid4().hex[:10]}")
-        add_llm(session, tenant_id, MODEL, "embedding", api_key="sk-validation-0001", api_base=BASE_URL)
-        add_llm(session, tenant_id, CHAT_MODEL, "chat", api_key="sk-validation-0001", api_base=BASE_URL)
-        add_llm(session, tenant_id, "text-embedding-3-large@OpenAI", "embedding", api_key="sk-validation-0001",
+        tenant_id = create_tenant(session, f"validation-{uuid.uuid4().hex[:10]}", defaults=False)
+        save_llm(session, tenant_id, MODEL, "embedding", api_key="sk-validation-0001", api_base=BASE_URL)
+        save_llm(session, tenant_id, CHAT_MODEL, "chat", api_key="sk-validation-0001", api_base=BASE_URL)
+        save_llm(session, tenant_id, "text-embedding-3-large@OpenAI", "embedding", api_key="sk-validation-0001",
                 api_base=BASE_URL)
         set_llm_status(session, tenant_id, "text-embedding-3-large@OpenAI", "embedding", enabled=False)
     return tenant_id

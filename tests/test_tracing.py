@@ -163,11 +163,11 @@ def tracing_env(stack: Stack) -> Iterator:
 def tenant_model(stack: Stack, fake_provider: FakeProvider) -> tuple[str, str]:
     """A fresh tenant with ``MODEL`` configured against the fake provider: (tenant id, model)."""
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
 
     with session_scope() as session:
-        tenant_id = create_tenant(session, f"tracing-{uuid.uuid4().hex[:8]}")
-        add_llm(session, tenant_id, MODEL, "embedding", api_key=API_KEY, api_base=fake_provider.base_url)
+        tenant_id = create_tenant(session, f"tracing-{uuid.uuid4().hex[:8]}", defaults=False)
+        save_llm(session, tenant_id, MODEL, "embedding", api_key=API_KEY, api_base=fake_provider.base_url)
     return tenant_id, MODEL
 
 

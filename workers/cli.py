@@ -28,9 +28,20 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def _key_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-key", default=None, help="the provider key; - reads it from standard input")
+    p.add_argument("--field", action="append", metavar="NAME=VALUE",
+                   help="one part of a multi-part credential (see `modelyard factories`); VALUE - reads standard "
+                        "input, @PATH reads a file (e.g. a service-account JSON key)")
+    p.add_argument("--base-url", default="", help="the provider's base URL (default: the factory's)")
+    p.add_argument("--skip-check", action="store_true", help="save without testing the key (its state: unchecked)")
+    _json_flag(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from workers import commands as c
     from workers import launch
+    from workers import llm_commands as m
 
     parser = _Parser(prog="modelyard", description="AI model jobs for many tenants on Celery workers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -75,26 +86,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("factories", help="the catalog's providers and the model types modelyard supports for each")
     _json_flag(p)
-    p.set_defaults(func=c.factories)
+    p.set_defaults(func=m.factories)
+
+    keys = sub.add_parser("keys", help="a tenant's provider keys").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("set", help="test a key on a factory's models and, if one accepts it, save it for all of them")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--factory", required=True, help="the catalog's factory name, e.g. OpenAI")
+    _key_flags(p)
+    p.set_defaults(func=m.keys_set)
+    p = keys.add_parser("rotate", help="re-encrypt every stored key under the newest MODELYARD_SECRET_KEY")
+    _json_flag(p)
+    p.set_defaults(func=m.keys_rotate)
 
     llm = sub.add_parser("llm", help="a tenant's models").add_subparsers(dest="llm_command", required=True)
-    for action, help_text in (("add", "configure a model for a tenant"), ("delete", "remove a tenant's model"),
+    for action, help_text in (("add", "test a model's key with a real call, then configure it for a tenant"),
+                              ("delete", "remove a tenant's model"),
                               ("enable", "enable a tenant's model"), ("disable", "disable a tenant's model")):
         p = llm.add_parser(action, help=help_text)
         p.add_argument("--tenant", required=True, help="tenant id or name")
         p.add_argument("--model", required=True, help="NAME@FACTORY, e.g. text-embedding-3-small@OpenAI")
         p.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type")
         if action == "add":
-            p.add_argument("--api-key", default=None, help="the provider key; - reads it from standard input")
-            p.add_argument("--base-url", default="", help="the provider's base URL (default: the factory's)")
+            _key_flags(p)
             p.add_argument("--max-tokens", type=int, default=None, help="input limit (default: the catalog's)")
-        _json_flag(p)
-        p.set_defaults(func=c.llm_action, action=action)
-
-    p = sub.add_parser("my-llms", help="a tenant's configured models")
-    p.add_argument("--tenant", required=True)
+            p.set_defaults(func=m.llm_add)
+        else:
+            _json_flag(p)
+            p.set_defaults(func=m.llm_change, action=action)
+    p = llm.add_parser("delete-factory", help="remove all of a tenant's models of one factory")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--factory", required=True)
     _json_flag(p)
-    p.set_defaults(func=c.my_llms)
+    p.set_defaults(func=m.llm_delete_factory)
+    p = llm.add_parser("list", help="every catalog model, and whether it is available to the tenant")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--type", choices=MODEL_TYPES, default=None, dest="model_type", help="only models of this type")
+    _json_flag(p)
+    p.set_defaults(func=m.llm_list)
+
+    p = sub.add_parser("my-llms", help="a tenant's configured models, by factory")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--details", action="store_true", help="also key state, last validation and error, base URL")
+    _json_flag(p)
+    p.set_defaults(func=m.my_llms)
 
     p = sub.add_parser("embed", help="submit a batch embedding job from .txt / .jsonl files or - (stdin)")
     p.add_argument("--tenant", required=True)

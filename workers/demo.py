@@ -24,7 +24,7 @@ from models.bundle import LLMBundle
 from models.db import get_engine, session_scope
 from models.jobs import ItemRow
 from models.migrate import upgrade
-from models.tenants import add_llm, create_tenant, resolve_tenant
+from models.tenants import create_tenant, resolve_tenant, save_llm
 from models.usage import usage_summary
 from tasks import producer
 from workers.corpus import passages
@@ -81,7 +81,7 @@ def _demo_tenant() -> str:
         except Conflict:
             tenant_id = resolve_tenant(session, "demo")
     with session_scope() as session:
-        add_llm(session, tenant_id, MODEL, "embedding")
+        save_llm(session, tenant_id, MODEL, "embedding")
     return tenant_id
 
 

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from conf.errors import InvalidRequest
 from conf.settings import get_settings
+from models.locks import BeatLock
+
+# Held for the life of the process (dropping it would release the lock).
+_beat_lock = BeatLock()
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -22,8 +27,16 @@ def worker(args: argparse.Namespace) -> None:
     if args.hostname:
         argv += ["-n", args.hostname]
     if args.beat:
-        argv += ["-B", "-s", str(_beat_schedule_file())]
+        if _beat_lock.try_acquire():
+            argv += ["-B", "-s", str(_beat_schedule_file())]
+        else:
+            _say("another beat holds the schedule lock; this worker starts without -B")
     app.worker_main(argv)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"modelyard: {message}\n")
+    sys.stderr.flush()
 
 
 def _beat_schedule_file() -> Path:
@@ -35,6 +48,8 @@ def _beat_schedule_file() -> Path:
 def beat(args: argparse.Namespace) -> None:
     from workers.celery_main import app
 
+    # Before the scheduler opens its schedule file: a standby beat must not touch it.
+    _beat_lock.acquire(on_wait=lambda: _say("another beat holds the schedule lock; standing by until it stops"))
     app.start(["beat", "-l", args.loglevel, "-s", str(_beat_schedule_file())])
 
 

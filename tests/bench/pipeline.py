@@ -432,11 +432,11 @@ def apply_inflight(stack: Stack, cfg: Config) -> dict[str, str]:
 def configure_tenant(base_url: str) -> str:
     """A new tenant with the embedding model pointed at the fake; returns the tenant id."""
     from models.db import session_scope
-    from models.tenants import add_llm, create_tenant
+    from models.tenants import create_tenant, save_llm
 
     with session_scope() as session:
-        tenant = create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}")
-        add_llm(session, tenant, MODEL, "embedding", api_key=API_KEY, api_base=base_url)
+        tenant = create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}", defaults=False)
+        save_llm(session, tenant, MODEL, "embedding", api_key=API_KEY, api_base=base_url)
     return tenant
 
 
