@@ -1,0 +1,524 @@
+"""Google's Gemini API (``generativelanguage.googleapis.com``): chat, image2text, embeddings.
+
+Wire format (plain ``httpx``; the key travels in the ``x-goog-api-key`` header, never in the
+URL, so it cannot land in a log line)::
+
+    POST {base}/models/{model}:generateContent              {"contents", "systemInstruction"?,
+                                                             "generationConfig"?, "tools"?}
+    POST {base}/models/{model}:streamGenerateContent?alt=sse  same body; SSE, each event one
+                                                             GenerateContentResponse
+    POST {base}/models/{model}:batchEmbedContents           {"requests": [{"model", "content",
+                                                             "taskType"}]}  (at most 100)
+
+OpenAI-style messages map to ``contents``: ``assistant`` becomes role ``model``, its
+``tool_calls`` become ``functionCall`` parts, and ``tool`` messages become ``functionResponse``
+parts (the function's name recovered from the assistant's tool-call id). The request and
+answer code here also serves Vertex AI (``providers.google_cloud``), which speaks the same
+GenerateContent format behind other URLs and OAuth.
+
+Errors come as ``{"error": {"code", "message", "status", "details": [...]}}``. Google sends
+RESOURCE_EXHAUSTED (429) both for a per-minute rate limit and for a spent daily or free-tier
+quota, with a message that says "quota" either way; :func:`google_error` reads the
+``google.rpc.QuotaFailure`` violations to tell them apart, and ``google.rpc.RetryInfo`` for
+the wait.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from providers.base import (
+    BaseModel,
+    ChatDelta,
+    ChatModel,
+    ChatResult,
+    EmbeddingModel,
+    EmbeddingResult,
+    Image2TextModel,
+    TextResult,
+    ToolCall,
+    Usage,
+    estimate_tokens,
+)
+from providers.errors import ErrorCode, ProviderError, scrub
+from providers.http import error_from_response, json_body, parse_retry_after, rate_limit_headers
+from providers.openai_compat import (
+    DEFAULT_IMAGE_PROMPT,
+    _count,
+    _estimated,
+    _message_text,
+    _reading,
+    _sse_data,
+    parse_arguments,
+)
+from providers.registry import register
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+MAX_STOP_SEQUENCES = 5  # GenerationConfig.stopSequences: "up to 5"
+
+# OpenAI-style generation names -> GenerationConfig fields. presence/frequency penalties are
+# left out on purpose: Gemini 2.5 and later answer 400 "Penalty is not enabled for models/...".
+_GEN_CONF_NAMES = {"temperature": "temperature", "top_p": "topP", "max_tokens": "maxOutputTokens", "seed": "seed"}
+
+_FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length"}
+# Candidates withheld by a filter (safety, copyright recitation, blocklists, PII).
+_FILTERED = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+
+# Google's documented placeholder for a replayed functionCall whose thought signature we did not
+# keep (our ToolCall has no place for it): Gemini 3 answers 400 without one. Models before 2.5
+# never made signatures, so they get none.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+_NO_SIGNATURES = re.compile(r"gemini-(?:1\.|2\.0)")
+
+# A 429 whose quota will not come back within minutes: a daily quota, a limit of 0 (the model
+# is not in this tier at all), spent prepaid credits.
+_LONG_QUOTA = re.compile(r"per\s*day|daily", re.I)
+_NO_CREDIT = re.compile(r"credits? (?:are|is|have been) depleted|prepay", re.I)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _detail(details: list[Any], kind: str) -> list[dict[str, Any]]:
+    return [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(f"google.rpc.{kind}")]
+
+
+def _seconds(duration: Any) -> float | None:
+    """A protobuf Duration in JSON ("17s", "0.5s") as seconds."""
+    if not isinstance(duration, str) or not duration.endswith("s"):
+        return None
+    try:
+        return max(0.0, float(duration[:-1]))
+    except ValueError:
+        return None
+
+
+def _exhausted_code(message: str, quota_failures: list[dict[str, Any]], infos: list[dict[str, Any]]) -> ErrorCode:
+    """RESOURCE_EXHAUSTED: QUOTA when the limit that was hit will not reset soon, else RATE_LIMIT."""
+    limits: list[tuple[str, str]] = []  # (limit id, limit value)
+    for failure in quota_failures:
+        for violation in failure.get("violations") or []:
+            if isinstance(violation, dict):
+                limits.append((str(violation.get("quotaId", "")), str(violation.get("quotaValue", ""))))
+    for info in infos:  # the older shape: ErrorInfo metadata quota_limit / quota_limit_value
+        metadata = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
+        if metadata.get("quota_limit"):
+            limits.append((str(metadata["quota_limit"]), str(metadata.get("quota_limit_value", ""))))
+    if any(_LONG_QUOTA.search(limit_id) or value == "0" for limit_id, value in limits):
+        return ErrorCode.QUOTA
+    if _NO_CREDIT.search(message):
+        return ErrorCode.QUOTA
+    return ErrorCode.RATE_LIMIT
+
+
+def google_error(
+    status: int | None, body: Any, headers: httpx.Headers | None = None, *secrets: str | None
+) -> ProviderError | None:
+    """The ProviderError for Google's ``{"error": {...}}`` body (None if ``body`` is not one).
+
+    ``provider_code`` is the ErrorInfo reason (``API_KEY_INVALID``) when there is one, else the
+    status name (``RESOURCE_EXHAUSTED``); a RESOURCE_EXHAUSTED carries its classification."""
+    if isinstance(body, list) and body:  # streamGenerateContent wraps its error in a list
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    details = error.get("details") if isinstance(error.get("details"), list) else []
+    infos = _detail(details, "ErrorInfo")
+    quota_failures = _detail(details, "QuotaFailure")
+    status_name = error.get("status") if isinstance(error.get("status"), str) else None
+    reason = next((str(i["reason"]) for i in infos if i.get("reason")), None)
+    if status is None and isinstance(error.get("code"), int):
+        status = error["code"]
+    message = str(error.get("message") or status_name or f"HTTP {status}")
+    quota_ids = [
+        str(v.get("quotaId"))
+        for f in quota_failures
+        for v in f.get("violations") or []
+        if isinstance(v, dict) and v.get("quotaId")
+    ]
+    if quota_ids:
+        message += f" [quota: {', '.join(quota_ids)}]"
+    code = None
+    if status == 429 or status_name == "RESOURCE_EXHAUSTED":
+        code = _exhausted_code(message, quota_failures, infos)
+    retry_after = next(
+        (s for s in (_seconds(r.get("retryDelay")) for r in _detail(details, "RetryInfo")) if s is not None), None
+    )
+    headers = headers if headers is not None else httpx.Headers()
+    return ProviderError(
+        scrub(message, *secrets)[:2000],
+        status=status,
+        provider_code=reason or status_name,
+        retry_after=retry_after if retry_after is not None else parse_retry_after(headers),
+        code=code,
+        rate_limits=rate_limit_headers(headers),
+    )
+
+
+def error_from_google_response(response: httpx.Response, *secrets: str | None) -> ProviderError:
+    try:
+        response.read()
+        body = json.loads(response.text)
+    except (httpx.HTTPError, ValueError):
+        body = None
+    return google_error(response.status_code, body, response.headers, *secrets) or error_from_response(
+        response, *secrets
+    )
+
+
+# --------------------------------------------------------------------------- request
+
+
+def _gen_config(gen_conf: dict[str, Any] | None) -> dict[str, Any]:
+    conf = gen_conf or {}
+    out = {_GEN_CONF_NAMES[k]: v for k, v in conf.items() if k in _GEN_CONF_NAMES and v is not None}
+    stop = conf.get("stop")
+    if stop:
+        out["stopSequences"] = ([stop] if isinstance(stop, str) else list(stop))[:MAX_STOP_SEQUENCES]
+    response_format = conf.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+        out["responseMimeType"] = "application/json"
+    return out
+
+
+def _image_part(url: str) -> dict[str, Any]:
+    match = re.match(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", url, re.S)
+    if not match:
+        raise ProviderError("Gemini takes images as data: URLs (base64) only", code=ErrorCode.INVALID_REQUEST)
+    return {"inlineData": {"mimeType": match.group(1), "data": match.group(2)}}
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"text": content}]
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            parts.append({"text": part.get("text", "")})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            parts.append(_image_part(image.get("url", "") if isinstance(image, dict) else str(image)))
+        else:
+            raise ProviderError(f"Gemini cannot take a message part of type {kind!r}", code=ErrorCode.INVALID_REQUEST)
+    return parts
+
+
+def _tool_result(content: Any) -> dict[str, Any]:
+    """A tool message's content as a functionResponse ``response`` (which must be an object)."""
+    text = content if isinstance(content, str) else "".join(p.get("text", "") for p in _parts(content))
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    return parsed if isinstance(parsed, dict) else {"result": parsed}
+
+
+@dataclass
+class _Conversation:
+    """OpenAI-style messages folded into Gemini ``contents`` and system text."""
+
+    signatures: bool
+    system: list[str] = field(default_factory=list)
+    contents: list[dict[str, Any]] = field(default_factory=list)
+    call_names: dict[str, str] = field(default_factory=dict)  # tool-call id -> function name
+
+    def add(self, message: dict[str, Any]) -> None:
+        role = message.get("role")
+        if role == "system":
+            self.system.extend(p["text"] for p in _parts(message.get("content")) if "text" in p)
+        elif role == "user":
+            self._append("user", _parts(message.get("content")))
+        elif role == "assistant":
+            self._append("model", _parts(message.get("content")) + self._calls(message.get("tool_calls") or []))
+        elif role == "tool":
+            self._append("user", [self._response(message)], merge=True)
+        else:
+            raise ProviderError(f"Gemini cannot take a message with role {role!r}", code=ErrorCode.INVALID_REQUEST)
+
+    def _calls(self, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        parts = []
+        for call in tool_calls:
+            function = call.get("function") or {}
+            name = function.get("name") or ""
+            if call.get("id"):
+                self.call_names[call["id"]] = name
+            part: dict[str, Any] = {"functionCall": {"name": name, "args": parse_arguments(function.get("arguments"))}}
+            if self.signatures and not parts:  # the first call of a step carries the signature
+                part["thoughtSignature"] = SKIP_SIGNATURE
+            parts.append(part)
+        return parts
+
+    def _response(self, message: dict[str, Any]) -> dict[str, Any]:
+        name = self.call_names.get(message.get("tool_call_id") or "") or message.get("name")
+        if not name:
+            raise ProviderError(
+                f"tool message answers an unknown tool call {message.get('tool_call_id')!r}",
+                code=ErrorCode.INVALID_REQUEST,
+            )
+        return {"functionResponse": {"name": name, "response": _tool_result(message.get("content"))}}
+
+    def _append(self, role: str, parts: list[dict[str, Any]], merge: bool = False) -> None:
+        if not parts:
+            return
+        last = self.contents[-1] if self.contents else None
+        if merge and last and last["role"] == role and all("functionResponse" in p for p in last["parts"]):
+            last["parts"].extend(parts)  # parallel calls answered in one turn
+        else:
+            self.contents.append({"role": role, "parts": parts})
+
+
+def _function_declaration(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") or tool
+    declaration = {"name": function["name"], "description": function.get("description") or ""}
+    if function.get("parameters"):
+        # JSON Schema as OpenAI tools carry it; "parameters" would take only an OpenAPI subset.
+        declaration["parametersJsonSchema"] = function["parameters"]
+    return declaration
+
+
+def generate_body(
+    model_name: str,
+    system: str | None,
+    messages: list[dict[str, Any]],
+    gen_conf: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The GenerateContentRequest for OpenAI-style arguments (shared with Vertex AI)."""
+    conversation = _Conversation(signatures=not _NO_SIGNATURES.search(model_name))
+    if system:
+        conversation.system.append(system)
+    for message in messages:
+        conversation.add(message)
+    body: dict[str, Any] = {"contents": conversation.contents}
+    if conversation.system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(conversation.system)}]}
+    config = _gen_config(gen_conf)
+    if config:
+        body["generationConfig"] = config
+    if tools:
+        body["tools"] = [{"functionDeclarations": [_function_declaration(t) for t in tools]}]
+    return body
+
+
+# --------------------------------------------------------------------------- answer
+
+
+def _usage(raw: Any) -> Usage | None:
+    """usageMetadata: thinking tokens count as completion, tool-use prompt tokens as prompt."""
+    if not isinstance(raw, dict):
+        return None
+    prompt = _count(raw.get("promptTokenCount")) + _count(raw.get("toolUsePromptTokenCount"))
+    completion = _count(raw.get("candidatesTokenCount")) + _count(raw.get("thoughtsTokenCount"))
+    total = _count(raw.get("totalTokenCount")) or prompt + completion
+    return Usage(prompt, completion, total) if total else None
+
+
+def _blocked(what: str, reason: str, message: str = "") -> ProviderError:
+    return ProviderError(
+        f"Gemini blocked the {what} ({reason})" + (f": {message}" if message else ""),
+        provider_code=reason,
+        code=ErrorCode.CONTENT_FILTER,
+    )
+
+
+@dataclass
+class _Answer:
+    """What the model has said so far, from one response or a stream of them."""
+
+    prompt_text: str
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    reason: str | None = None
+    usage: Any = None
+
+    def feed(self, data: Any, secrets: tuple[str, ...] = ()) -> str:
+        """Fold one GenerateContentResponse in; return its new text."""
+        error = google_error(None, data, None, *secrets)
+        if error is not None:  # an error event after a 200 had already opened the stream
+            raise error
+        self.usage = data.get("usageMetadata") or self.usage
+        feedback = data.get("promptFeedback") or {}
+        if feedback.get("blockReason"):
+            raise _blocked("prompt", feedback["blockReason"], feedback.get("blockReasonMessage") or "")
+        candidates = data.get("candidates") or []
+        if not candidates:
+            return ""
+        candidate = candidates[0]
+        self.reason = candidate.get("finishReason") or self.reason
+        new = ""
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            if part.get("thought"):
+                continue
+            if "functionCall" in part:
+                call = part["functionCall"]
+                call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+                self.calls.append(ToolCall(call_id, call["name"], parse_arguments(call.get("args"))))
+            elif isinstance(part.get("text"), str):
+                new += part["text"]
+        self.text.append(new)
+        return new
+
+    def finish_reason(self) -> str | None:
+        """Raise if a filter withheld the whole answer; else the reason in OpenAI's words."""
+        text = "".join(self.text)
+        if self.reason in _FILTERED:
+            if not text and not self.calls:
+                raise _blocked("answer", self.reason)
+            return "content_filter"
+        if self.calls and self.reason in (None, "STOP"):
+            return "tool_calls"
+        if self.reason is None:
+            return None
+        return _FINISH_REASONS.get(self.reason, self.reason.lower())
+
+    def result_usage(self) -> Usage:
+        return _usage(self.usage) or _estimated(estimate_tokens(self.prompt_text), estimate_tokens("".join(self.text)))
+
+
+def _prompt_text(system: str | None, messages: list[dict[str, Any]]) -> str:
+    return "\n".join(filter(None, [system or "", _message_text(messages)]))
+
+
+# --------------------------------------------------------------------------- the wire
+
+
+class GeminiWire(BaseModel):
+    """URL, auth and error reading for the GenerateContent family. Vertex AI overrides
+    :meth:`method_url` and :meth:`auth_headers`."""
+
+    factories = ("Gemini",)
+    default_base_url = DEFAULT_BASE_URL
+    needs_key = True
+
+    def model_path(self) -> str:
+        return quote(self.model_name.removeprefix("models/"), safe="-._~")
+
+    def method_url(self, method: str) -> str:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ProviderError(
+                f"Gemini needs an http(s) base URL; got {self.base_url!r}", code=ErrorCode.INVALID_REQUEST
+            )
+        return f"{self.base_url}/models/{self.model_path()}:{method}"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+
+    def check(self, response: httpx.Response) -> httpx.Response:
+        self.rate_limits = rate_limit_headers(response.headers)
+        if response.is_success:
+            return response
+        raise error_from_google_response(response, *self.secrets)
+
+    def post_json(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = self.method_url(method)
+        data = json_body(self.check(self.client.post(url, headers=self.auth_headers(), json=body)))
+        if not isinstance(data, dict):
+            raise ProviderError(f":{method} answered with JSON that is not an object", code=ErrorCode.SERVER)
+        return data
+
+    def generate(self, body: dict[str, Any], prompt_text: str) -> ChatResult:
+        data = self.post_json("generateContent", body)
+        answer = _Answer(prompt_text)
+        with _reading("generateContent"):
+            answer.feed(data, self.secrets)
+        return ChatResult("".join(answer.text), answer.result_usage(), answer.calls, answer.finish_reason())
+
+    def generate_stream(self, body: dict[str, Any], prompt_text: str) -> Iterator[ChatDelta]:
+        answer = _Answer(prompt_text)
+        url = self.method_url("streamGenerateContent")
+        with self.client.stream("POST", url, params={"alt": "sse"}, headers=self.auth_headers(), json=body) as response:
+            self.check(response)
+            for data in _sse_data(response.iter_lines()):
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+                with _reading("streamGenerateContent"):
+                    text = answer.feed(chunk, self.secrets)
+                if text:
+                    yield ChatDelta(text=text)
+        yield ChatDelta(tool_calls=answer.calls, usage=answer.result_usage(), finish_reason=answer.finish_reason())
+
+
+@register
+class GeminiChat(GeminiWire, ChatModel):
+    def chat(
+        self,
+        system: str | None,
+        messages: list[dict[str, Any]],
+        gen_conf: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ChatResult:
+        body = generate_body(self.model_name, system, messages, gen_conf, tools)
+        return self.generate(body, _prompt_text(system, messages))
+
+    def chat_stream(
+        self,
+        system: str | None,
+        messages: list[dict[str, Any]],
+        gen_conf: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Iterator[ChatDelta]:
+        """Text deltas as they arrive, then one last delta with tool calls, usage and finish reason."""
+        body = generate_body(self.model_name, system, messages, gen_conf, tools)
+        yield from self.generate_stream(body, _prompt_text(system, messages))
+
+
+@register
+class GeminiImage2Text(GeminiWire, Image2TextModel):
+    def describe_with_prompt(self, image: bytes, prompt: str | None, mime_type: str = "image/png") -> TextResult:
+        prompt = prompt or DEFAULT_IMAGE_PROMPT
+        parts = [{"text": prompt}, {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(image).decode()}}]
+        result = self.generate({"contents": [{"role": "user", "parts": parts}]}, prompt)
+        return TextResult(result.text, result.usage)
+
+
+@register
+class GeminiEmbedding(GeminiWire, EmbeddingModel):
+    """``batchEmbedContents``: RETRIEVAL_DOCUMENT for documents, RETRIEVAL_QUERY for queries.
+    Google reports no token usage for embeddings, so usage is estimated."""
+
+    batch_size = 100  # "at most 100 requests can be in one batch"
+
+    def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "RETRIEVAL_DOCUMENT")
+
+    def encode_queries(self, text: str) -> EmbeddingResult:
+        return self._embed([text], "RETRIEVAL_QUERY")
+
+    def _embed(self, texts: list[str], task_type: str) -> EmbeddingResult:
+        model = f"models/{self.model_name.removeprefix('models/')}"
+        requests = [{"model": model, "content": {"parts": [{"text": t}]}, "taskType": task_type} for t in texts]
+        data = self.post_json("batchEmbedContents", {"requests": requests})
+        with _reading("batchEmbedContents"):
+            vectors = np.asarray([row["values"] for row in data["embeddings"]], dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise ProviderError(
+                f":batchEmbedContents returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER
+            )
+        return EmbeddingResult(vectors, _estimated(sum(estimate_tokens(t) for t in texts)))
