@@ -89,6 +89,8 @@ _PROVIDER_CODES: dict[str, ErrorCode] = {
     "permission_error": ErrorCode.AUTHENTICATION,
     "not_found_error": ErrorCode.MODEL,
     "request_too_large": ErrorCode.INVALID_REQUEST,
+    "billing_error": ErrorCode.QUOTA,  # 402
+    "enforced_spend_limit_reached": ErrorCode.QUOTA,  # error.details.error_code of a spend-cap 429
     # Google (status strings)
     "RESOURCE_EXHAUSTED": ErrorCode.RATE_LIMIT,
     "UNAVAILABLE": ErrorCode.SERVER,
@@ -98,6 +100,11 @@ _PROVIDER_CODES: dict[str, ErrorCode] = {
     "INVALID_ARGUMENT": ErrorCode.INVALID_REQUEST,
     "NOT_FOUND": ErrorCode.MODEL,
     "DEADLINE_EXCEEDED": ErrorCode.TIMEOUT,
+    "API_KEY_INVALID": ErrorCode.AUTHENTICATION,  # Google ErrorInfo reason (inside a 400 INVALID_ARGUMENT)
+    # OAuth 2.0 token endpoint errors (RFC 6749 5.2), e.g. a Google service-account JWT exchange
+    "invalid_grant": ErrorCode.AUTHENTICATION,
+    "invalid_client": ErrorCode.AUTHENTICATION,
+    "unauthorized_client": ErrorCode.AUTHENTICATION,
     # AWS
     "ThrottlingException": ErrorCode.RATE_LIMIT,
     "ServiceUnavailableException": ErrorCode.SERVER,
@@ -108,10 +115,105 @@ _PROVIDER_CODES: dict[str, ErrorCode] = {
     "ValidationException": ErrorCode.INVALID_REQUEST,
     "ResourceNotFoundException": ErrorCode.MODEL,
     "ModelTimeoutException": ErrorCode.TIMEOUT,
+    # A hard account quota (e.g. tokens per day), raised only by a quota increase: not a slow-down
+    "ServiceQuotaExceededException": ErrorCode.QUOTA,
+    "ExpiredTokenException": ErrorCode.AUTHENTICATION,
+    "InvalidSignatureException": ErrorCode.AUTHENTICATION,
+    # AWS query APIs (STS AssumeRole): <ErrorResponse><Error><Code>
+    "AccessDenied": ErrorCode.AUTHENTICATION,  # also DashScope's 403
+    "InvalidClientTokenId": ErrorCode.AUTHENTICATION,
+    "SignatureDoesNotMatch": ErrorCode.AUTHENTICATION,
+    "ExpiredToken": ErrorCode.AUTHENTICATION,
+    "Throttling": ErrorCode.RATE_LIMIT,  # STS (a 400) and DashScope (a 429)
+    # Alibaba DashScope (Model Studio): {"code", "message", "request_id"}
+    "Throttling.RateQuota": ErrorCode.RATE_LIMIT,  # requests per minute
+    "Throttling.AllocationQuota": ErrorCode.RATE_LIMIT,  # tokens per minute ("Allocated quota exceeded")
+    "Arrearage": ErrorCode.QUOTA,  # overdue payment
+    "AllocationQuota.FreeTierOnly": ErrorCode.QUOTA,  # free tier used up in "free tier only" mode
+    "InvalidApiKey": ErrorCode.AUTHENTICATION,
+    "AccessDenied.Unpurchased": ErrorCode.AUTHENTICATION,
+    "DataInspectionFailed": ErrorCode.CONTENT_FILTER,
+    "InvalidParameter": ErrorCode.INVALID_REQUEST,
+    "InternalError": ErrorCode.SERVER,
+    "InternalError.Algo": ErrorCode.SERVER,
+    # VolcEngine Ark: {"error": {"code", "message", "type"}} ("InvalidParameter", "AccessDenied" above)
+    "AuthenticationError": ErrorCode.AUTHENTICATION,
+    "AccountOverdueError": ErrorCode.QUOTA,  # a 403: the account owes money
+    "OperationDenied.ServiceOverdue": ErrorCode.QUOTA,
+    "QuotaExceeded": ErrorCode.QUOTA,  # a 429: the free trial quota is used up
+    "SetLimitExceeded": ErrorCode.QUOTA,  # a 429: the spending cap the account set itself
+    "RateLimitExceeded.EndpointRPMExceeded": ErrorCode.RATE_LIMIT,
+    "RateLimitExceeded.EndpointTPMExceeded": ErrorCode.RATE_LIMIT,
+    "ModelAccountRpmRateLimitExceeded": ErrorCode.RATE_LIMIT,
+    "ModelAccountTpmRateLimitExceeded": ErrorCode.RATE_LIMIT,
+    "APIAccountRpmRateLimitExceeded": ErrorCode.RATE_LIMIT,
+    "AccountRateLimitExceeded": ErrorCode.RATE_LIMIT,
+    "InflightBatchsizeExceeded": ErrorCode.RATE_LIMIT,
+    "RequestBurstTooFast": ErrorCode.RATE_LIMIT,
+    "ServerOverloaded": ErrorCode.SERVER,  # a 429 that is the server's load, not the caller's rate
+    "InternalServiceError": ErrorCode.SERVER,
+    "MissingParameter": ErrorCode.INVALID_REQUEST,  # also Tencent Cloud
+    "InvalidEndpointOrModel.NotFound": ErrorCode.MODEL,
+    "InvalidEndpoint.ClosedEndpoint": ErrorCode.MODEL,
+    "ModelNotOpen": ErrorCode.MODEL,
+    "SensitiveContentDetected": ErrorCode.CONTENT_FILTER,
+    "InputTextSensitiveContentDetected": ErrorCode.CONTENT_FILTER,
+    "OutputTextSensitiveContentDetected": ErrorCode.CONTENT_FILTER,
+    "InputImageSensitiveContentDetected": ErrorCode.CONTENT_FILTER,
+    # Tencent Cloud API 3.0 (Hunyuan): {"Response": {"Error": {"Code", "Message"}}} inside an HTTP 200
+    "AuthFailure.SignatureFailure": ErrorCode.AUTHENTICATION,
+    "AuthFailure.SignatureExpire": ErrorCode.AUTHENTICATION,  # the clock is more than 5 minutes off
+    "AuthFailure.SecretIdNotFound": ErrorCode.AUTHENTICATION,
+    "AuthFailure.InvalidSecretId": ErrorCode.AUTHENTICATION,
+    "AuthFailure.InvalidAuthorization": ErrorCode.AUTHENTICATION,
+    "AuthFailure.TokenFailure": ErrorCode.AUTHENTICATION,
+    "AuthFailure.MFAFailure": ErrorCode.AUTHENTICATION,
+    "AuthFailure.UnauthorizedOperation": ErrorCode.AUTHENTICATION,
+    "UnauthorizedOperation": ErrorCode.AUTHENTICATION,
+    "FailedOperation.ServiceNotActivated": ErrorCode.AUTHENTICATION,  # not enabled for this account
+    "FailedOperation.ServiceStop": ErrorCode.AUTHENTICATION,  # stopped by the account itself
+    "FailedOperation.UserUnAuthError": ErrorCode.AUTHENTICATION,  # account not verified
+    "LimitExceeded": ErrorCode.RATE_LIMIT,  # Hunyuan's concurrency limit
+    "RequestLimitExceeded": ErrorCode.RATE_LIMIT,
+    "RequestLimitExceeded.UinLimitExceeded": ErrorCode.RATE_LIMIT,
+    "RequestLimitExceeded.IPLimitExceeded": ErrorCode.RATE_LIMIT,
+    "RequestLimitExceeded.GlobalRegionUinLimitExceeded": ErrorCode.RATE_LIMIT,
+    "FailedOperation.EngineServerLimitExceeded": ErrorCode.RATE_LIMIT,
+    "ResourceInsufficient.ChargeResourceExhaust": ErrorCode.QUOTA,
+    "FailedOperation.ServiceStopArrears": ErrorCode.QUOTA,
+    "FailedOperation.ResourcePackExhausted": ErrorCode.QUOTA,
+    "FailedOperation.FreeResourcePackExhausted": ErrorCode.QUOTA,
+    "ResourceUnavailable.InArrears": ErrorCode.QUOTA,
+    "ResourceUnavailable.LowBalance": ErrorCode.QUOTA,
+    "FailedOperation.EngineServerError": ErrorCode.SERVER,
+    "FailedOperation.EngineRequestTimeout": ErrorCode.SERVER,  # "try again later"
+    "ServiceUnavailable": ErrorCode.SERVER,
+    "InvalidParameterValue": ErrorCode.INVALID_REQUEST,
+    "InvalidParameterValue.ParameterValueError": ErrorCode.INVALID_REQUEST,
+    "UnknownParameter": ErrorCode.INVALID_REQUEST,
+    "InvalidParameterValue.Model": ErrorCode.MODEL,
+    "OperationDenied.TextIllegalDetected": ErrorCode.CONTENT_FILTER,
+    "OperationDenied.ImageIllegalDetected": ErrorCode.CONTENT_FILTER,
+    # New API / one-api gateways: {"error": {"code": "insufficient_user_quota", ...}} (a 403)
+    "insufficient_user_quota": ErrorCode.QUOTA,
+    "pre_consume_token_quota_failed": ErrorCode.QUOTA,
+    # Novita-style gateways (NovitaAI, Jiekou.AI, PPIO) name their errors in "reason"
+    "NOT_ENOUGH_BALANCE": ErrorCode.QUOTA,  # a 403
+    "BILLING_BALANCE_NOT_ENOUGH": ErrorCode.QUOTA,
+    "RATE_LIMIT_EXCEEDED": ErrorCode.RATE_LIMIT,
+    "TOKEN_LIMIT_EXCEEDED": ErrorCode.RATE_LIMIT,  # a 429: tokens per minute
+    "INVALID_API_KEY": ErrorCode.AUTHENTICATION,
+    "FAILED_TO_AUTH": ErrorCode.AUTHENTICATION,
+    "MODEL_NOT_FOUND": ErrorCode.MODEL,
+    "INVALID_REQUEST_BODY": ErrorCode.INVALID_REQUEST,
+    "SERVICE_NOT_AVAILABLE": ErrorCode.SERVER,
 }
 
 # Words inside a 429 that mean "you are out of money", not "slow down".
-_QUOTA_WORDS = re.compile(r"quota|billing|credit|balance|insufficient|exceeded your current|欠费|余额", re.I)
+# ("API usage limits": Anthropic's spend-limit text, "You have reached your specified API usage limits".)
+_QUOTA_WORDS = re.compile(
+    r"quota|billing|credit|balance|insufficient|exceeded your current|api usage limits|欠费|余额", re.I
+)
 _URL = re.compile(r"https?://\S+")
 
 # Broad categories, not causes: OpenAI sends a missing key as a 401 whose only code is the type
@@ -153,6 +255,8 @@ def _from_status(status: int, message: str) -> ErrorCode | None:
     if status >= 500:  # includes Anthropic's 529 overloaded
         return ErrorCode.SERVER
     if 400 <= status < 500:
+        if _says_quota(message):  # Anthropic: a 400 "Your credit balance is too low ..."
+            return ErrorCode.QUOTA
         lowered = message.lower()
         if "content" in lowered and ("filter" in lowered or "policy" in lowered):
             return ErrorCode.CONTENT_FILTER

@@ -2,8 +2,11 @@
 
 One implementation per model type speaks the wire format; :data:`FACTORIES` says which
 factory serves which types, and from each row we declare and register one small subclass
-per type that carries the factory's name, default base URL and ``needs_key``. Adding a
-factory is adding a row.
+per type that carries the factory's name, default base URL, ``needs_key`` and its
+:class:`Factory` row (``factory_spec``). Adding a factory is adding a row: what a server
+does differently (generation options it rejects or names otherwise, errors inside a 2xx
+body, its own error codes, a query mode for embeddings, a default voice) is data in
+that row, read by the one implementation -- never an ``if factory == ...`` in the code.
 
 Wire format (plain ``httpx``, no SDK, so the transport seam stays ours)::
 
@@ -13,9 +16,10 @@ Wire format (plain ``httpx``, no SDK, so the transport seam stays ours)::
     POST {base}/audio/transcriptions  multipart: file, model
     POST {base}/audio/speech          {"model", "input", "voice", "response_format"} -> audio bytes
 
-Every non-2xx answer becomes a ProviderError through :meth:`BaseModel.check`; a body we
-cannot read (bad JSON, missing fields) is a ProviderError with code SERVER; timeouts and
-connection failures escape as httpx exceptions, which ``classify()`` names.
+Every non-2xx answer becomes a ProviderError through :meth:`BaseModel.check` (refined with
+the factory's error codes); a body we cannot read (bad JSON, missing fields) is a
+ProviderError with code SERVER; timeouts and connection failures escape as httpx
+exceptions, which ``classify()`` names.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from __future__ import annotations
 import base64
 import json
 import mimetypes
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import json_repair
@@ -70,6 +75,114 @@ _AUDIO_TYPES = {
 }
 
 
+# --------------------------------------------------------------------------- the factory rows
+
+
+@dataclass(frozen=True)
+class BodyStatus:
+    """Where a server that reports errors inside a 2xx body keeps its status: the path to a
+    code that is 0 on success (MiniMax ``base_resp.status_code``, XunFei Spark ``code``) and
+    the path to the message."""
+
+    code: tuple[str, ...]
+    message: tuple[str, ...]
+
+    def read(self, body: Any) -> tuple[str | None, str]:
+        """``(code, message)``; code None when the body says success (0) or says nothing."""
+        code, message = _dig(body, self.code), _dig(body, self.message)
+        if code is None or code == 0 or str(code) in ("", "0"):
+            return None, ""
+        return str(code), str(message or "")
+
+
+def _dig(body: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
+
+
+@dataclass(frozen=True)
+class Factory:
+    """One OpenAI-compatible factory and what it does differently from OpenAI.
+
+    ``default_base_url`` ("" = the tenant must give one, as for local servers), the model
+    types it serves through this wire format, whether it needs a key, and its quirks:
+
+    - ``gen_conf_keys``: the generation options it accepts (the rest are dropped);
+      ``gen_conf_rename``: options it calls otherwise (Mistral's ``random_seed``);
+      ``non_stream_extra``: ``(model-name fragment, fields)`` added to non-streaming chat
+      bodies of matching models (DashScope's ``enable_thinking`` for Qwen3);
+      ``stream_usage_option``: whether it accepts ``stream_options.include_usage``.
+    - ``model_aliases``: catalog model name -> the name its API wants (XunFei Spark).
+    - ``embedding_batch_size``; ``embedding_format`` ("float", or Perplexity's
+      "base64_int8"); ``embed_document_extra`` / ``embed_query_extra``: fields sent with
+      documents / queries (NVIDIA's ``input_type``); ``query_model``: ``(document part,
+      query part)`` of model names whose query twin is another model (Upstage's
+      ``-passage`` / ``-query``).
+    - ``default_voice`` for TTS (may contain ``{model}``).
+    - ``error_codes``: its own error codes -> ErrorCode (numeric codes mean different things
+      at different providers, so they live here, not in the shared table);
+      ``body_status``: where it reports errors inside a 2xx body.
+    """
+
+    name: str
+    default_base_url: str
+    model_types: tuple[str, ...]
+    needs_key: bool = False
+    gen_conf_keys: frozenset[str] = GEN_CONF_KEYS
+    gen_conf_rename: Mapping[str, str] = field(default_factory=dict)
+    non_stream_extra: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    stream_usage_option: bool = True
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+    embedding_batch_size: int = 64
+    embedding_format: str = "float"
+    embed_document_extra: Mapping[str, Any] = field(default_factory=dict)
+    embed_query_extra: Mapping[str, Any] = field(default_factory=dict)
+    query_model: tuple[str, str] | None = None
+    default_voice: str = DEFAULT_VOICE
+    error_codes: Mapping[str, ErrorCode] = field(default_factory=dict)
+    body_status: BodyStatus | None = None
+
+
+# A generic OpenAI-compatible server: the implementations' own row.
+GENERIC = Factory("", "", ())
+
+
+# --------------------------------------------------------------------------- generation options
+
+# OpenAI's reasoning models (o1, o3, o4-mini, the gpt-5 family) take ``max_completion_tokens``
+# and reject sampling parameters. Matched on the name after any "vendor/" prefix, so
+# aggregators that pass OpenAI's models through ("openai/o3") get the same treatment.
+_OPENAI_REASONING = re.compile(r"^(?:o[134](?:-|$)|gpt-5)")
+_REASONING_DROPS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
+
+
+def is_openai_reasoning_model(model_name: str) -> bool:
+    return bool(_OPENAI_REASONING.match(model_name.lower().rsplit("/", 1)[-1]))
+
+
+def clean_gen_conf(
+    factory: Factory, model_name: str, gen_conf: Mapping[str, Any] | None, *, stream: bool = False
+) -> dict[str, Any]:
+    """The reference system's ``_clean_conf``: the OpenAI-style options in ``gen_conf`` as
+    this factory and model take them. Unknown or unsupported options are dropped (never
+    send a parameter that fails the call), reasoning models get ``max_completion_tokens``
+    and no sampling parameters, the factory's own names replace OpenAI's."""
+    conf = {k: v for k, v in (gen_conf or {}).items() if k in factory.gen_conf_keys and v is not None}
+    if is_openai_reasoning_model(model_name):
+        conf = {k: v for k, v in conf.items() if k not in _REASONING_DROPS}
+        if "max_tokens" in conf:
+            conf["max_completion_tokens"] = conf.pop("max_tokens")
+    conf = {factory.gen_conf_rename.get(k, k): v for k, v in conf.items()}
+    if not stream:
+        for fragment, extra in factory.non_stream_extra:
+            if fragment in model_name.lower():
+                conf.update(extra)
+    return conf
+
+
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
@@ -80,10 +193,14 @@ def _url(model: BaseModel, path: str) -> str:
             f"{factory} needs a base URL (http:// or https://); got {model.base_url!r}",
             code=ErrorCode.INVALID_REQUEST,
         )
-    return f"{model.base_url}/{path}"
+    custom = getattr(model, "request_url", None)  # a family whose URLs differ (Azure: deployment, api-version)
+    return custom(path) if custom else f"{model.base_url}/{path}"
 
 
 def _headers(model: BaseModel) -> dict[str, str]:
+    custom = getattr(model, "request_headers", None)  # a family that authenticates otherwise (Azure: api-key)
+    if custom:
+        return custom()
     return {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
 
 
@@ -130,6 +247,83 @@ def _estimated(prompt: int, completion: int = 0) -> Usage:
     return Usage(prompt, completion, prompt + completion, estimated=True)
 
 
+# --------------------------------------------------------------------------- errors
+
+
+def _body_error(factory: Factory, body: Any, secrets: Sequence[str | None]) -> ProviderError | None:
+    """The error a 2xx body (or stream event) reports in the factory's ``body_status``, if any."""
+    if factory.body_status is None:
+        return None
+    code, message = factory.body_status.read(body)
+    if code is None:
+        return None
+    return ProviderError(
+        scrub(message or f"error {code}", *secrets)[:2000], provider_code=code, code=factory.error_codes.get(code)
+    )
+
+
+def _error_json(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.text)
+    except (ValueError, httpx.HTTPError):
+        return None
+
+
+def _refined(
+    factory: Factory, exc: ProviderError, response: httpx.Response, secrets: Sequence[str | None]
+) -> ProviderError:
+    """``exc`` (from the shared error reader) with what this factory's error body says beyond it:
+    a ``reason`` name where the code is only a number (Novita-style gateways), the code and
+    message of its ``body_status``, and its own code table."""
+    body = _error_json(response)
+    provider_code, message = exc.provider_code, exc.message
+    if isinstance(body, dict):
+        reason = body.get("reason")
+        if isinstance(reason, str) and reason and (not provider_code or provider_code.isdigit()):
+            provider_code = reason
+        status_error = _body_error(factory, body, secrets)
+        if status_error is not None:
+            provider_code, message = status_error.provider_code, status_error.message
+    known = factory.error_codes.get(provider_code or "")
+    if known is None and (provider_code, message) == (exc.provider_code, exc.message):
+        return exc
+    return ProviderError(
+        message,
+        status=exc.status,
+        provider_code=provider_code,
+        retry_after=exc.retry_after,
+        code=known or exc.code,
+        rate_limits=exc.rate_limits,
+    )
+
+
+class _FactoryBound(BaseModel):
+    """What every class of the family shares: its :class:`Factory` row, and errors read through it."""
+
+    factory_spec: ClassVar[Factory] = GENERIC
+
+    def check(self, response: httpx.Response) -> httpx.Response:
+        try:
+            return super().check(response)
+        except ProviderError as exc:
+            refined = _refined(self.factory_spec, exc, response, self.secrets)
+            if refined is exc:
+                raise
+            raise refined from None
+
+    @property
+    def wire_model(self) -> str:
+        """The model name as the provider's API wants it."""
+        return self.factory_spec.model_aliases.get(self.model_name, self.model_name)
+
+    def post_json(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        data = _post_json(self, path, **kwargs)
+        error = _body_error(self.factory_spec, data, self.secrets)
+        if error is not None:
+            raise error
+        return data
+
+
 # --------------------------------------------------------------------------- chat
 
 
@@ -139,10 +333,14 @@ def _chat_body(
     messages: list[dict[str, Any]],
     gen_conf: dict[str, Any] | None,
     tools: list[dict[str, Any]] | None,
+    *,
+    stream: bool = False,
 ) -> dict[str, Any]:
+    factory = getattr(model, "factory_spec", GENERIC)
     head = [{"role": "system", "content": system}] if system else []
-    body: dict[str, Any] = {"model": model.model_name, "messages": head + list(messages)}
-    body.update({k: v for k, v in (gen_conf or {}).items() if k in GEN_CONF_KEYS and v is not None})
+    name = factory.model_aliases.get(model.model_name, model.model_name)
+    body: dict[str, Any] = {"model": name, "messages": head + list(messages)}
+    body.update(clean_gen_conf(factory, model.model_name, gen_conf, stream=stream))
     if tools:
         body["tools"] = tools
     return body
@@ -182,8 +380,8 @@ def _tool_call(raw: dict[str, Any]) -> ToolCall:
     return ToolCall(id=raw.get("id") or "", name=function["name"], arguments=parse_arguments(function.get("arguments")))
 
 
-def _complete(model: BaseModel, body: dict[str, Any]) -> ChatResult:
-    data = _post_json(model, "chat/completions", json=body)
+def _complete(model: _FactoryBound, body: dict[str, Any]) -> ChatResult:
+    data = model.post_json("chat/completions", json=body)
     with _reading("chat/completions"):
         choice = data["choices"][0]
         message = choice["message"]
@@ -207,12 +405,16 @@ def _sse_data(lines: Iterable[str]) -> Iterator[str]:
         yield "\n".join(buffer)
 
 
-def _stream_error(error: Any, api_key: str | None) -> ProviderError:
-    """An ``{"error": ...}`` event sent after a 200 had already started the stream."""
+def _stream_error(error: Any, *secrets: str | None) -> ProviderError:
+    """An ``{"error": ...}`` event sent after a 200 had already started the stream, scrubbed of
+    every secret given. A numeric ``code`` in the HTTP range (OpenRouter) counts as the status."""
     if not isinstance(error, dict):
-        return ProviderError(scrub(str(error), api_key))
-    code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
-    return ProviderError(scrub(str(error.get("message") or error), api_key), provider_code=code or None)
+        return ProviderError(scrub(str(error), *secrets))
+    raw = error.get("code")
+    status = raw if isinstance(raw, int) and not isinstance(raw, bool) and 400 <= raw < 600 else None
+    code = raw if isinstance(raw, str) and raw else error.get("type")
+    message = scrub(str(error.get("message") or error), *secrets)
+    return ProviderError(message, status=status, provider_code=code or None)
 
 
 @dataclass
@@ -246,10 +448,15 @@ class _StreamState:
         return [ToolCall(c.id, c.name, parse_arguments("".join(c.arguments))) for _, c in sorted(self.calls.items())]
 
 
-def _read_chunk(state: _StreamState, chunk: dict[str, Any], api_key: str | None) -> str:
+def _read_chunk(
+    state: _StreamState, chunk: dict[str, Any], secrets: Sequence[str | None], factory: Factory = GENERIC
+) -> str:
     """Fold one ``chat.completion.chunk`` into ``state``; return its new text."""
     if "error" in chunk:
-        raise _stream_error(chunk["error"], api_key)
+        raise _stream_error(chunk["error"], *secrets)
+    error = _body_error(factory, chunk, secrets)
+    if error is not None:
+        raise error
     if chunk.get("usage"):
         state.usage = chunk["usage"]
     text = ""
@@ -263,7 +470,9 @@ def _read_chunk(state: _StreamState, chunk: dict[str, Any], api_key: str | None)
     return text
 
 
-def _stream_deltas(lines: Iterable[str], body: dict[str, Any], api_key: str | None) -> Iterator[ChatDelta]:
+def _stream_deltas(
+    lines: Iterable[str], body: dict[str, Any], secrets: Sequence[str | None], factory: Factory = GENERIC
+) -> Iterator[ChatDelta]:
     state = _StreamState()
     for data in _sse_data(lines):
         try:
@@ -271,14 +480,14 @@ def _stream_deltas(lines: Iterable[str], body: dict[str, Any], api_key: str | No
         except ValueError:
             raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
         with _reading("chat/completions"):
-            text = _read_chunk(state, chunk, api_key)
+            text = _read_chunk(state, chunk, secrets, factory)
         if text:
             yield ChatDelta(text=text)
     usage = _chat_usage(state.usage, body, "".join(state.text))
     yield ChatDelta(tool_calls=state.tool_calls(), usage=usage, finish_reason=state.finish_reason)
 
 
-class OpenAICompatChat(ChatModel):
+class OpenAICompatChat(_FactoryBound, ChatModel):
     def chat(
         self,
         system: str | None,
@@ -296,15 +505,17 @@ class OpenAICompatChat(ChatModel):
         tools: list[dict[str, Any]] | None = None,
     ) -> Iterator[ChatDelta]:
         """Text deltas as they arrive, then one last delta with tool calls, usage and finish reason."""
-        body = _chat_body(self, system, messages, gen_conf, tools)
-        body.update(stream=True, stream_options={"include_usage": True})
+        body = _chat_body(self, system, messages, gen_conf, tools, stream=True)
+        body["stream"] = True
+        if self.factory_spec.stream_usage_option:
+            body["stream_options"] = {"include_usage": True}
         url = _url(self, "chat/completions")
         with self.client.stream("POST", url, headers=_headers(self), json=body) as response:
             self.check(response)
-            yield from _stream_deltas(response.iter_lines(), body, self.api_key)
+            yield from _stream_deltas(response.iter_lines(), body, self.secrets, self.factory_spec)
 
 
-class OpenAICompatImage2Text(Image2TextModel):
+class OpenAICompatImage2Text(_FactoryBound, Image2TextModel):
     def describe_with_prompt(self, image: bytes, prompt: str | None, mime_type: str = "image/png") -> TextResult:
         data_url = f"data:{mime_type};base64,{base64.b64encode(image).decode('ascii')}"
         content = [
@@ -318,15 +529,38 @@ class OpenAICompatImage2Text(Image2TextModel):
 # --------------------------------------------------------------------------- embeddings
 
 
-class OpenAICompatEmbedding(EmbeddingModel):
+def _vector(raw: Any, encoding: str) -> np.ndarray:
+    """One embedding as float32: a JSON list, or Perplexity's base64 of signed int8 values."""
+    if encoding == "base64_int8":
+        return np.frombuffer(base64.b64decode(raw), dtype=np.int8).astype(np.float32)
+    return np.asarray(raw, dtype=np.float32)
+
+
+class OpenAICompatEmbedding(_FactoryBound, EmbeddingModel):
     batch_size = 64
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
-        body = {"model": self.model_name, "input": texts, "encoding_format": "float"}
-        data = _post_json(self, "embeddings", json=body)
+        return self._embed(texts, query=False)
+
+    def encode_queries(self, text: str) -> EmbeddingResult:
+        """Embed a search query in the provider's query mode, where it has one."""
+        return self._embed([text], query=True)
+
+    def _embedding_model(self, query: bool) -> str:
+        name = self.wire_model
+        if self.factory_spec.query_model is not None:
+            document_part, query_part = self.factory_spec.query_model
+            name = name.replace(document_part, query_part) if query else name.replace(query_part, document_part)
+        return name
+
+    def _embed(self, texts: list[str], *, query: bool) -> EmbeddingResult:
+        spec = self.factory_spec
+        body = {"model": self._embedding_model(query), "input": texts, "encoding_format": spec.embedding_format}
+        body.update(spec.embed_query_extra if query else spec.embed_document_extra)
+        data = self.post_json("embeddings", json=body)
         with _reading("embeddings"):
-            rows = sorted(data["data"], key=lambda row: int(row["index"]))
-            vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
+            rows = sorted(enumerate(data["data"]), key=lambda pair: int(pair[1].get("index", pair[0])))
+            vectors = np.stack([_vector(row["embedding"], spec.embedding_format) for _, row in rows])
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ProviderError(
                 f"/embeddings returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER
@@ -339,7 +573,7 @@ class OpenAICompatEmbedding(EmbeddingModel):
 
 
 def _rerank_usage(data: dict[str, Any], query: str, texts: Sequence[str]) -> Usage:
-    """``usage`` (vLLM, Jina), ``meta.tokens`` (Xinference), else an estimate of what a
+    """``usage`` (vLLM, Jina), ``meta.tokens`` (Xinference, SiliconFlow), else an estimate of what a
     cross-encoder reads: the query once beside every document."""
     meta = data.get("meta")
     return (
@@ -349,13 +583,13 @@ def _rerank_usage(data: dict[str, Any], query: str, texts: Sequence[str]) -> Usa
     )
 
 
-class OpenAICompatRerank(RerankModel):
+class OpenAICompatRerank(_FactoryBound, RerankModel):
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         """Scores in the documents' order (a document the server leaves out scores 0)."""
         if not texts:
             raise ValueError("similarity needs at least one text")
-        body = {"model": self.model_name, "query": query, "documents": list(texts), "top_n": len(texts)}
-        data = _post_json(self, "rerank", json=body)
+        body = {"model": self.wire_model, "query": query, "documents": list(texts), "top_n": len(texts)}
+        data = self.post_json("rerank", json=body)
         scores = np.zeros(len(texts), dtype=np.float32)
         with _reading("rerank"):
             for result in data["results"]:
@@ -369,21 +603,21 @@ class OpenAICompatRerank(RerankModel):
 # --------------------------------------------------------------------------- audio
 
 
-class OpenAICompatSpeech2Text(Speech2TextModel):
+class OpenAICompatSpeech2Text(_FactoryBound, Speech2TextModel):
     def transcription(self, audio: bytes, filename: str = "audio.wav") -> TextResult:
         mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         files = {"file": (filename, audio, mime)}
-        data = _post_json(self, "audio/transcriptions", files=files, data={"model": self.model_name})
+        data = self.post_json("audio/transcriptions", files=files, data={"model": self.wire_model})
         with _reading("audio/transcriptions"):
             text = str(data["text"])
         # Token-billed models report ``{"type": "tokens", ...}``; whisper-1 reports only seconds.
         return TextResult(text, _reported_usage(data.get("usage")) or _estimated(0, estimate_tokens(text)))
 
 
-class OpenAICompatTTS(TTSModel):
+class OpenAICompatTTS(_FactoryBound, TTSModel):
     def tts(self, text: str, voice: str | None = None, audio_format: str = "mp3") -> AudioResult:
-        voice = voice or DEFAULT_VOICE
-        body = {"model": self.model_name, "input": text, "voice": voice, "response_format": audio_format}
+        voice = voice or self.factory_spec.default_voice.format(model=self.wire_model)
+        body = {"model": self.wire_model, "input": text, "voice": voice, "response_format": audio_format}
         response = _post(self, "audio/speech", json=body)
         fallback = _AUDIO_TYPES.get(audio_format, "application/octet-stream")
         content_type = response.headers.get("content-type") or fallback
@@ -401,28 +635,137 @@ IMPLEMENTATIONS: dict[str, type[BaseModel]] = {
     "tts": OpenAICompatTTS,
 }
 
+CHAT = ("chat",)
+CHAT_VISION = ("chat", "image2text")
+ALL_TYPES = ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")
+OPENAI_TYPES = ("chat", "embedding", "image2text", "speech2text", "tts")  # all but rerank
 
-@dataclass(frozen=True)
-class Factory:
-    """One OpenAI-compatible factory: its catalog name, default base URL ("" = the tenant
-    must give one, as for local servers), the model types it serves, whether it needs a key."""
+# Zhipu BigModel's numeric codes in ``{"error": {"code": "1113", "message"}}`` (docs.z.ai API codes).
+ZHIPU_ERRORS: dict[str, ErrorCode] = {
+    **dict.fromkeys(("1000", "1001", "1002", "1003", "1004"), ErrorCode.AUTHENTICATION),
+    **dict.fromkeys(("1110", "1111", "1112", "1121", "1220"), ErrorCode.AUTHENTICATION),
+    "1113": ErrorCode.QUOTA,  # account in arrears
+    **dict.fromkeys(("1210", "1213", "1214", "1215", "1261"), ErrorCode.INVALID_REQUEST),
+    **dict.fromkeys(("1211", "1221", "1222"), ErrorCode.MODEL),
+    **dict.fromkeys(("1230", "1234", "500"), ErrorCode.SERVER),
+    "1301": ErrorCode.CONTENT_FILTER,  # unsafe or sensitive content
+    **dict.fromkeys(("1302", "1303", "1305"), ErrorCode.RATE_LIMIT),  # concurrency, frequency, too many requests
+    "1304": ErrorCode.QUOTA,  # daily call limit reached
+}
 
-    name: str
-    default_base_url: str
-    model_types: tuple[str, ...]
-    needs_key: bool = False
+# MiniMax's ``base_resp.status_code`` (platform.minimax.io error codes).
+MINIMAX_ERRORS: dict[str, ErrorCode] = {
+    "1000": ErrorCode.SERVER,  # unknown error, retry later
+    "1001": ErrorCode.TIMEOUT,
+    "1002": ErrorCode.RATE_LIMIT,
+    "1004": ErrorCode.AUTHENTICATION,
+    "1008": ErrorCode.QUOTA,  # insufficient balance
+    "1024": ErrorCode.SERVER,
+    "1026": ErrorCode.CONTENT_FILTER,  # input flagged
+    "1027": ErrorCode.CONTENT_FILTER,  # output flagged
+    "1039": ErrorCode.RATE_LIMIT,  # tokens-per-minute limit
+    "2013": ErrorCode.INVALID_REQUEST,
+}
 
+# XunFei Spark's ``code`` (the Spark API error table).
+SPARK_ERRORS: dict[str, ErrorCode] = {
+    **dict.fromkeys(("10013", "10014", "10019"), ErrorCode.CONTENT_FILTER),
+    "10907": ErrorCode.INVALID_REQUEST,  # too many tokens
+    "11200": ErrorCode.AUTHENTICATION,  # app not licensed for this, or its volume exceeded
+    "11201": ErrorCode.QUOTA,  # daily limit
+    **dict.fromkeys(("11202", "11203"), ErrorCode.RATE_LIMIT),  # per-second / concurrency limits
+}
+
+# DashScope compatible-mode's lower-case codes. Its 429 "You exceeded your current requests list."
+# reads like a quota message but is the requests-per-minute limit.
+DASHSCOPE_COMPATIBLE_ERRORS: dict[str, ErrorCode] = {
+    "limit_requests": ErrorCode.RATE_LIMIT,
+    "data_inspection_failed": ErrorCode.CONTENT_FILTER,
+}
+
+# Spark's HTTP API names its models by version, the catalog by product.
+SPARK_MODELS = {
+    "Spark-Max": "generalv3.5",
+    "Spark-Max-32K": "max-32k",
+    "Spark-Lite": "lite",
+    "Spark-Pro": "generalv3",
+    "Spark-Pro-128K": "pro-128k",
+    "Spark-4.0-Ultra": "4.0Ultra",
+}
+
+SILICONFLOW_VOICE = "{model}:alex"  # SiliconFlow's system voices are "<model>:<voice>"
 
 FACTORIES: tuple[Factory, ...] = (
-    Factory(
-        "OpenAI", "https://api.openai.com/v1", ("chat", "embedding", "image2text", "speech2text", "tts"), needs_key=True
-    ),
-    Factory("DeepSeek", "https://api.deepseek.com/v1", ("chat",), needs_key=True),
-    Factory("OpenAI-API-Compatible", "", ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")),
+    # ---- first-party APIs
+    Factory("OpenAI", "https://api.openai.com/v1", OPENAI_TYPES, needs_key=True),
+    Factory("DeepSeek", "https://api.deepseek.com/v1", CHAT, needs_key=True),
+    Factory("Moonshot", "https://api.moonshot.cn/v1", CHAT_VISION, needs_key=True),
+    Factory("xAI", "https://api.x.ai/v1", CHAT_VISION, needs_key=True),
+    Factory("Groq", "https://api.groq.com/openai/v1", ("chat", "image2text", "speech2text"), needs_key=True),
+    Factory("Mistral", "https://api.mistral.ai/v1", ("chat", "embedding", "image2text"), needs_key=True,
+            gen_conf_rename={"seed": "random_seed"},  # extra fields are a 422 there
+            stream_usage_option=False,  # a 422 too; Mistral sends usage in the last chunk anyway
+            embedding_batch_size=16),  # at most 16384 tokens per embeddings request
+    Factory("Perplexity", "https://api.perplexity.ai/v1", ("embedding",), needs_key=True,
+            embedding_format="base64_int8", embedding_batch_size=512),
+    Factory("StepFun", "https://api.stepfun.com/v1", ("chat", "image2text", "speech2text", "tts"), needs_key=True,
+            default_voice="cixingnansheng"),
+    Factory("ZHIPU-AI", "https://open.bigmodel.cn/api/paas/v4", ("chat", "embedding", "image2text", "speech2text"),
+            needs_key=True, gen_conf_keys=GEN_CONF_KEYS - {"presence_penalty", "frequency_penalty", "seed"},
+            embedding_batch_size=16, error_codes=ZHIPU_ERRORS),
+    # DashScope "compatible-mode"; its native rerank is another family's.
+    Factory("Tongyi-Qianwen", "https://dashscope.aliyuncs.com/compatible-mode/v1", ("chat", "embedding", "image2text"),
+            needs_key=True, embedding_batch_size=10,  # text-embedding-v3/v4: at most 10 rows
+            non_stream_extra=(("qwen3", {"enable_thinking": False}),),  # thinking is stream-only there
+            error_codes=DASHSCOPE_COMPATIBLE_ERRORS),
+    Factory("BaiChuan", "https://api.baichuan-ai.com/v1", ("chat", "embedding"), needs_key=True,
+            gen_conf_keys=frozenset({"temperature", "top_p", "max_tokens"}), embedding_batch_size=16),
+    Factory("MiniMax", "https://api.minimaxi.com/v1", CHAT, needs_key=True, error_codes=MINIMAX_ERRORS,
+            body_status=BodyStatus(("base_resp", "status_code"), ("base_resp", "status_msg"))),
+    Factory("XunFei Spark", "https://spark-api-open.xf-yun.com/v1", CHAT, needs_key=True,  # key: the APIPassword
+            gen_conf_keys=frozenset({"temperature", "max_tokens"}), stream_usage_option=False,
+            model_aliases=SPARK_MODELS, error_codes=SPARK_ERRORS, body_status=BodyStatus(("code",), ("message",))),
+    Factory("ModelScope", "https://api-inference.modelscope.cn/v1", CHAT_VISION, needs_key=True),
+    # ---- inference clouds and aggregators
+    Factory("OpenRouter", "https://openrouter.ai/api/v1", CHAT_VISION, needs_key=True),
+    Factory("TogetherAI", "https://api.together.xyz/v1", ("chat", "embedding", "rerank", "image2text"), needs_key=True),
+    Factory("DeepInfra", "https://api.deepinfra.com/v1/openai", OPENAI_TYPES, needs_key=True, default_voice="af_bella"),
+    Factory("NVIDIA", "https://integrate.api.nvidia.com/v1", ("chat", "embedding", "image2text"), needs_key=True,
+            embed_document_extra={"input_type": "passage", "truncate": "END"},
+            embed_query_extra={"input_type": "query", "truncate": "END"}),
+    Factory("SILICONFLOW", "https://api.siliconflow.cn/v1", ALL_TYPES, needs_key=True, default_voice=SILICONFLOW_VOICE),
+    Factory("siliconflow_intl", "https://api.siliconflow.com/v1", ALL_TYPES, needs_key=True,
+            default_voice=SILICONFLOW_VOICE),
+    Factory("GreenPT", "https://api.greenpt.ai/v1", ("chat", "embedding", "rerank"), needs_key=True),
+    Factory("aimlapi.com", "https://api.aimlapi.com/v1", ("chat", "embedding", "image2text"), needs_key=True),
+    Factory("TokenPony", "https://ragflow.vip-api.tokenpony.cn/v1", CHAT, needs_key=True),
+    Factory("Upstage", "https://api.upstage.ai/v1/solar", ("chat", "embedding"), needs_key=True,
+            query_model=("-passage", "-query")),
+    Factory("NovitaAI", "https://api.novita.ai/v3/openai", ("chat", "embedding", "rerank"), needs_key=True),
+    Factory("PPIO", "https://api.ppinfra.com/v3/openai", CHAT, needs_key=True),
+    Factory("GiteeAI", "https://ai.gitee.com/v1", ("chat", "embedding", "rerank", "image2text", "speech2text"),
+            needs_key=True),
+    Factory("302.AI", "https://api.302.ai/v1", ("chat", "embedding", "rerank", "image2text"), needs_key=True),
+    Factory("CometAPI", "https://api.cometapi.com/v1", OPENAI_TYPES, needs_key=True),
+    Factory("LongCat", "https://api.longcat.chat/openai/v1", CHAT, needs_key=True),
+    Factory("DeerAPI", "https://api.deerapi.com/v1", OPENAI_TYPES, needs_key=True),
+    Factory("Jiekou.AI", "https://api.jiekou.ai/openai/v1", ("chat", "embedding", "rerank", "image2text"),
+            needs_key=True),
+    Factory("n1n", "https://api.n1n.ai/v1", CHAT_VISION, needs_key=True),
+    Factory("Astraflow", "https://api-us-ca.umodelverse.ai/v1", ("chat", "embedding"), needs_key=True),
+    Factory("Astraflow-CN", "https://api.modelverse.cn/v1", ("chat", "embedding"), needs_key=True),
+    Factory("FuturMix", "https://futurmix.ai/v1", ("chat", "embedding", "image2text"), needs_key=True),
+    Factory("Avian", "https://api.avian.io/v1", CHAT, needs_key=True),
+    Factory("Xiaomi", "https://api.xiaomimimo.com/v1", CHAT_VISION, needs_key=True,
+            gen_conf_rename={"max_tokens": "max_completion_tokens"}),
+    # ---- servers the tenant runs (or points at): no default URL
+    Factory("OpenAI-API-Compatible", "", ALL_TYPES),
+    Factory("New API", "", ALL_TYPES, needs_key=True),
+    Factory("GPUStack", "", ALL_TYPES, needs_key=True),
     Factory("VLLM", "", ("chat", "embedding", "rerank", "image2text")),
     Factory("LM-Studio", "", ("chat", "embedding", "image2text")),
-    Factory("LocalAI", "", ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")),
-    Factory("Xinference", "", ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")),
+    Factory("LocalAI", "", ALL_TYPES),
+    Factory("Xinference", "", ALL_TYPES),
 )
 
 
@@ -431,14 +774,17 @@ def _declare(factory: Factory, model_type: str) -> type[BaseModel]:
     implementation = IMPLEMENTATIONS[model_type]
     prefix = "".join(ch for ch in factory.name if ch.isalnum())
     name = prefix + implementation.__name__.removeprefix("OpenAICompat")
-    attributes = {
+    attributes: dict[str, Any] = {
         "factories": (factory.name,),
         "default_base_url": factory.default_base_url,
         "needs_key": factory.needs_key,
+        "factory_spec": factory,
         "__module__": __name__,
         "__qualname__": name,
         "__doc__": f"{implementation.__name__} for {factory.name}.",
     }
+    if model_type == "embedding":
+        attributes["batch_size"] = factory.embedding_batch_size
     return register(type(name, (implementation,), attributes))
 
 

@@ -47,26 +47,45 @@ def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, 
 
 def test_factory_table_declares_the_expected_types() -> None:
     served = {f.name: set(f.model_types) for f in FACTORIES}
+    assert len(served) == len(FACTORIES)  # one row per factory
     assert {name for name, types in served.items() if "rerank" in types} == {
         "VLLM",
         "Xinference",
         "OpenAI-API-Compatible",
         "LocalAI",
+        "New API",
+        "GPUStack",
+        "SILICONFLOW",
+        "siliconflow_intl",
+        "TogetherAI",
+        "GreenPT",
+        "NovitaAI",
+        "GiteeAI",
+        "302.AI",
+        "Jiekou.AI",
     }
     assert {name for name, types in served.items() if "tts" in types} == {
         "OpenAI",
         "OpenAI-API-Compatible",
         "LocalAI",
         "Xinference",
+        "New API",
+        "GPUStack",
+        "SILICONFLOW",
+        "siliconflow_intl",
+        "StepFun",
+        "DeepInfra",
+        "CometAPI",
+        "DeerAPI",
     }
-    assert {name for name, types in served.items() if "speech2text" in types} == served.keys() - {
-        "DeepSeek",
-        "VLLM",
-        "LM-Studio",
-    }
-    assert {name for name, types in served.items() if "embedding" in types} == served.keys() - {"DeepSeek"}
-    assert {name for name, types in served.items() if "image2text" in types} == served.keys() - {"DeepSeek"}
-    assert all("chat" in types for types in served.values())
+    assert served["Tongyi-Qianwen"] == {"chat", "embedding", "image2text"}  # its rerank is native DashScope
+    assert served["XunFei Spark"] == {"chat"}
+    assert served["Perplexity"] == {"embedding"}  # the only Perplexity models the catalog lists
+    assert all("chat" in types for name, types in served.items() if name != "Perplexity")
+    # Multi-part credentials and other wire formats belong to other families.
+    others = {"Azure-OpenAI", "VolcEngine", "Tencent Hunyuan", "BaiduYiyan", "Anthropic", "Gemini", "Ollama"}
+    others |= {"Cohere", "Jina", "Voyage AI", "HuggingFace", "Bedrock", "Replicate"}
+    assert not served.keys() & others
 
 
 def test_each_registered_class_carries_its_factory() -> None:
