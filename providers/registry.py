@@ -12,6 +12,20 @@ from providers.base import MODEL_TYPES, BaseModel
 FAMILY_MODULES = (
     "providers.openai_compat",
     "providers.builtin",
+    "providers.anthropic",
+    "providers.ollama",
+    "providers.huggingface",
+    "providers.gemini",
+    "providers.google_cloud",
+    "providers.cohere",
+    "providers.jina",
+    "providers.voyage",
+    "providers.bedrock",
+    "providers.dashscope",
+    "providers.azure_openai",
+    "providers.volcengine",
+    "providers.tencent",
+    "providers.baidu",
 )
 
 _REGISTRY: dict[tuple[str, str], type[BaseModel]] = {}
