@@ -44,7 +44,8 @@ def list_factories() -> list[dict[str, Any]]:
     for f in sorted(load_catalog(), key=lambda f: (-f.rank, f.name)):
         catalog_types = sorted({t for m in f.models for t in m.model_types})
         types = have.get(f.name, [])
-        fields = sorted({c.name for t in types for c in get_provider_class(t, f.name).credential_fields})
+        classes = [get_provider_class(t, f.name) for t in types]
+        fields = sorted({c.name for cls in classes for c in cls.credential_fields})
         rows.append({
             "name": f.name,
             "models": len(f.models),
@@ -53,7 +54,7 @@ def list_factories() -> list[dict[str, Any]]:
             "unsupported_types": [t for t in catalog_types if t not in types],
             "credential_fields": fields,
             "internal": f.internal,
-            "base_url": f.base_url,
+            "base_url": f.base_url or next((c.default_base_url for c in classes if c.default_base_url), ""),
         })
     return rows
 
@@ -185,6 +186,8 @@ def add_llm(tenant: str, model: str, model_type: str, api_key: str | None = None
     except UnsupportedModel as exc:
         raise InvalidRequest(str(exc)) from None
     key, hint = assemble_key(cls, api_key, fields)
+    if cls.needs_key and not key:  # before a call that could only be refused
+        raise InvalidRequest(f"{factory} needs an API key (--api-key)")
     base_url = check_base_url(base_url)
     with session_scope() as session:
         tenant_id = resolve_tenant(session, tenant)

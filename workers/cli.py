@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("factories", help="the catalog's providers and the model types modelyard supports for each")
     _json_flag(p)
+    p.add_argument("--markdown", action="store_true", help="print the factory x model type table of the README")
     p.set_defaults(func=m.factories)
 
     keys = sub.add_parser("keys", help="a tenant's provider keys").add_subparsers(dest="keys_command", required=True)

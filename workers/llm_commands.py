@@ -57,6 +57,9 @@ def factories(args: argparse.Namespace) -> None:
     if args.json:
         print_json(rows)
         return
+    if args.markdown:
+        sys.stdout.write(factory_markdown(rows))
+        return
     table("factories", ["factory", "models", "supported", "unsupported", "credential fields", "internal"],
           [[r["name"], r["models"], ",".join(r["supported_types"]) or "-", ",".join(r["unsupported_types"]) or "-",
             ",".join(r["credential_fields"]), "yes" if r["internal"] else ""] for r in rows])
@@ -143,3 +146,20 @@ def my_llms(args: argparse.Namespace) -> None:
                 row += [m.key_state, m.key_checked_at, m.key_error, m.api_base or "(default)", m.max_tokens]
             rows.append(row)
     table("models", columns, rows)
+
+
+MARKDOWN_TYPES = ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")
+
+
+def factory_markdown(rows: list[dict[str, Any]]) -> str:
+    """The README's factory x model type table: ✅ supported; ❌ the catalog lists such models but
+    modelyard has no provider class for them; · neither (the factory offers no such models)."""
+    lines = ["| factory | " + " | ".join(MARKDOWN_TYPES) + " | other catalog types |",
+             "|---|" + "---|" * (len(MARKDOWN_TYPES) + 1)]
+    for r in sorted(rows, key=lambda r: r["name"].lower()):
+        cells = []
+        for t in MARKDOWN_TYPES:
+            cells.append("✅" if t in r["supported_types"] else "❌" if t in r["catalog_types"] else "·")
+        other = ", ".join(f"{t} ❌" for t in r["unsupported_types"] if t not in MARKDOWN_TYPES)
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {other} |")
+    return "\n".join(lines) + "\n"
