@@ -53,17 +53,19 @@ from providers.base import (
 from providers.errors import ErrorCode, ProviderError
 from providers.http import json_body
 from providers.openai_compat import (
-    DEFAULT_IMAGE_PROMPT,
-    _count,
-    _estimated,
-    _message_text,
     _PendingCall,
-    _reading,
-    _sse_data,
     _stream_error,
-    parse_arguments,
 )
 from providers.registry import register
+from providers.wire import (
+    DEFAULT_IMAGE_PROMPT,
+    count,
+    estimated,
+    message_text,
+    parse_arguments,
+    reading,
+    sse_data,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 MESSAGES_PATH = "v1/messages"
@@ -261,8 +263,8 @@ def _usage(raw: Any) -> Usage | None:
     """Anthropic's usage; cache writes and reads are input tokens too. None when nothing was reported."""
     if not isinstance(raw, dict):
         return None
-    prompt = sum(_count(raw.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    completion = _count(raw.get("output_tokens"))
+    prompt = sum(count(raw.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    completion = count(raw.get("output_tokens"))
     return Usage(prompt, completion, prompt + completion) if prompt + completion else None
 
 
@@ -331,12 +333,12 @@ class AnthropicMessages(BaseModel):
         return body
 
     def _estimate(self, body: dict[str, Any], answer: str) -> Usage:
-        prompt = "\n".join(p for p in (body.get("system"), _message_text(body["messages"])) if p)
-        return _estimated(estimate_tokens(prompt), estimate_tokens(answer))
+        prompt = "\n".join(p for p in (body.get("system"), message_text(body["messages"])) if p)
+        return estimated(estimate_tokens(prompt), estimate_tokens(answer))
 
     def _complete(self, body: dict[str, Any]) -> ChatResult:
         data = json_body(self._check(self.client.post(self._url(), headers=self._headers(), json=body)))
-        with _reading(MESSAGES_PATH):
+        with reading(MESSAGES_PATH):
             blocks = data["content"]
             text = "".join(b["text"] for b in blocks if b["type"] == "text")
             calls = [
@@ -356,12 +358,12 @@ class AnthropicMessages(BaseModel):
         calls: dict[int, _PendingCall] = {}
         usage: dict[str, Any] = {}
         stop_reason: Any = None
-        for data in _sse_data(lines):
+        for data in sse_data(lines):
             try:
                 event = json.loads(data)
             except ValueError:
                 raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
-            with _reading(MESSAGES_PATH):
+            with reading(MESSAGES_PATH):
                 kind = event.get("type")
                 piece = ""
                 if kind == "error":

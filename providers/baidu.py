@@ -44,14 +44,14 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError, classify, scrub
 from providers.http import json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import (
-    _estimated,
-    _message_text,
-    _reading,
-    _reported_usage,
-    _sse_data,
-)
 from providers.registry import register
+from providers.wire import (
+    estimated,
+    message_text,
+    reading,
+    reported_usage,
+    sse_data,
+)
 
 # Preset model names whose endpoint is not simply the lower-cased name (qianfan SDK ChatCompletion table).
 ENDPOINTS = {
@@ -239,7 +239,7 @@ class ErnieChat(ChatModel):
                 retry_after=parse_retry_after(response.headers),
                 rate_limits=self.rate_limits,
             )
-        with _reading("oauth/2.0/token"):
+        with reading("oauth/2.0/token"):
             lifetime = float(data.get("expires_in") or 0)
             token = str(data["access_token"])
         return token, self._clock() + max(0.0, lifetime - _EARLY_REFRESH_SECONDS)
@@ -300,8 +300,8 @@ class ErnieChat(ChatModel):
         return body
 
     def _usage(self, raw: Any, body: dict[str, Any], answer: str) -> Usage:
-        prompt_text = _message_text(body["messages"]) + "\n" + body.get("system", "")
-        return _reported_usage(raw) or _estimated(estimate_tokens(prompt_text.strip()), estimate_tokens(answer))
+        prompt_text = message_text(body["messages"]) + "\n" + body.get("system", "")
+        return reported_usage(raw) or estimated(estimate_tokens(prompt_text.strip()), estimate_tokens(answer))
 
     def chat(
         self,
@@ -312,7 +312,7 @@ class ErnieChat(ChatModel):
     ) -> ChatResult:
         body = self._body(system, messages, gen_conf, stream=False)
         data = self._post(body)
-        with _reading("chat"):
+        with reading("chat"):
             text = str(data["result"])
         return ChatResult(text, self._usage(data.get("usage"), body, text), [], data.get("finish_reason") or None)
 
@@ -345,7 +345,7 @@ class ErnieChat(ChatModel):
         pieces: list[str] = []
         usage: Any = None
         finish_reason: str | None = None
-        for data in _sse_data(lines):
+        for data in sse_data(lines):
             try:
                 chunk = json.loads(data)
             except ValueError:

@@ -69,15 +69,17 @@ from providers.base import (
 from providers.errors import ErrorCode, ProviderError, scrub
 from providers.http import json_body, parse_retry_after, rate_limit_headers
 from providers.openai_compat import (
-    DEFAULT_IMAGE_PROMPT,
-    _estimated,
-    _message_text,
     _PendingCall,
-    _reading,
-    _reported_usage,
-    parse_arguments,
 )
 from providers.registry import register
+from providers.wire import (
+    DEFAULT_IMAGE_PROMPT,
+    estimated,
+    message_text,
+    parse_arguments,
+    reading,
+    reported_usage,
+)
 
 # --------------------------------------------------------------------------- SigV4
 
@@ -613,19 +615,19 @@ def _converse_usage(raw: Any, system: str | None, messages: list[dict[str, Any]]
     """``usage`` {inputTokens, outputTokens, totalTokens}, else an estimate."""
     reported = None
     if isinstance(raw, dict):
-        reported = _reported_usage(
+        reported = reported_usage(
             {
                 "input_tokens": raw.get("inputTokens"),
                 "output_tokens": raw.get("outputTokens"),
                 "total_tokens": raw.get("totalTokens"),
             }
         )
-    prompt = "\n".join([system or "", _message_text(messages)])
-    return reported or _estimated(estimate_tokens(prompt.strip()), estimate_tokens(answer))
+    prompt = "\n".join([system or "", message_text(messages)])
+    return reported or estimated(estimate_tokens(prompt.strip()), estimate_tokens(answer))
 
 
 def converse_result(data: dict[str, Any], system: str | None, messages: list[dict[str, Any]]) -> ChatResult:
-    with _reading("converse"):
+    with reading("converse"):
         content = data["output"]["message"]["content"]
         text = "".join(block["text"] for block in content if "text" in block)
         calls = [
@@ -754,7 +756,7 @@ def stream_deltas(
             data = json.loads(payload)
         except ValueError:
             raise _malformed(f"an event payload of {len(payload)} bytes is not JSON") from None
-        with _reading("converse-stream"):
+        with reading("converse-stream"):
             text = state.read(headers.get(":event-type"), data)
         if text:
             yield ChatDelta(text=text)
@@ -872,17 +874,17 @@ class BedrockEmbedding(_Bedrock, EmbeddingModel):
 
     def _titan(self, text: str) -> EmbeddingResult:
         data, headers = self._call("invoke", self._titan_body(text))
-        with _reading("invoke"):
+        with reading("invoke"):
             vector = np.asarray([data["embedding"]], dtype=np.float32)
             if vector.ndim != 2 or vector.shape[1] == 0:
                 raise ValueError(f"embedding of shape {vector.shape}")
         tokens = data.get("inputTextTokenCount")
         tokens = tokens if isinstance(tokens, int) and tokens > 0 else _header_tokens(headers)
-        return EmbeddingResult(vector, Usage(tokens, 0, tokens) if tokens else _estimated(estimate_tokens(text)))
+        return EmbeddingResult(vector, Usage(tokens, 0, tokens) if tokens else estimated(estimate_tokens(text)))
 
     def _cohere(self, texts: list[str], input_type: str) -> EmbeddingResult:
         data, headers = self._call("invoke", {"texts": texts, "input_type": input_type})
-        with _reading("invoke"):
+        with reading("invoke"):
             embeddings = data["embeddings"]
             if isinstance(embeddings, dict):  # asked for by type (embed v4 answers so): {"float": [...]}
                 embeddings = embeddings["float"]
@@ -893,5 +895,5 @@ class BedrockEmbedding(_Bedrock, EmbeddingModel):
             )
         tokens = _header_tokens(headers)
         return EmbeddingResult(
-            vectors, Usage(tokens, 0, tokens) if tokens else _estimated(sum(map(estimate_tokens, texts)))
+            vectors, Usage(tokens, 0, tokens) if tokens else estimated(sum(map(estimate_tokens, texts)))
         )

@@ -61,17 +61,19 @@ from providers.errors import ErrorCode, ProviderError
 from providers.jina import rerank_result
 from providers.openai_compat import (
     _chat_usage,
-    _estimated,
     _headers,
     _post_json,
-    _reading,
-    _reported_usage,
-    _sse_data,
     _StreamState,
     _tool_call,
     _url,
 )
 from providers.registry import register
+from providers.wire import (
+    estimated,
+    reading,
+    reported_usage,
+    sse_data,
+)
 
 FACTORY = "Cohere"
 
@@ -237,7 +239,7 @@ def _billed(raw: Any) -> dict[str, Any] | None:
     """Usage as billed (``billed_units``), else as counted (``tokens``)."""
     if not isinstance(raw, dict):
         return None
-    return next((raw[k] for k in ("billed_units", "tokens") if _reported_usage(raw.get(k))), None)
+    return next((raw[k] for k in ("billed_units", "tokens") if reported_usage(raw.get(k))), None)
 
 
 def _read_event(state: _StreamState, event: dict[str, Any]) -> str:
@@ -260,12 +262,12 @@ def _read_event(state: _StreamState, event: dict[str, Any]) -> str:
 
 def _stream_deltas(lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
     state = _StreamState()
-    for data in _sse_data(lines):
+    for data in sse_data(lines):
         try:
             event = json.loads(data)
         except ValueError:
             raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
-        with _reading("chat"):
+        with reading("chat"):
             text = _read_event(state, event)
         if text:
             yield ChatDelta(text=text)
@@ -285,7 +287,7 @@ class CohereChat(_Cohere, ChatModel):
     ) -> ChatResult:
         body = _chat_body(self, system, messages, gen_conf, tools)
         data = _post_json(self, "chat", json=body)
-        with _reading("chat"):
+        with reading("chat"):
             message = data["message"]
             text = "".join(p["text"] for p in message.get("content") or [] if p.get("type") == "text")
             tool_calls = [_tool_call(call) for call in message.get("tool_calls") or []]
@@ -323,12 +325,12 @@ class CohereEmbedding(_Cohere, EmbeddingModel):
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         body = {"model": self.model_name, "texts": texts, "input_type": input_type, "embedding_types": ["float"]}
         data = _post_json(self, "embed", json=body)
-        with _reading("embed"):
+        with reading("embed"):
             vectors = np.asarray(data["embeddings"]["float"], dtype=np.float32)
-            reported = _reported_usage((data.get("meta") or {}).get("billed_units"))
+            reported = reported_usage((data.get("meta") or {}).get("billed_units"))
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ProviderError(f"/embed returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER)
-        return EmbeddingResult(vectors, reported or _estimated(sum(estimate_tokens(t) for t in texts)))
+        return EmbeddingResult(vectors, reported or estimated(sum(estimate_tokens(t) for t in texts)))
 
 
 # --------------------------------------------------------------------------- rerank

@@ -29,8 +29,14 @@ import numpy as np
 
 from providers.base import RerankModel, RerankResult, Usage, estimate_tokens
 from providers.errors import ErrorCode, ProviderError
-from providers.openai_compat import _post_json, _reading, _rerank_usage
+from providers.openai_compat import (
+    _post_json,
+    _rerank_usage,
+)
 from providers.registry import register
+from providers.wire import (
+    reading,
+)
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 RERANK_PATH = "services/rerank/text-rerank/text-rerank"
@@ -80,7 +86,7 @@ class DashScopeRerank(RerankModel):
         for start, stop in batches(query, texts, limit):
             documents = list(texts[start:stop])
             data = self._rerank(query, documents)
-            with _reading(RERANK_PATH):
+            with reading(RERANK_PATH):
                 for result in data["output"]["results"]:
                     index = int(result["index"])
                     if not 0 <= index < len(documents):

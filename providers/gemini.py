@@ -52,16 +52,16 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError, scrub
 from providers.http import error_from_response, json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import (
-    DEFAULT_IMAGE_PROMPT,
-    _count,
-    _estimated,
-    _message_text,
-    _reading,
-    _sse_data,
-    parse_arguments,
-)
 from providers.registry import register
+from providers.wire import (
+    DEFAULT_IMAGE_PROMPT,
+    count,
+    estimated,
+    message_text,
+    parse_arguments,
+    reading,
+    sse_data,
+)
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 MAX_STOP_SEQUENCES = 5  # GenerationConfig.stopSequences: "up to 5"
@@ -332,9 +332,9 @@ def _usage(raw: Any) -> Usage | None:
     """usageMetadata: thinking tokens count as completion, tool-use prompt tokens as prompt."""
     if not isinstance(raw, dict):
         return None
-    prompt = _count(raw.get("promptTokenCount")) + _count(raw.get("toolUsePromptTokenCount"))
-    completion = _count(raw.get("candidatesTokenCount")) + _count(raw.get("thoughtsTokenCount"))
-    total = _count(raw.get("totalTokenCount")) or prompt + completion
+    prompt = count(raw.get("promptTokenCount")) + count(raw.get("toolUsePromptTokenCount"))
+    completion = count(raw.get("candidatesTokenCount")) + count(raw.get("thoughtsTokenCount"))
+    total = count(raw.get("totalTokenCount")) or prompt + completion
     return Usage(prompt, completion, total) if total else None
 
 
@@ -397,11 +397,11 @@ class _Answer:
         return _FINISH_REASONS.get(self.reason, self.reason.lower())
 
     def result_usage(self) -> Usage:
-        return _usage(self.usage) or _estimated(estimate_tokens(self.prompt_text), estimate_tokens("".join(self.text)))
+        return _usage(self.usage) or estimated(estimate_tokens(self.prompt_text), estimate_tokens("".join(self.text)))
 
 
 def _prompt_text(system: str | None, messages: list[dict[str, Any]]) -> str:
-    return "\n".join(filter(None, [system or "", _message_text(messages)]))
+    return "\n".join(filter(None, [system or "", message_text(messages)]))
 
 
 # --------------------------------------------------------------------------- the wire
@@ -444,7 +444,7 @@ class GeminiWire(BaseModel):
     def generate(self, body: dict[str, Any], prompt_text: str) -> ChatResult:
         data = self.post_json("generateContent", body)
         answer = _Answer(prompt_text)
-        with _reading("generateContent"):
+        with reading("generateContent"):
             answer.feed(data, self.secrets)
         return ChatResult("".join(answer.text), answer.result_usage(), answer.calls, answer.finish_reason())
 
@@ -453,12 +453,12 @@ class GeminiWire(BaseModel):
         url = self.method_url("streamGenerateContent")
         with self.client.stream("POST", url, params={"alt": "sse"}, headers=self.auth_headers(), json=body) as response:
             self.check(response)
-            for data in _sse_data(response.iter_lines()):
+            for data in sse_data(response.iter_lines()):
                 try:
                     chunk = json.loads(data)
                 except ValueError:
                     raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
-                with _reading("streamGenerateContent"):
+                with reading("streamGenerateContent"):
                     text = answer.feed(chunk, self.secrets)
                 if text:
                     yield ChatDelta(text=text)
@@ -515,10 +515,10 @@ class GeminiEmbedding(GeminiWire, EmbeddingModel):
         model = f"models/{self.model_name.removeprefix('models/')}"
         requests = [{"model": model, "content": {"parts": [{"text": t}]}, "taskType": task_type} for t in texts]
         data = self.post_json("batchEmbedContents", {"requests": requests})
-        with _reading("batchEmbedContents"):
+        with reading("batchEmbedContents"):
             vectors = np.asarray([row["values"] for row in data["embeddings"]], dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ProviderError(
                 f":batchEmbedContents returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER
             )
-        return EmbeddingResult(vectors, _estimated(sum(estimate_tokens(t) for t in texts)))
+        return EmbeddingResult(vectors, estimated(sum(estimate_tokens(t) for t in texts)))

@@ -41,8 +41,10 @@ from providers.base import CredentialField
 from providers.errors import ErrorCode, ProviderError, scrub
 from providers.gemini import GeminiChat, GeminiImage2Text, GeminiWire
 from providers.http import json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import _reading
 from providers.registry import register
+from providers.wire import (
+    reading,
+)
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -179,7 +181,7 @@ class AccessTokens:
         if not response.is_success:
             raise _token_error(response, self.account.private_key, form["assertion"])
         data = json_body(response)
-        with _reading("token"):
+        with reading("token"):
             token = str(data["access_token"])
             lifetime = float(data.get("expires_in") or ASSERTION_LIFETIME)
         return token, now + lifetime

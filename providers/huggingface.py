@@ -39,8 +39,15 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError, scrub
 from providers.http import error_from_response, json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import _estimated, _headers, _reading, _url
+from providers.openai_compat import (
+    _headers,
+    _url,
+)
 from providers.registry import register
+from providers.wire import (
+    estimated,
+    reading,
+)
 
 FACTORY = "HuggingFace"
 
@@ -102,11 +109,11 @@ class HuggingFaceEmbedding(_TEIBase, EmbeddingModel):
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         data, tokens = self._post("embed", {"inputs": texts, "truncate": True, "normalize": True})
-        with _reading("embed"):
+        with reading("embed"):
             vectors = np.asarray(data, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ProviderError(f"/embed returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER)
-        usage = Usage(tokens, 0, tokens) if tokens else _estimated(sum(estimate_tokens(t) for t in texts))
+        usage = Usage(tokens, 0, tokens) if tokens else estimated(sum(estimate_tokens(t) for t in texts))
         return EmbeddingResult(vectors, usage)
 
 
@@ -122,7 +129,7 @@ class HuggingFaceRerank(_TEIBase, RerankModel):
             batch = list(texts[start : start + self.batch_size])
             body = {"query": query, "texts": batch, "truncate": True, "raw_scores": False}
             data, tokens = self._post("rerank", body)
-            with _reading("rerank"):
+            with reading("rerank"):
                 for rank in data:
                     index = int(rank["index"])
                     if not 0 <= index < len(batch):
@@ -130,5 +137,5 @@ class HuggingFaceRerank(_TEIBase, RerankModel):
                     scores[start + index] = float(rank["score"])
             # A cross-encoder reads the query once beside every text.
             estimate = sum(estimate_tokens(query) + estimate_tokens(t) for t in batch)
-            usage = usage + (Usage(tokens, 0, tokens) if tokens else _estimated(estimate))
+            usage = usage + (Usage(tokens, 0, tokens) if tokens else estimated(estimate))
         return RerankResult(scores, usage)

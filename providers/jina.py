@@ -37,8 +37,15 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError
-from providers.openai_compat import _estimated, _post_json, _reading, _reported_usage
+from providers.openai_compat import (
+    _post_json,
+)
 from providers.registry import register
+from providers.wire import (
+    estimated,
+    reading,
+    reported_usage,
+)
 
 FACTORY = "Jina"
 
@@ -59,12 +66,12 @@ def _tasks(model: str) -> tuple[str, str] | None:
 def embedding_result(data: dict[str, Any], texts: Sequence[str], path: str) -> EmbeddingResult:
     """Vectors in input order from ``data[{"index", "embedding"}]``, with ``usage`` as reported
     (``total_tokens`` alone counts as prompt tokens) or estimated."""
-    with _reading(path):
+    with reading(path):
         rows = sorted(data["data"], key=lambda row: int(row["index"]))
         vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != len(texts):
         raise ProviderError(f"/{path} returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER)
-    return EmbeddingResult(vectors, _reported_usage(data.get("usage")) or _estimated(sum(map(estimate_tokens, texts))))
+    return EmbeddingResult(vectors, reported_usage(data.get("usage")) or estimated(sum(map(estimate_tokens, texts))))
 
 
 def rerank_result(data: dict[str, Any], key: str, usage: Any, query: str, texts: Sequence[str]) -> RerankResult:
@@ -72,14 +79,14 @@ def rerank_result(data: dict[str, Any], key: str, usage: Any, query: str, texts:
     (a document left out scores 0), with ``usage`` as reported or else estimated: what a
     cross-encoder reads, the query once beside every document."""
     scores = np.zeros(len(texts), dtype=np.float32)
-    with _reading("rerank"):
+    with reading("rerank"):
         for result in data[key]:
             index = int(result["index"])
             if not 0 <= index < len(texts):
                 raise IndexError(f"result index {index} outside {len(texts)} documents")
             scores[index] = float(result["relevance_score"])
     estimate = sum(estimate_tokens(query) + estimate_tokens(t) for t in texts)
-    return RerankResult(scores, _reported_usage(usage) or _estimated(estimate))
+    return RerankResult(scores, reported_usage(usage) or estimated(estimate))
 
 
 class _Jina(BaseModel):

@@ -46,16 +46,18 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError, classify_message, scrub
 from providers.openai_compat import (
-    DEFAULT_IMAGE_PROMPT,
-    _estimated,
     _headers,
-    _message_text,
     _post_json,
-    _reading,
     _url,
-    parse_arguments,
 )
 from providers.registry import register
+from providers.wire import (
+    DEFAULT_IMAGE_PROMPT,
+    estimated,
+    message_text,
+    parse_arguments,
+    reading,
+)
 
 FACTORY = "Ollama"
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -185,7 +187,7 @@ def _usage(data: dict[str, Any], body: dict[str, Any], answer: str) -> Usage:
     prompt, completion = data.get("prompt_eval_count"), data.get("eval_count")
     reported_prompt = isinstance(prompt, int) and prompt >= 0
     reported_completion = isinstance(completion, int) and completion >= 0
-    p = prompt if reported_prompt else estimate_tokens(_message_text(body["messages"]))
+    p = prompt if reported_prompt else estimate_tokens(message_text(body["messages"]))
     c = completion if reported_completion else estimate_tokens(answer)
     return Usage(p, c, p + c, estimated=not (reported_prompt and reported_completion))
 
@@ -219,7 +221,7 @@ def _complete(model: BaseModel, body: dict[str, Any]) -> ChatResult:
     data = _post_json(model, "api/chat", json=body)
     if "error" in data:
         raise _line_error(data["error"], model.secrets)
-    with _reading("api/chat"):
+    with reading("api/chat"):
         message = data["message"]
         text = message.get("content") or ""
         tool_calls = _tool_calls(message.get("tool_calls") or [])
@@ -241,7 +243,7 @@ def _stream_deltas(lines: Iterable[str], body: dict[str, Any], secrets: tuple[st
             raise ProviderError("stream line is not a JSON object", code=ErrorCode.SERVER)
         if "error" in chunk:
             raise _line_error(chunk["error"], secrets)
-        with _reading("api/chat"):
+        with reading("api/chat"):
             message = chunk.get("message") or {}
             piece = message.get("content") or ""
             # Each chunk that has tool calls carries whole calls (not fragments): collect them.
@@ -313,7 +315,7 @@ class OllamaEmbedding(_OllamaBase, EmbeddingModel):
         # truncate: cut each input to the model's context instead of failing (the documented default, made explicit).
         body = {"model": self.model_name, "input": texts, "truncate": True}
         data = _post_json(self, "api/embed", json=body)
-        with _reading("api/embed"):
+        with reading("api/embed"):
             vectors = np.asarray(data["embeddings"], dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ProviderError(
@@ -323,5 +325,5 @@ class OllamaEmbedding(_OllamaBase, EmbeddingModel):
         if isinstance(tokens, int) and tokens > 0:
             usage = Usage(tokens, 0, tokens)
         else:
-            usage = _estimated(sum(estimate_tokens(t) for t in texts))
+            usage = estimated(sum(estimate_tokens(t) for t in texts))
         return EmbeddingResult(vectors, usage)

@@ -45,14 +45,14 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError, scrub
 from providers.http import json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import (
-    _estimated,
-    _message_text,
-    _reading,
-    _sse_data,
-    parse_arguments,
-)
 from providers.registry import register
+from providers.wire import (
+    estimated,
+    message_text,
+    parse_arguments,
+    reading,
+    sse_data,
+)
 
 SERVICE = "hunyuan"
 VERSION = "2023-09-01"
@@ -172,7 +172,7 @@ def _usage(raw: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
         completion = raw.get("CompletionTokens") if isinstance(raw.get("CompletionTokens"), int) else 0
         return Usage(prompt, completion, raw["TotalTokens"])
     texts = [{"content": m.get("Content", "")} for m in messages]
-    return _estimated(estimate_tokens(_message_text(texts)), estimate_tokens(answer))
+    return estimated(estimate_tokens(message_text(texts)), estimate_tokens(answer))
 
 
 def _tool_call(raw: dict[str, Any]) -> ToolCall:
@@ -300,7 +300,7 @@ class HunyuanChat(ChatModel):
     def _response(self, response: httpx.Response) -> dict[str, Any]:
         """The ``Response`` object of a JSON answer; its ``Error`` raised."""
         data = json_body(response)
-        with _reading(ACTION):
+        with reading(ACTION):
             inner = data["Response"]
             if not isinstance(inner, dict):
                 raise TypeError("Response is not an object")
@@ -320,7 +320,7 @@ class HunyuanChat(ChatModel):
         body = self._body(system, messages, gen_conf, tools, stream=False)
         url, headers, payload = self._request(body)
         inner = self._response(self.check(self.client.post(url, headers=headers, content=payload)))
-        with _reading(ACTION):
+        with reading(ACTION):
             choice = inner["Choices"][0]
             message = choice["Message"]
             text = message.get("Content") or ""
@@ -349,7 +349,7 @@ class HunyuanChat(ChatModel):
 
     def _deltas(self, lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
         state = _Stream()
-        for data in _sse_data(lines):
+        for data in sse_data(lines):
             try:
                 chunk = json.loads(data)
             except ValueError:
@@ -363,7 +363,7 @@ class HunyuanChat(ChatModel):
                     provider_code=None if code is None else str(code),
                     code=_STREAM_ERROR_CODES.get(code) if isinstance(code, int) else None,
                 )
-            with _reading(ACTION):
+            with reading(ACTION):
                 text = state.add(chunk)
             if text:
                 yield ChatDelta(text=text)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,8 @@ import pytest
 
 from providers.base import BaseModel, estimate_tokens
 from providers.errors import ErrorCode, ProviderError, classify
-from providers.openai_compat import FACTORIES, PROVIDER_CLASSES
+from providers.openai_compat import PROVIDER_CLASSES
+from providers.openai_factories import FACTORIES
 from tests.fakeprovider import FakeProvider, fake_audio, fake_tokens, fake_vector, parse_multipart
 from tests.mock_http import Recorder, sse
 

@@ -15,7 +15,8 @@ import pytest
 from conf.catalog import load_catalog
 from providers.base import CredentialField
 from providers.errors import ErrorCode, ProviderError, classify
-from providers.openai_compat import FACTORIES, PROVIDER_CLASSES, clean_gen_conf, is_openai_reasoning_model
+from providers.openai_compat import PROVIDER_CLASSES, clean_gen_conf, is_openai_reasoning_model
+from providers.openai_factories import FACTORIES
 from tests.mock_http import Recorder, sse
 
 KEY = "sk-test-0123456789abcdefABCDEF"
