@@ -30,7 +30,7 @@ from providers.base import (
     Usage,
     truncate_to_tokens,
 )
-from providers.registry import get_provider_class
+from providers.registry import UnsupportedModel, get_provider_class
 
 R = TypeVar("R")
 
@@ -53,7 +53,10 @@ class LLMBundle:
         tm = get_tenant_model(session, tenant_id, model, model_type)
         if tm.status != "enabled":
             raise InvalidRequest(f"model {model} ({model_type}) is disabled for this tenant")
-        return _cache.get(session, tm)
+        try:
+            return _cache.get(session, tm)
+        except UnsupportedModel as exc:  # a catalog entry no provider serves: refused, never a crash
+            raise InvalidRequest(str(exc)) from None
 
     @property
     def model(self) -> str:
