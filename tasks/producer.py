@@ -36,6 +36,7 @@ from providers.registry import UnsupportedModel, get_provider_class
 from tasks.orchestrate import send_chunks
 
 Input = str | dict[str, Any] | ItemRow
+EMBEDDING_INPUT_TYPES = ("document", "query")
 
 
 def submit_embedding(
@@ -45,10 +46,14 @@ def submit_embedding(
     *,
     idempotency_key: str | None = None,
     chunk_size: int | None = None,
+    input_type: str = "document",
 ) -> str:
     """Submit a batch embedding job; returns its id at once.
 
     ``texts``: strings (custom ids "0", "1", ...) or ``{"custom_id": ..., "text": ...}`` dicts.
+    ``input_type``: ``"document"`` (passages to index) or ``"query"`` (search queries: embedded
+    with the provider's query mode where it has one -- Cohere's ``search_query``, Jina's
+    ``retrieval.query``, Gemini's ``RETRIEVAL_QUERY``...).
     """
     if isinstance(texts, (str, bytes)):  # iterating it would embed each character
         raise InvalidRequest("texts must be a list (or other iterable) of texts, not a single string")
@@ -56,8 +61,10 @@ def submit_embedding(
     size = chunk_size or settings.embedding_chunk_size
     if size < 1:
         raise InvalidRequest("chunk size must be at least 1")
+    if input_type not in EMBEDDING_INPUT_TYPES:
+        raise InvalidRequest(f"input_type must be one of {', '.join(EMBEDDING_INPUT_TYPES)}; got {input_type!r}")
     return _submit(tenant, "embedding", model, (_embedding_row(i, t, settings.max_text_chars) for i, t in enumerate(texts)),
-                   chunk_size=size, idempotency_key=idempotency_key)
+                   chunk_size=size, idempotency_key=idempotency_key, options={"input_type": input_type})
 
 
 def submit(
@@ -146,7 +153,7 @@ def _capped(rows: Iterator[ItemRow], limit: int) -> Iterator[ItemRow]:
 
 
 def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *, chunk_size: int,
-            idempotency_key: str | None) -> str:
+            idempotency_key: str | None, options: dict[str, Any] | None = None) -> str:
     settings = get_settings()
     job_id = secrets.token_hex(8)
     with session_scope() as session:
@@ -161,7 +168,8 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
         except UnsupportedModel as exc:
             raise InvalidRequest(str(exc)) from None
         existing = insert_job(session, job_id=job_id, tenant_id=tenant_id, tenant_llm_id=tm.id, model_type=model_type,
-                              model=tm.full_name, options={"chunk_size": chunk_size}, idempotency_key=idempotency_key)
+                              model=tm.full_name, options={"chunk_size": chunk_size, **(options or {})},
+                              idempotency_key=idempotency_key)
         if existing:
             return existing
         n_items = insert_items(session, job_id, _capped(rows, settings.max_job_items))

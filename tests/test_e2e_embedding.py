@@ -539,3 +539,25 @@ def test_same_idempotency_key_returns_the_same_job(stack: Stack, clean_broker: N
     other = producer.submit_embedding(tenant, MODEL, items, idempotency_key="ingest-2024-06-02", chunk_size=10)
     assert other != first
     assert queue_length(stack) == 6
+
+
+def test_query_jobs_use_the_providers_query_mode(stack: Stack, worker_factory, fake_provider: FakeProvider) -> None:
+    """Upstage names a query twin for each passage model: a job of ``input_type="query"`` reaches
+    the provider as ``...-query`` (one call a query), a document job as the configured ``-passage``."""
+    from models.db import session_scope
+    from models.tenants import create_tenant, save_llm
+    from tasks import producer
+
+    model = "solar-embedding-1-large-passage@Upstage"
+    with session_scope() as session:
+        tenant_id = create_tenant(session, f"e2e-{uuid.uuid4().hex[:10]}", defaults=False)
+        save_llm(session, tenant_id, model, "embedding", api_key=KEY, api_base=fake_provider.base_url)
+    worker_factory(concurrency=2)
+    queries = ["where is the key stored", "how are retries timed"]
+    final = wait_for(producer.submit_embedding(tenant_id, model, queries, input_type="query"))
+    assert final["status"] == "succeeded", final
+    assert [(c.model, c.n_inputs) for c in fake_provider.calls] == [("solar-embedding-1-large-query", 1)] * 2
+    fake_provider.reset()
+    final = wait_for(producer.submit_embedding(tenant_id, model, queries))
+    assert final["status"] == "succeeded", final
+    assert [(c.model, c.n_inputs) for c in fake_provider.calls] == [("solar-embedding-1-large-passage", 2)]

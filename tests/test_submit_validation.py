@@ -172,3 +172,10 @@ def test_bad_item_deep_in_a_large_stream_rolls_everything_back(unchanged: None, 
     exc = refused(tenant, stream())
     assert isinstance(exc, InvalidRequest)
     assert "'chunk-70000'" in str(exc) and "empty" in str(exc)
+
+
+def test_an_unknown_embedding_input_type_is_refused(tenant: str, unchanged: None) -> None:
+    from tasks import producer
+
+    with pytest.raises(InvalidRequest, match="input_type must be one of document, query"):
+        producer.submit_embedding(tenant, MODEL, ["a text"], input_type="passages")

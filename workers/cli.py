@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
     p.add_argument("--idempotency-key", default=None, help="resubmitting with the same key returns the same job")
     p.add_argument("--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)")
+    p.add_argument("--queries", action="store_true",
+                   help="the texts are search queries: use the provider's query mode (default: documents)")
     _json_flag(p)
     p.set_defaults(func=c.embed)
 

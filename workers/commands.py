@@ -48,7 +48,8 @@ def tenant_list(args: argparse.Namespace) -> None:
 
 def embed(args: argparse.Namespace) -> int:
     job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files),
-                                       idempotency_key=args.idempotency_key, chunk_size=args.chunk_size)
+                                       idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
+                                       input_type="query" if args.queries else "document")
     if not args.wait:
         if args.json:
             print_json({"job_id": job_id})
