@@ -53,12 +53,12 @@ from providers.base import (
 from providers.errors import ErrorCode, ProviderError
 from providers.http import json_body
 from providers.openai_compat import (
-    _PendingCall,
     _stream_error,
 )
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
+    PendingCall,
     count,
     estimated,
     message_text,
@@ -355,7 +355,7 @@ class AnthropicMessages(BaseModel):
 
     def _deltas(self, lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
         text: list[str] = []
-        calls: dict[int, _PendingCall] = {}
+        calls: dict[int, PendingCall] = {}
         usage: dict[str, Any] = {}
         stop_reason: Any = None
         for data in sse_data(lines):
@@ -373,7 +373,7 @@ class AnthropicMessages(BaseModel):
                 elif kind == "content_block_start":
                     block = event["content_block"]
                     if block["type"] == "tool_use":
-                        calls[int(event["index"])] = _PendingCall(block["id"], block["name"])
+                        calls[int(event["index"])] = PendingCall(block["id"], block["name"])
                 elif kind == "content_block_delta":
                     delta = event["delta"]
                     if delta["type"] == "text_delta":

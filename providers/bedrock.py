@@ -68,12 +68,10 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError, scrub
 from providers.http import json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import (
-    _PendingCall,
-)
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
+    PendingCall,
     estimated,
     message_text,
     parse_arguments,
@@ -712,7 +710,7 @@ def _stream_exception(headers: dict[str, str], payload: bytes, secrets: tuple[st
 
 @dataclass
 class _StreamState:
-    calls: dict[int, _PendingCall]
+    calls: dict[int, PendingCall]
     text: list[str]
     stop_reason: Any = None
     usage: Any = None
@@ -722,11 +720,11 @@ class _StreamState:
         if event == "contentBlockStart":
             tool = data["start"].get("toolUse")
             if tool:
-                self.calls[int(data["contentBlockIndex"])] = _PendingCall(tool["toolUseId"], tool["name"])
+                self.calls[int(data["contentBlockIndex"])] = PendingCall(tool["toolUseId"], tool["name"])
         elif event == "contentBlockDelta":
             delta = data["delta"]
             if "toolUse" in delta:
-                self.calls.setdefault(int(data["contentBlockIndex"]), _PendingCall()).arguments.append(
+                self.calls.setdefault(int(data["contentBlockIndex"]), PendingCall()).arguments.append(
                     delta["toolUse"].get("input") or ""
                 )
             if "text" in delta:

@@ -59,6 +59,7 @@ from providers.openai_factories import FACTORIES, GENERIC, Factory
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
+    PendingCall,
     estimated,
     message_text,
     parse_arguments,
@@ -273,18 +274,11 @@ def _stream_error(error: Any, *secrets: str | None) -> ProviderError:
 
 
 @dataclass
-class _PendingCall:
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-@dataclass
 class _StreamState:
     """What a stream has said so far: text, tool-call fragments by index, the end."""
 
     text: list[str] = field(default_factory=list)
-    calls: dict[int, _PendingCall] = field(default_factory=dict)
+    calls: dict[int, PendingCall] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Any = None
 
@@ -292,7 +286,7 @@ class _StreamState:
         index = fragment.get("index")
         if index is None:  # a server that leaves it out: a new id opens a call, anything else continues the last
             index = len(self.calls) if fragment.get("id") or not self.calls else max(self.calls)
-        call = self.calls.setdefault(int(index), _PendingCall())
+        call = self.calls.setdefault(int(index), PendingCall())
         call.id = fragment.get("id") or call.id
         function = fragment.get("function") or {}
         call.name = function.get("name") or call.name

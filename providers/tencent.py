@@ -47,6 +47,7 @@ from providers.errors import ErrorCode, ProviderError, scrub
 from providers.http import json_body, parse_retry_after, rate_limit_headers
 from providers.registry import register
 from providers.wire import (
+    PendingCall,
     estimated,
     message_text,
     parse_arguments,
@@ -181,18 +182,11 @@ def _tool_call(raw: dict[str, Any]) -> ToolCall:
 
 
 @dataclass
-class _PendingCall:
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-@dataclass
 class _Stream:
     """What a Hunyuan stream has said so far. Tool-call pieces are merged by their ``Id``."""
 
     text: list[str] = field(default_factory=list)
-    calls: dict[str, _PendingCall] = field(default_factory=dict)
+    calls: dict[str, PendingCall] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Any = None
 
@@ -205,7 +199,7 @@ class _Stream:
             for piece in delta.get("ToolCalls") or []:
                 # a piece without an Id continues the last call
                 key = piece.get("Id") or (next(reversed(self.calls)) if self.calls else "")
-                call = self.calls.setdefault(key, _PendingCall())
+                call = self.calls.setdefault(key, PendingCall())
                 call.id = piece.get("Id") or call.id
                 function = piece.get("Function") or {}
                 call.name = function.get("Name") or call.name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import json_repair
@@ -14,6 +15,15 @@ from providers.base import Usage
 from providers.errors import ErrorCode, ProviderError
 
 DEFAULT_IMAGE_PROMPT = "Describe this image in detail."
+
+
+@dataclass
+class PendingCall:
+    """A tool call being assembled from a stream's fragments: its id, name and argument pieces."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
 
 
 @contextmanager
