@@ -44,7 +44,12 @@ def check_base_url(url: str) -> str:
     url = url.strip()
     if not url:
         return ""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        if parts.port == 0:  # reading the port raises ValueError if it is not a number or out of range
+            raise ValueError("port 0")
+    except ValueError as exc:  # "http://[::1/v1", "http://host:99999"
+        raise InvalidRequest(f"base URL is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise InvalidRequest(f"base URL must start with http:// or https://; got {parts.scheme or 'no'} scheme")
     host = (parts.hostname or "").lower().rstrip(".")

@@ -102,9 +102,9 @@ def check_until_accepted(factory: str, candidates: Sequence[tuple[str, str]], ap
     outcomes: list[ProbeOutcome] = []
     with validation_client() as client:
         for llm_name, model_type in candidates:
-            if outcomes and outcomes[-1].code in _UNREACHABLE:
+            if any(o.code in _UNREACHABLE for o in outcomes):  # not just the last: it may be NOT_TRIED
                 outcomes.append(ProbeOutcome(f"{llm_name}@{factory}", model_type, False, "NOT_TRIED",
-                                             "skipped: the provider did not answer the previous model"))
+                                             "skipped: the provider did not answer an earlier model"))
                 continue
             outcomes.append(try_model(client, factory, llm_name, model_type, api_key, base_url))
             if outcomes[-1].ok:

@@ -67,6 +67,10 @@ def test_keys_set_tests_the_key_on_the_cheapest_model_then_saves_it_for_every_ca
     from providers.registry import supported
 
     tenant = new_tenant(stack)
+    # A model of the factory configured before (not in the catalog, another key) gets the new key too.
+    ok_json(cli(stack, "llm", "add", "--tenant", tenant, "--model", "my-finetune@OpenAI", "--type", "chat",
+                "--api-key", OTHER_KEY, "--skip-check", "--json"))
+    (custom,) = openai_rows(tenant)
     proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", "-",
                "--base-url", fake_provider.base_url, "--json", stdin=KEY + "\n")
     saved = ok_json(proc)
@@ -77,6 +81,7 @@ def test_keys_set_tests_the_key_on_the_cheapest_model_then_saves_it_for_every_ca
     openai = next(f for f in load_catalog() if f.name == "OpenAI")
     have = set(supported()["OpenAI"])
     expected = {(f"{m.name}@OpenAI", t) for m in openai.models for t in m.model_types if t in have}
+    expected.add(("my-finetune@OpenAI", "chat"))
     assert {(m["model"], m["type"]) for m in saved["models"]} == expected
     rows = openai_rows(tenant)
     assert {(f"{r.llm_name}@OpenAI", r.model_type) for r in rows} == expected
@@ -84,14 +89,42 @@ def test_keys_set_tests_the_key_on_the_cheapest_model_then_saves_it_for_every_ca
     assert len({r.api_key_enc for r in rows}) == 1  # encrypted once: one key, one token
     assert crypto.decrypt(rows[0].api_key_enc) == KEY and {r.key_hint for r in rows} == {KEY[-4:]}
     assert {r.api_base for r in rows} == {fake_provider.base_url}
+    (finetune,) = [r for r in rows if r.llm_name == "my-finetune"]
+    assert finetune.key_version == custom.key_version + 1  # a changed key: workers rebuild their bundles
 
+    set_row(tenant, "tts-1", "tts", key_error="RATE_LIMIT: slow")  # what a revalidation round noted
     details = cli(stack, "my-llms", "--tenant", tenant, "--details")
-    assert details.returncode == 0 and KEY not in details.stdout and KEY[-4:] in details.stdout
+    assert details.returncode == 0 and KEY not in details.stdout and f"…{KEY[-4:]}" in details.stdout
+    for column in ("key state", "last validated", "last error", "base URL", "max tokens"):
+        assert column in details.stdout
+    assert fake_provider.base_url in details.stdout and " valid " in details.stdout
+    assert "RATE_LIMIT: slow" in details.stdout
+    plain = cli(stack, "my-llms", "--tenant", tenant)
+    assert plain.returncode == 0 and f"…{KEY[-4:]}" in plain.stdout and "key state" not in plain.stdout
     listing = ok_json(cli(stack, "my-llms", "--tenant", tenant, "--json"))
     model = listing["OpenAI"][0]
     assert {"key_state", "key_checked_at", "key_error", "api_base", "max_tokens", "key_hint"} <= set(model)
     assert model["key_state"] == "valid" and model["key_checked_at"] and model["key_error"] is None
     assert "Builtin" in listing  # the new-tenant default
+
+    # --skip-check saves the key for every row without a call, and says it is unchecked
+    unchecked = ok_json(cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", OTHER_KEY,
+                            "--skip-check", "--json"))
+    assert unchecked["checked_with"] is None and unchecked["key_state"] == "unchecked"
+    assert len(fake_provider.calls) == 1
+    rows = openai_rows(tenant)
+    assert {r.key_state for r in rows} == {"unchecked"} and not any(r.key_checked_at for r in rows)
+    assert {crypto.decrypt(r.api_key_enc) for r in rows} == {OTHER_KEY} and {r.api_base for r in rows} == {""}
+
+
+def test_keys_set_keeps_looking_after_a_rate_limited_model(stack: Stack, fake_provider: FakeProvider) -> None:
+    """A busy model says nothing about the key (nor about the provider answering): the next is tried."""
+    tenant = new_tenant(stack)
+    fake_provider.rate_limit(1, times=1)
+    saved = ok_json(cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
+                        "--base-url", fake_provider.base_url, "--json"))
+    assert [(c.route, c.status) for c in fake_provider.calls] == [("embeddings", 429), ("embeddings", 200)]
+    assert saved["key_state"] == "valid" and saved["checked_with"] == f"{fake_provider.calls[1].model}@OpenAI"
 
 
 def test_keys_set_with_a_wrong_key_saves_nothing_and_reports_every_model_classified(
@@ -104,6 +137,7 @@ def test_keys_set_with_a_wrong_key_saves_nothing_and_reports_every_model_classif
     tried = len(fake_provider.calls)
     assert tried > 1 and all(c.status == 401 for c in fake_provider.calls)  # every model was tried
     assert f"{tried - 3} more" in line  # one entry for forty identical refusals, with the count
+    assert line.count("@OpenAI") == 3 and line.count("Incorrect API key provided") == 1
     assert openai_rows(tenant) == []
 
 
@@ -120,7 +154,10 @@ def test_keys_set_with_the_provider_down_tries_once_and_saves_nothing(stack: Sta
     tenant = new_tenant(stack)
     proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
                "--base-url", f"http://127.0.0.1:{closed_port()}/v1")
-    assert_one_line_error(proc, 2, "CONNECTION", "NOT_TRIED")
+    line = assert_one_line_error(proc, 2, "CONNECTION", "NOT_TRIED")
+    # only the first model was called: the one CONNECTION entry names one model, every other is NOT_TRIED
+    connection = next(part for part in line.split("; ") if "CONNECTION" in part)
+    assert connection.count("@OpenAI") == 1 and " more]" not in connection, line
     assert openai_rows(tenant) == []
 
 
@@ -136,6 +173,8 @@ def test_a_provider_that_echoes_the_key_is_scrubbed_from_the_report(stack: Stack
 def test_llm_add_is_tested_too_and_a_refused_key_leaves_nothing(stack: Stack, fake_provider: FakeProvider) -> None:
     tenant = new_tenant(stack)
     flags = ["--tenant", tenant, "--model", "gpt-4o-mini@OpenAI", "--type", "chat", "--base-url", fake_provider.base_url]
+    assert_one_line_error(cli(stack, "llm", "add", *flags), 2, "OpenAI needs an API key")  # no call without one
+    assert fake_provider.calls == []
     assert_one_line_error(cli(stack, "llm", "add", *flags, "--api-key", OTHER_KEY), 2,
                           "gpt-4o-mini@OpenAI did not accept it", "AUTHENTICATION")
     assert openai_rows(tenant) == []
@@ -226,27 +265,64 @@ def test_a_link_local_base_url_is_allowed_only_by_the_setting(stack: Stack) -> N
 # --------------------------------------------------------------------------- listing, deleting, defaults
 
 
+def set_row(tenant: str, llm_name: str, model_type: str, **values: Any) -> None:
+    from sqlalchemy import update
+
+    from models.db import session_scope
+    from models.tables import tenant_llm
+
+    (row,) = [r for r in rows_of(tenant) if (r.llm_name, r.model_type) == (llm_name, model_type)]
+    with session_scope() as s:
+        s.execute(update(tenant_llm).where(tenant_llm.c.id == row.id).values(**values))
+
+
 def test_delete_factory_list_and_defaults(stack: Stack, fake_provider: FakeProvider, tmp_path: Path) -> None:
+    from models.db import session_scope
+    from models.tables import tenant_llm
+    from providers.registry import supported
+
     tenant = new_tenant(stack)
     assert [(r.factory, r.llm_name, r.model_type) for r in rows_of(tenant)] == [
         ("Builtin", "all-MiniLM-L6-v2", "embedding")]
+    # Another tenant's model of the same factory: nothing below may touch it.
+    other = new_tenant(stack)
+    ok_json(cli(stack, "llm", "add", "--tenant", other, "--model", "gpt-4o-mini@OpenAI", "--type", "chat",
+                "--api-key", OTHER_KEY, "--skip-check", "--json"))
+    (theirs,) = openai_rows(other)
     ok_json(cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
                 "--base-url", fake_provider.base_url, "--json"))
+    assert openai_rows(other) == [theirs]
     ok_json(cli(stack, "llm", "disable", "--tenant", tenant, "--model", "gpt-4o@OpenAI", "--type", "chat", "--json"))
+    set_row(tenant, "text-embedding-3-large", "embedding", key_state="invalid", key_error="AUTHENTICATION: revoked")
+    set_row(tenant, "text-embedding-ada-002", "embedding", key_state="unchecked")
 
     embeddings = ok_json(cli(stack, "llm", "list", "--tenant", tenant, "--type", "embedding", "--json"))
     assert {r["type"] for r in embeddings} == {"embedding"}
     by_model = {r["model"]: r for r in embeddings}
     assert by_model[EMBED]["available"] is True and by_model["all-MiniLM-L6-v2@Builtin"]["available"] is True
     assert by_model["jina-embeddings-v3@Jina"]["available"] is False  # not configured
+    assert by_model["text-embedding-3-large@OpenAI"]["available"] is False  # its key is known to be invalid
+    assert by_model["text-embedding-ada-002@OpenAI"]["available"] is True  # an unchecked key is not invalid
     chats = {r["model"]: r for r in ok_json(cli(stack, "llm", "list", "--tenant", tenant, "--type", "chat", "--json"))}
     assert chats["gpt-4o@OpenAI"]["available"] is False and chats["gpt-4o-mini@OpenAI"]["available"] is True
     everything = ok_json(cli(stack, "llm", "list", "--tenant", tenant, "--json"))
     assert len(everything) > 1000 and len({r["type"] for r in everything}) > 3
+    # A configured row of a type modelyard does not serve (say its provider module went away) is not available.
+    have = supported()
+    unserved = next(r for r in everything if not r["supported"] and r["factory"] in have and r["factory"] != "OpenAI")
+    assert unserved["type"] not in have[unserved["factory"]]
+    with session_scope() as s:
+        s.execute(tenant_llm.insert().values(
+            tenant_id=theirs.tenant_id, factory=unserved["factory"], llm_name=unserved["model"].rsplit("@", 1)[0],
+            model_type=unserved["type"], status="enabled", key_state="valid", api_key_enc=theirs.api_key_enc))
+    listed = ok_json(cli(stack, "llm", "list", "--tenant", other, "--json"))
+    mine = {(r["model"], r["type"]): r["available"] for r in listed}
+    assert mine[(unserved["model"], unserved["type"])] is False and mine[("gpt-4o-mini@OpenAI", "chat")] is True
 
     deleted = ok_json(cli(stack, "llm", "delete-factory", "--tenant", tenant, "--factory", "OpenAI", "--json"))
     assert deleted["deleted"] > 10 and openai_rows(tenant) == []
     assert [r.factory for r in rows_of(tenant)] == ["Builtin"]
+    assert openai_rows(other) == [theirs]  # another tenant's models of the factory stay
     assert_one_line_error(cli(stack, "llm", "delete-factory", "--tenant", tenant, "--factory", "OpenAI"), 3, "OpenAI")
 
     # A defaults file of one's own: a keyed default is added when its key's variable is set, skipped otherwise.
@@ -276,12 +352,20 @@ def test_keys_rotate_re_encrypts_under_the_newest_secret_and_back(stack: Stack, 
     ok_json(cli(stack, "llm", "add", "--tenant", tenant, "--model", EMBED, "--type", "embedding", "--api-key", KEY,
                 "--base-url", fake_provider.base_url, "--json"))
     (before,) = openai_rows(tenant)
+    # Another tenant's key, saved once for all of a factory's models: its rows share one token.
+    shared = new_tenant(stack)
+    ok_json(cli(stack, "keys", "set", "--tenant", shared, "--factory", "OpenAI", "--api-key", OTHER_KEY,
+                "--skip-check", "--json"))
+    assert len({r.api_key_enc for r in openai_rows(shared)}) == 1
     try:
         report = ok_json(cli(stack, "keys", "rotate", "--json", env={"MODELYARD_SECRET_KEY": f"{k2},{k1}"}))
-        assert report["rotated"] >= 1
+        assert report["rotated"] >= 1 + len(openai_rows(shared))
         (after,) = openai_rows(tenant)
         assert after.api_key_enc != before.api_key_enc and after.key_version == before.key_version
         assert Fernet(k2.encode()).decrypt(after.api_key_enc.encode()).decode() == KEY
+        # each key is still its own, and a shared key still one token (revalidation groups rows by it)
+        tokens = {r.api_key_enc for r in openai_rows(shared)}
+        assert len(tokens) == 1 and Fernet(k2.encode()).decrypt(tokens.pop().encode()).decode() == OTHER_KEY
         again = ok_json(cli(stack, "keys", "rotate", "--json", env={"MODELYARD_SECRET_KEY": f"{k2},{k1}"}))
         assert again["rotated"] == 0 and again["current"] >= 1
 
