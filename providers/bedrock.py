@@ -1,6 +1,6 @@
 """Amazon Bedrock: chat and image2text through the Converse API, embeddings through InvokeModel
 (Amazon Titan text embeddings and Cohere Embed on Bedrock). Every request is signed with AWS
-Signature Version 4 by the code below (no boto3, so the transport seam stays ours).
+Signature Version 4 by :mod:`providers.aws_sigv4` (no boto3, so the transport seam stays ours).
 
 Wire format::
 
@@ -36,22 +36,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import re
-import struct
 import threading
 import xml.etree.ElementTree as ET
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import numpy as np
 
+from providers.aws_eventstream import event_frames, malformed
+from providers.aws_sigv4 import AwsCredentials, sign_v4
 from providers.base import (
     BaseModel,
     ChatDelta,
@@ -78,89 +77,6 @@ from providers.wire import (
     reading,
     reported_usage,
 )
-
-# --------------------------------------------------------------------------- SigV4
-
-ALGORITHM = "AWS4-HMAC-SHA256"
-_UNRESERVED = "-_.~"  # with letters and digits: RFC 3986's unreserved set, never percent-encoded
-
-
-@dataclass(frozen=True)
-class AwsCredentials:
-    access_key: str
-    secret_key: str
-    session_token: str | None = None  # temporary (STS) credentials carry one
-
-
-def _encode(text: str, safe: str = "") -> str:
-    return quote(text, safe=_UNRESERVED + safe)
-
-
-def _canonical_query(query: str) -> str:
-    pairs = []
-    for item in query.split("&") if query else []:
-        key, _, value = item.partition("=")
-        pairs.append((_encode(unquote(key)), _encode(unquote(value))))
-    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
-
-
-def canonical_request(method: str, url: str, headers: Mapping[str, str], payload_hash: str) -> tuple[str, str]:
-    """The canonical request and its signed-header list. ``url``'s path is used as sent (already
-    percent-encoded) and encoded once more, as SigV4 wants for every service but S3."""
-    raw = httpx.URL(url).raw_path.decode("ascii")
-    path, _, query = raw.partition("?")
-    canonical = {name.lower().strip(): " ".join(str(value).split()) for name, value in headers.items()}
-    names = sorted(canonical)
-    lines = [
-        method.upper(),
-        _encode(path or "/", safe="/"),
-        _canonical_query(query),
-        *(f"{name}:{canonical[name]}" for name in names),
-        "",
-        ";".join(names),
-        payload_hash,
-    ]
-    return "\n".join(lines), ";".join(names)
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-
-
-def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
-    """AWS4 + secret -> date -> region -> service -> "aws4_request"."""
-    key = _hmac(f"AWS4{secret_key}".encode(), date)
-    for part in (region, service, "aws4_request"):
-        key = _hmac(key, part)
-    return key
-
-
-def sign_v4(
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    credentials: AwsCredentials,
-    region: str,
-    service: str,
-    now: datetime,
-) -> dict[str, str]:
-    """The headers that sign this request: ``Host``, ``X-Amz-Date``, ``X-Amz-Security-Token``
-    (session credentials only) and ``Authorization``. ``headers`` are the request's other headers
-    to sign (send them unchanged); ``body`` is the exact bytes sent."""
-    amz_date = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    added = {"Host": httpx.URL(url).netloc.decode("ascii"), "X-Amz-Date": amz_date}
-    if credentials.session_token:
-        added["X-Amz-Security-Token"] = credentials.session_token
-    request, signed_headers = canonical_request(method, url, {**headers, **added}, hashlib.sha256(body).hexdigest())
-    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(request.encode("utf-8")).hexdigest()])
-    key = signing_key(credentials.secret_key, amz_date[:8], region, service)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    parts = f"Credential={credentials.access_key}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
-    added["Authorization"] = f"{ALGORITHM} {parts}"
-    return added
-
 
 # --------------------------------------------------------------------------- errors
 
@@ -640,63 +556,6 @@ def converse_result(data: dict[str, Any], system: str | None, messages: list[dic
     )
 
 
-# --------------------------------------------------------------------------- ConverseStream: event-stream frames
-
-# Frame: total length (4 bytes), headers length (4), prelude CRC32 (4), headers, payload, message CRC32 (4).
-_PRELUDE = 12
-_FIXED_SIZES = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}  # byte, short, int, long, timestamp, uuid
-
-
-def _malformed(what: str) -> ProviderError:
-    return ProviderError(f"malformed event stream ({what})", code=ErrorCode.SERVER)
-
-
-def _frame_headers(raw: bytes) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    at = 0
-    try:
-        while at < len(raw):
-            size = raw[at]
-            name = raw[at + 1 : at + 1 + size].decode("utf-8")
-            kind = raw[at + 1 + size]
-            at += 2 + size
-            if kind in (0, 1):  # booleans carry no bytes
-                headers[name] = "true" if kind == 0 else "false"
-            elif kind in (6, 7):  # bytes, string: 2-byte length first
-                length = int.from_bytes(raw[at : at + 2], "big")
-                value = raw[at + 2 : at + 2 + length]
-                headers[name] = value.decode("utf-8") if kind == 7 else value.hex()
-                at += 2 + length
-            elif kind in _FIXED_SIZES:
-                headers[name] = str(int.from_bytes(raw[at : at + _FIXED_SIZES[kind]], "big", signed=True))
-                at += _FIXED_SIZES[kind]
-            else:
-                raise ValueError(f"header type {kind}")
-    except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise _malformed(str(exc)) from None
-    return headers
-
-
-def event_frames(chunks: Iterable[bytes]) -> Iterator[tuple[dict[str, str], bytes]]:
-    """(headers, payload) of each frame in a byte stream cut anywhere; CRCs checked."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= _PRELUDE:
-            total, headers_length, prelude_crc = struct.unpack(">III", buffer[:_PRELUDE])
-            if zlib.crc32(buffer[:8]) != prelude_crc or headers_length > total - _PRELUDE - 4:
-                raise _malformed("bad prelude")
-            if len(buffer) < total:
-                break
-            frame = bytes(buffer[:total])
-            del buffer[:total]
-            if zlib.crc32(frame[:-4]) != struct.unpack(">I", frame[-4:])[0]:
-                raise _malformed("bad message checksum")
-            yield _frame_headers(frame[_PRELUDE : _PRELUDE + headers_length]), frame[_PRELUDE + headers_length : -4]
-    if buffer:
-        raise _malformed(f"{len(buffer)} bytes after the last frame")
-
-
 def _stream_exception(headers: dict[str, str], payload: bytes, secrets: tuple[str, ...]) -> ProviderError:
     """An exception frame (``throttlingException``, ``modelStreamErrorException``...) or an error frame."""
     if headers.get(":message-type") == "error":
@@ -753,7 +612,7 @@ def stream_deltas(
         try:
             data = json.loads(payload)
         except ValueError:
-            raise _malformed(f"an event payload of {len(payload)} bytes is not JSON") from None
+            raise malformed(f"an event payload of {len(payload)} bytes is not JSON") from None
         with reading("converse-stream"):
             text = state.read(headers.get(":event-type"), data)
         if text:

@@ -23,17 +23,9 @@ import numpy as np
 import pytest
 
 from conf.catalog import load_catalog
+from providers.aws_sigv4 import AwsCredentials, canonical_request, sign_v4, signing_key
 from providers.base import encode_credentials, estimate_tokens
-from providers.bedrock import (
-    ROLE_SESSIONS,
-    AwsCredentials,
-    BedrockChat,
-    BedrockEmbedding,
-    BedrockImage2Text,
-    canonical_request,
-    sign_v4,
-    signing_key,
-)
+from providers.bedrock import ROLE_SESSIONS, BedrockChat, BedrockEmbedding, BedrockImage2Text
 from providers.errors import ErrorCode, ProviderError, classify
 from providers.registry import get_provider_class
 from tests.mock_http import Recorder, provider
@@ -545,7 +537,8 @@ def test_a_damaged_frame_is_a_server_error(damage: str) -> None:
 
 
 def test_frames_carry_headers_of_every_type_and_error_frames_raise() -> None:
-    from providers.bedrock import event_frames, stream_deltas
+    from providers.aws_eventstream import event_frames
+    from providers.bedrock import stream_deltas
 
     raw = (
         bytes([5]) + b":flag" + b"\x00"  # boolean true: no value bytes
