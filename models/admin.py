@@ -220,7 +220,7 @@ def rotate_keys(batch: int = 200) -> RotationReport:
     while True:
         with session_scope() as session:
             rows = session.execute(
-                select(tenant_llm.c.id, tenant_llm.c.api_key_enc)
+                select(tenant_llm.c.id, tenant_llm.c.tenant_id, tenant_llm.c.factory, tenant_llm.c.api_key_enc)
                 .where(tenant_llm.c.id > last_id, tenant_llm.c.api_key_enc.is_not(None))
                 .order_by(tenant_llm.c.id).limit(batch)
             ).all()
@@ -238,9 +238,13 @@ def rotate_keys(batch: int = 200) -> RotationReport:
                 except crypto.SecretKeyError:
                     bad += 1
                     continue
-                # where unchanged meanwhile: a key saved concurrently is already under the newest key
-                result = session.execute(update(tenant_llm).where(tenant_llm.c.api_key_enc == row.api_key_enc)
-                                         .values(api_key_enc=token))
+                # Rows sharing a token are one tenant's models of one factory (``keys set``): found through
+                # the (tenant, factory, ...) index, and only while unchanged (a key saved meanwhile is current).
+                result = session.execute(
+                    update(tenant_llm)
+                    .where(tenant_llm.c.tenant_id == row.tenant_id, tenant_llm.c.factory == row.factory,
+                           tenant_llm.c.api_key_enc == row.api_key_enc)
+                    .values(api_key_enc=token))
                 rotated += result.rowcount
                 produced.add(token)
     if bad:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from conf.settings import get_settings
 from models import crypto
 from models.db import session_scope
 from models.tables import tenant_llm
+from providers.base import decode_credentials
 from providers.errors import ErrorCode, classify, scrub
 from providers.http import make_client
 from providers.probe import PROBE_ORDER, probe
@@ -86,27 +87,33 @@ def try_model(client: httpx.Client, factory: str, llm_name: str, model_type: str
         cls = get_provider_class(model_type, factory)
     except UnsupportedModel as exc:
         return ProbeOutcome(model, model_type, False, ErrorCode.INVALID_REQUEST.value, str(exc))
-    provider = cls(llm_name, api_key=api_key, base_url=base_url or None, client=client)
-    try:
+    provider = None
+    try:  # the constructor too: a provider refusing its credential must not escape unscrubbed
+        provider = cls(llm_name, api_key=api_key, base_url=base_url or None, client=client)
         probe(provider)
     except Exception as exc:  # noqa: BLE001 - reported, classified, never raised
-        message = scrub(str(exc) or type(exc).__name__, *provider.secrets)[:500]
+        # The provider's own list (it may hold a token it fetched), else the credential's secret fields.
+        secret_fields = {f.name for f in cls.credential_fields if f.secret}
+        secrets = provider.secrets if provider is not None else (
+            api_key, *(v for k, v in decode_credentials(api_key).items() if k in secret_fields))
+        message = scrub(str(exc) or type(exc).__name__, *secrets)[:500]
         return ProbeOutcome(model, model_type, False, classify(exc).value, message)
     return ProbeOutcome(model, model_type, True)
 
 
 def check_until_accepted(factory: str, candidates: Sequence[tuple[str, str]], api_key: str | None,
-                         base_url: str) -> list[ProbeOutcome]:
+                         base_url: str, *, client: httpx.Client | None = None) -> list[ProbeOutcome]:
     """Probe the candidates in turn until one passes; after a timeout or connection error the
-    rest are reported NOT_TRIED (the provider is not answering)."""
+    rest are reported NOT_TRIED (the provider is not answering). ``client``: the transport seam
+    (default: a client with the validation timeout)."""
     outcomes: list[ProbeOutcome] = []
-    with validation_client() as client:
+    with nullcontext(client) if client is not None else validation_client() as http:
         for llm_name, model_type in candidates:
             if any(o.code in _UNREACHABLE for o in outcomes):  # not just the last: it may be NOT_TRIED
                 outcomes.append(ProbeOutcome(f"{llm_name}@{factory}", model_type, False, "NOT_TRIED",
                                              "skipped: the provider did not answer an earlier model"))
                 continue
-            outcomes.append(try_model(client, factory, llm_name, model_type, api_key, base_url))
+            outcomes.append(try_model(http, factory, llm_name, model_type, api_key, base_url))
             if outcomes[-1].ok:
                 break
     return outcomes

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from conf.catalog import split_model_name
 from conf.defaults import load_tenant_defaults
 from conf.errors import Conflict, InvalidRequest, NotFound
+from conf.settings import SettingsError
 from models import crypto
 from models.tables import llm_factories, llms, tenant_llm, tenants
 from providers.base import MODEL_TYPES
@@ -36,8 +37,13 @@ def create_tenant(session: Session, name: str, *, defaults: bool = True) -> str:
         raise Conflict(f"a tenant named {name!r} already exists") from None
     if defaults:
         for default in load_tenant_defaults():
+            try:
+                needs_key = get_provider_class(default.model_type, parse_model_name(default.model)[1]).needs_key
+            except (UnsupportedModel, InvalidRequest) as exc:
+                raise SettingsError(
+                    f"MODELYARD_TENANT_DEFAULTS: default {default.model} ({default.model_type}): {exc}") from None
             api_key = default.api_key()
-            if api_key or not get_provider_class(default.model_type, parse_model_name(default.model)[1]).needs_key:
+            if api_key or not needs_key:
                 save_llm(session, tenant_id, default.model, default.model_type, api_key=api_key,
                          api_base=default.base_url)
     return tenant_id

@@ -19,7 +19,6 @@ import pytest
 from conf.errors import InvalidRequest
 from conf.settings import reset_settings
 from models import base_url as base_url_module
-from models import keycheck
 from models.admin import assemble_key
 from models.base_url import check_base_url
 from models.keycheck import KeyRejected, ProbeOutcome, by_probe_cost, check_until_accepted, try_model
@@ -314,18 +313,42 @@ def test_the_cheapest_types_are_probed_first() -> None:
 # --------------------------------------------------------------------------- trying models in turn
 
 
-def scripted(codes: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make try_model answer ``codes[llm name]`` (None: accepted); returns the names tried."""
+# How the wire says each outcome, as an OpenAI-compatible server (or the network) says it.
+WIRE_ANSWERS: dict[str, Any] = {
+    "AUTHENTICATION": (401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                       "code": "invalid_api_key"}}),
+    "MODEL": (404, {"error": {"message": "The model does not exist", "type": "invalid_request_error",
+                              "code": "model_not_found"}}),
+    "RATE_LIMIT": (429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                                   "code": "rate_limit_exceeded"}}),
+    "QUOTA": (429, {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+                              "code": "insufficient_quota"}}),
+    "SERVER": (500, {"error": {"message": "The server had an error", "type": "server_error"}}),
+    "INVALID_REQUEST": (400, {"error": {"message": "Invalid 'input'", "type": "invalid_request_error"}}),
+    "CONNECTION": httpx.ConnectError("connection refused"),
+    "TIMEOUT": httpx.ReadTimeout("timed out"),
+}
+
+
+def scripted(codes: dict[str, str | None]) -> tuple[httpx.Client, list[str]]:
+    """A client whose transport answers each model (by the request's ``model``) as ``codes`` says
+    (None: accepted); returns it and the models the requests named, in order."""
     tried: list[str] = []
 
-    def fake_try(client: httpx.Client, factory: str, llm_name: str, model_type: str, api_key: str | None,
-                 base_url: str) -> ProbeOutcome:
-        tried.append(llm_name)
-        code = codes[llm_name]
-        return ProbeOutcome(f"{llm_name}@{factory}", model_type, code is None, code, code and f"{code} message")
+    def handler(request: httpx.Request) -> httpx.Response:
+        name = json.loads(request.content)["model"]
+        tried.append(name)
+        code = codes[name]
+        if code is None:
+            if request.url.path.endswith("/embeddings"):
+                return httpx.Response(200, json={"data": [{"index": 0, "embedding": [0.1, 0.2]}]})
+            return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+        answer = WIRE_ANSWERS[code]
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer[0], json=answer[1])
 
-    monkeypatch.setattr(keycheck, "try_model", fake_try)
-    return tried
+    return httpx.Client(transport=httpx.MockTransport(handler)), tried
 
 
 CANDIDATES = [("a", "embedding"), ("b", "embedding"), ("c", "chat"), ("d", "chat")]
@@ -340,13 +363,16 @@ CANDIDATES = [("a", "embedding"), ("b", "embedding"), ("c", "chat"), ("d", "chat
     ({"a": "AUTHENTICATION", "b": "TIMEOUT", "c": None, "d": None}, "ab", "cd"),
 ])
 def test_models_are_tried_until_one_accepts_and_not_after_the_provider_stops_answering(
-        monkeypatch: pytest.MonkeyPatch, codes: dict[str, str | None], tried: str, not_tried: str) -> None:
-    calls = scripted(codes, monkeypatch)
-    outcomes = check_until_accepted("Co", CANDIDATES, KEY, "")
+        codes: dict[str, str | None], tried: str, not_tried: str) -> None:
+    client, calls = scripted(codes)
+    with client:
+        outcomes = check_until_accepted("OpenAI", CANDIDATES, KEY, "https://api.example.com/v1", client=client)
     assert "".join(calls) == tried
-    assert [o.model for o in outcomes] == [f"{n}@Co" for n in tried + not_tried]
+    assert [o.model for o in outcomes] == [f"{n}@OpenAI" for n in tried + not_tried]
+    assert [o.code for o in outcomes[:len(tried)]] == [codes[n] for n in tried]  # each classified from the wire
     skipped = [o for o in outcomes if o.code == "NOT_TRIED"]
     assert "".join(o.model[0] for o in skipped) == not_tried and not any(o.ok for o in skipped)
+    assert outcomes[-1].ok == (not not_tried and codes[tried[-1]] is None)
 
 
 def test_a_refusal_names_each_distinct_error_once_with_at_most_three_models() -> None:
@@ -396,13 +422,26 @@ def test_try_model_classifies_and_scrubs_what_the_provider_says(settings_env: py
     assert seen[0].headers["authorization"] == f"Bearer {KEY}" and json.loads(seen[0].content)["input"] == [PROBE_TEXT]
 
 
-def test_try_model_scrubs_a_provider_bug_that_repeats_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not every failure is a ProviderError scrubbed by the HTTP layer: a bug's text is scrubbed here."""
-    def buggy(provider: Any) -> Usage:
-        raise KeyError(f"no field 'data' in the answer to {provider.api_key}")
+def test_try_model_scrubs_a_failure_that_is_not_a_provider_error() -> None:
+    """Not every failure is a ProviderError scrubbed by the HTTP layer: a transport failing with
+    the key in its text (a proxy bug, say) is classified and scrubbed here."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"proxy could not forward {request.headers['authorization']}")
 
-    monkeypatch.setattr(keycheck, "probe", buggy)
-    with httpx.Client() as client:
-        outcome = try_model(client, "OpenAI", "text-embedding-3-small", "embedding", KEY, "")
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        outcome = try_model(client, "OpenAI", "text-embedding-3-small", "embedding", KEY, "https://api.example.com/v1")
     assert not outcome.ok and outcome.code and KEY not in (outcome.message or "")
-    assert "no field 'data' in the answer to" in (outcome.message or "")
+    assert "proxy could not forward" in (outcome.message or "")
+
+
+def test_a_refused_multi_part_credential_is_reported_with_its_secret_fields_scrubbed_only() -> None:
+    """Google Cloud refuses a malformed region: the report names the region (not a secret) and
+    none of the secret service-account key."""
+    from providers.base import encode_credentials
+
+    account = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----secret-bytes"}'
+    credential = encode_credentials({"project_id": "p", "region": "not a region!", "service_account_json": account})
+    with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as client:
+        outcome = try_model(client, "Google Cloud", "gemini-2.5-flash", "chat", credential, "")
+    assert (outcome.ok, outcome.code) == (False, "INVALID_REQUEST")
+    assert "'not a region!'" in (outcome.message or "") and "secret-bytes" not in (outcome.message or "")

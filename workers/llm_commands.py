@@ -33,7 +33,8 @@ def read_fields(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise InvalidRequest(f"--field takes NAME=VALUE, got {pair.split('=')[0]!r}=…")
+            raise InvalidRequest("--field takes NAME=VALUE (an argument had no NAME=; it is not repeated here, "
+                                 "in case it was a secret)")
         if value == "-":
             value = sys.stdin.readline().strip()
         elif value.startswith("@"):
