@@ -93,6 +93,10 @@ tenant_llm = Table(
     Column("key_state", String(16), nullable=False, default="unchecked"),  # unchecked | valid | invalid
     Column("key_checked_at", DateTime(timezone=True)),
     Column("key_error", Text),
+    # The tenant's own limits for this model's key (NULL: none set; see tasks/limiter.py).
+    Column("rpm_limit", Integer),
+    Column("tpm_limit", Integer),
+    Column("max_concurrency", Integer),
     _now(),
     UniqueConstraint("tenant_id", "factory", "llm_name", "model_type"),
 )
@@ -176,4 +180,22 @@ usage_events = Table(
     Column("latency_ms", Float),
     _now(),
     Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
+)
+
+# The fleet-wide limiter's state when it lives in the database (no Redis): one row per
+# bucket (a keyed hash of a provider key and a model), and the concurrency slots held.
+limiter_buckets = Table(
+    "limiter_buckets",
+    metadata,
+    Column("bucket", String(64), primary_key=True),
+    Column("state", JSON, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+limiter_slots = Table(
+    "limiter_slots",
+    metadata,
+    Column("bucket", String(64), primary_key=True),
+    Column("holder", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
 )
