@@ -70,6 +70,20 @@ class Settings:
     langfuse_public_key: str
     langfuse_secret_key: str
     langfuse_host: str
+    limits_url: str  # "" = the broker's Redis, else the database
+    limit_max_wait: float
+
+    @property
+    def limiter_url(self) -> str:
+        """Where the fleet-wide limiter keeps its state: a redis:// URL, or "database"."""
+        if self.limits_url:
+            return self.limits_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else "database"
+
+    @property
+    def limit_slot_ttl(self) -> float:
+        """How long a concurrency slot outlives a worker that died holding it."""
+        return 2 * self.llm_timeout_seconds + 10
 
     @property
     def embedded_broker(self) -> bool:
@@ -113,6 +127,8 @@ def _load() -> Settings:
         langfuse_public_key=os.environ.get("LANGFUSE_PUBLIC_KEY", "").strip(),
         langfuse_secret_key=os.environ.get("LANGFUSE_SECRET_KEY", "").strip(),
         langfuse_host=os.environ.get("LANGFUSE_HOST", "").strip() or "https://cloud.langfuse.com",
+        limits_url=os.environ.get("MODELYARD_LIMITS_URL", "").strip(),
+        limit_max_wait=_env_float("MODELYARD_LIMIT_MAX_WAIT", 1.0),
     )
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
@@ -122,6 +138,10 @@ def _load() -> Settings:
         raise SettingsError("MODELYARD_JOB_MAX_INFLIGHT and MODELYARD_EMBEDDING_CHUNK_SIZE must be at least 1")
     if s.key_validation_timeout <= 0 or s.key_revalidate_seconds <= 0 or s.key_revalidate_spread_seconds < 0:
         raise SettingsError("MODELYARD_KEY_VALIDATION_TIMEOUT and MODELYARD_KEY_REVALIDATE_SECONDS must be positive")
+    if s.limits_url and s.limits_url != "database" and not s.limits_url.startswith(("redis://", "rediss://")):
+        raise SettingsError("MODELYARD_LIMITS_URL must be a redis:// URL or 'database'")
+    if s.limit_max_wait < 0:
+        raise SettingsError("MODELYARD_LIMIT_MAX_WAIT must be 0 or more")
     return s
 
 

@@ -29,6 +29,7 @@ from models.tenants import (
     parse_model_name,
     resolve_tenant,
     save_llm,
+    set_llm_limits,
 )
 from providers.base import BaseModel, encode_credentials
 from providers.registry import UnsupportedModel, get_provider_class, supported
@@ -177,8 +178,9 @@ def set_api_key(tenant: str, factory: str, api_key: str | None = None, *, fields
 
 def add_llm(tenant: str, model: str, model_type: str, api_key: str | None = None, *,
             fields: Mapping[str, str] | None = None, base_url: str = "", max_tokens: int | None = None,
-            check: bool = True) -> TenantModel:
-    """Configure one model, its key tested with a real call first (unless ``check`` is False)."""
+            check: bool = True, limits: Mapping[str, int | None] | None = None) -> TenantModel:
+    """Configure one model, its key tested with a real call first (unless ``check`` is False);
+    ``limits`` are the tenant's own (``rpm``, ``tpm``, ``max_concurrency``; see tenants.set_llm_limits)."""
     llm_name, factory = parse_model_name(model)
     _catalog_factory(factory)
     try:
@@ -196,8 +198,9 @@ def add_llm(tenant: str, model: str, model_type: str, api_key: str | None = None
         if not outcome.ok:
             raise KeyRejected(f"{model} did not accept it", [outcome])
     with session_scope() as session:
-        return save_llm(session, tenant_id, model, model_type, api_key=key, api_base=base_url, max_tokens=max_tokens,
-                        key_state="valid" if check else "unchecked", hint=hint)
+        tm = save_llm(session, tenant_id, model, model_type, api_key=key, api_base=base_url, max_tokens=max_tokens,
+                      key_state="valid" if check else "unchecked", hint=hint)
+        return set_llm_limits(session, tenant_id, model, model_type, **(limits or {}))
 
 
 # --------------------------------------------------------------------------- rotation

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from conf.catalog import find_model
 from conf.errors import InvalidRequest
 from models import tracing
+from models.crypto import keyed_hash
 from models.tenants import TenantModel, get_tenant_model, load_key
 from models.usage import record_usage
 from providers.base import (
@@ -43,6 +44,9 @@ class LLMBundle:
         self.provider: Any = cls(
             tenant_model.llm_name, api_key=api_key, base_url=tenant_model.api_base or None, client=client
         )
+        # The fleet-wide limiter's name for this key and model (a keyed hash, never the key).
+        self.limit_bucket = keyed_hash(tenant_model.factory, self.provider.base_url, api_key or "",
+                                       tenant_model.llm_name)
         catalog = find_model(tenant_model.full_name)
         if catalog is not None and catalog.batch_size:
             self.provider.batch_size = catalog.batch_size

@@ -7,6 +7,8 @@ With no setting, the embedded default creates a key file (mode 0600) in the data
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -42,11 +44,15 @@ def _cipher() -> MultiFernet:
     return MultiFernet(_fernets())
 
 
+def _keys() -> tuple[str, ...]:
+    settings = get_settings()
+    return settings.secret_keys or (_embedded_key(settings.data_dir),)
+
+
 @functools.lru_cache(maxsize=1)
 def _fernets() -> tuple[Fernet, ...]:
     """One Fernet per configured key, newest first."""
-    settings = get_settings()
-    keys = settings.secret_keys or (_embedded_key(settings.data_dir),)
+    keys = _keys()
     try:
         return tuple(Fernet(k.encode()) for k in keys)
     except (ValueError, TypeError):
@@ -63,6 +69,16 @@ def is_current(token: str) -> bool:
     except InvalidToken:
         return False
     return True
+
+
+def keyed_hash(*parts: str) -> str:
+    """An HMAC-SHA256 of ``parts`` under the newest secret key: names a provider key (the
+    limiter's buckets) without revealing it, even to someone who can read Redis."""
+    _fernets()  # the same clear error for a malformed secret
+    mac = hmac.new(b"modelyard-limits:" + _keys()[0].encode(), digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return mac.hexdigest()[:40]
 
 
 def reset_cipher() -> None:

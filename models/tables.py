@@ -183,19 +183,11 @@ usage_events = Table(
 )
 
 # The fleet-wide limiter's state when it lives in the database (no Redis): one row per
-# bucket (a keyed hash of a provider key and a model), and the concurrency slots held.
+# bucket (a keyed hash of a provider key, and the model), its state as JSON (tasks/limiter.py).
 limiter_buckets = Table(
     "limiter_buckets",
     metadata,
     Column("bucket", String(64), primary_key=True),
     Column("state", JSON, nullable=False),
     Column("updated_at", Float, nullable=False),
-)
-
-limiter_slots = Table(
-    "limiter_slots",
-    metadata,
-    Column("bucket", String(64), primary_key=True),
-    Column("holder", String(64), primary_key=True),
-    Column("expires_at", Float, nullable=False),
 )

@@ -74,6 +74,9 @@ class TenantModel:
     has_key: bool
     key_version: int
     key_hint: str | None = None
+    rpm_limit: int | None = None  # the tenant's own limits for this model's key (tasks/limiter.py)
+    tpm_limit: int | None = None
+    max_concurrency: int | None = None
 
     @property
     def full_name(self) -> str:
@@ -97,6 +100,9 @@ def _to_model(row: Row) -> TenantModel:
         has_key=row.api_key_enc is not None,
         key_version=row.key_version,
         key_hint=row.key_hint,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
+        max_concurrency=row.max_concurrency,
     )
 
 
@@ -180,6 +186,29 @@ def save_llm(
     }
     upsert_llm(session, tenant_id, factory, llm_name, model_type, values)
     return get_tenant_model(session, tenant_id, model, model_type)
+
+
+LIMIT_FIELDS = {"rpm": "rpm_limit", "tpm": "tpm_limit", "max_concurrency": "max_concurrency"}
+
+
+def set_llm_limits(session: Session, tenant_id: str, model: str, model_type: str,
+                   **limits: int | None) -> TenantModel:
+    """Set the tenant's own limits on a model (``rpm``, ``tpm``, ``max_concurrency``): None
+    leaves one as it is, 0 clears it (the provider's advertised or learned limit applies)."""
+    values: dict[str, int | None] = {}
+    for name, value in limits.items():
+        if name not in LIMIT_FIELDS:
+            raise InvalidRequest(f"unknown limit {name!r}; known: {', '.join(LIMIT_FIELDS)}")
+        if value is None:
+            continue
+        if value < 0:
+            raise InvalidRequest(f"--{name.replace('_', '-')} must be 0 (no limit of the tenant's own) or more, got {value}")
+        values[LIMIT_FIELDS[name]] = value or None
+    tm = get_tenant_model(session, tenant_id, model, model_type)
+    if values:
+        session.execute(update(tenant_llm).where(tenant_llm.c.id == tm.id).values(**values))
+        tm = get_tenant_model(session, tenant_id, model, model_type)
+    return tm
 
 
 def parse_model_name(model: str) -> tuple[str, str]:

@@ -9,8 +9,9 @@ Every provider turns a failed call into one exception type::
 
 ``classify(exc)`` looks at structured facts first -- the exception type, the HTTP status,
 the provider's own error code -- and falls back to the seed system's keyword table only
-for unstructured errors (a message and nothing else). Only RATE_LIMIT and SERVER are
-retryable: a quota error is not, even when the provider sends it as a 429.
+for unstructured errors (a message and nothing else). Only transient codes are retryable
+(RATE_LIMIT, SERVER, TIMEOUT, CONNECTION): a quota error is not, even when the provider sends
+it as a 429.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ class ErrorCode(str, enum.Enum):
 
     @property
     def retryable(self) -> bool:
-        return self in (ErrorCode.RATE_LIMIT, ErrorCode.SERVER)
+        """Transient: a rate limit, a server failure, or a provider that did not answer (a read
+        timeout, a connection refused or reset -- a server failure too, as a gateway's 504 is)."""
+        return self in (ErrorCode.RATE_LIMIT, ErrorCode.SERVER, ErrorCode.TIMEOUT, ErrorCode.CONNECTION)
 
 
 class ProviderError(Exception):

@@ -9,9 +9,10 @@ from tasks.runner import Handler, run_chunk
 
 
 def _define(model_type: str, handler: Handler) -> Task:
-    @app.task(name=TASK_NAMES[model_type], bind=True)
-    def run(self: Task, chunk_id: int) -> str:
-        return run_chunk(self, chunk_id, handler)
+    # max_retries=None: no limit of Celery's own; LLM_MAX_RETRIES is applied in tasks.runner.
+    @app.task(name=TASK_NAMES[model_type], bind=True, max_retries=None)
+    def run(self: Task, chunk_id: int, tries: int = 0) -> str:
+        return run_chunk(self, chunk_id, handler, tries=tries)
 
     return run
 

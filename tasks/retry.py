@@ -1,6 +1,10 @@
 """The retry policy: one small pure function, applied in one place (tasks.runner).
 
-Only retryable codes (RATE_LIMIT, SERVER) are retried, at most ``max_retries`` times. The
+Only transient failures are retried, at most ``max_retries`` times: RATE_LIMIT, SERVER, and
+a provider that did not answer (TIMEOUT: a read timeout; CONNECTION: refused or reset), which
+is a server failure like a gateway's 504 -- the OpenAI, AWS and Google clients retry those
+too. When the retries run out the item's error still names what happened
+("gave up after 6 tries: TIMEOUT: ..."). The
 countdown is the provider's Retry-After when it sent one (capped at ``max_delay``), else
 "equal jitter" exponential backoff: half the exponential step plus a random other half, so
 that a burst of failures does not come back in lockstep and no retry is near-immediate.

@@ -1,10 +1,17 @@
 """Running one chunk: the path every model type's task shares.
 
 1. load the chunk's inputs (skip if it is done or cancelled: a redelivered message);
-2. resolve the tenant's LLMBundle and call the provider through the type's handler;
-3. success: one transaction writes results, the usage event, counters, and releases the
+2. resolve the tenant's LLMBundle; take the call's budget from the fleet-wide limiter
+   (tasks.limits): a short wait is slept, a longer one sends the chunk back to the queue with
+   a countdown -- a wait, not a try;
+3. call the provider through the type's handler;
+4. success: one transaction writes results, the usage event, counters, and releases the
    job's next chunk; failure: classify, then either ``self.retry(countdown=...)`` (the
    policy in tasks.retry) or fail the chunk's items with the code and a scrubbed message.
+
+``tries`` (in the message) counts the provider's real answers to this chunk: only they
+count against ``LLM_MAX_RETRIES``. The tasks are declared with Celery's ``max_retries=None``
+(no limit of Celery's own), so a wait or a retry never raises ``MaxRetriesExceededError``.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from models.db import session_scope
 from models.jobs import ChunkError, ChunkWork, ItemOutcome, finish_chunk, load_chunk, postpone_chunk
 from providers.base import Usage
 from providers.errors import ErrorCode, ProviderError, classify, scrub
+from tasks import limits
 from tasks.orchestrate import send_chunks
 from tasks.retry import retry_countdown
 
@@ -39,7 +47,7 @@ class HandlerResult:
 Handler = Callable[[LLMBundle, ChunkWork], HandlerResult]
 
 
-def run_chunk(task: Task, chunk_id: int, handler: Handler) -> str:
+def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0) -> str:
     settings = get_settings()
     with session_scope() as session:
         work = load_chunk(session, chunk_id)
@@ -49,14 +57,24 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler) -> str:
     if bundle is None:
         return _fail(work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
 
+    attempt = f"{task.request.id}:{task.request.retries}"
+    limited = limits.applies(bundle)
+    cost = limits.estimate(work, bundle)
+    if limited:
+        countdown = limits.wait_for_budget(bundle, cost, attempt)
+        if countdown is not None:
+            log.info("chunk %s waits %.1fs for its key's rate budget", chunk_id, countdown)
+            _requeue(task, work, countdown, tries)
+
     started = time.perf_counter()
     try:
         result = handler(bundle, work)
     except Exception as exc:  # noqa: BLE001 - every provider failure is classified below
-        return _on_error(task, work, bundle, exc)
+        return _on_error(task, work, bundle, exc, tries=tries, cost=cost if limited else None, holder=attempt)
     latency_ms = (time.perf_counter() - started) * 1000.0
+    if limited:
+        limits.settle(bundle, cost, attempt, usage=result.usage)
 
-    attempt = f"{task.request.id}:{task.request.retries}"
     with session_scope() as session:
         # tokens spent are counted once per attempt: if the chunk is applied or was cancelled meanwhile
         done = finish_chunk(session, work, result.outcomes, tokens=result.usage.total_tokens,
@@ -82,23 +100,35 @@ def _open_bundle(session: Session, work: ChunkWork) -> tuple[LLMBundle | None, s
         return None, str(exc)
 
 
-def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception) -> str:
+def _requeue(task: Task, work: ChunkWork, countdown: float, tries: int) -> None:
+    """Send the chunk back to its queue to run in ``countdown`` seconds (raises Celery's Retry)."""
+    with session_scope() as session:
+        postpone_chunk(session, work.chunk_id, countdown + get_settings().stall_seconds)
+    raise task.retry(countdown=countdown, kwargs={"tries": tries})
+
+
+def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception, *, tries: int,
+              cost: limits.Cost | None, holder: str) -> str:
     settings = get_settings()
     code = classify(exc)
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     countdown = retry_countdown(
-        code, task.request.retries, retry_after,
+        code, tries, retry_after,
         max_retries=settings.llm_max_retries, base_delay=settings.llm_base_delay, max_delay=settings.llm_max_delay,
     )
+    if cost is not None:  # free the slot; a 429 pauses the key for every worker
+        error = exc if isinstance(exc, ProviderError) else ProviderError(str(exc))
+        pause = None
+        if code is ErrorCode.RATE_LIMIT:
+            pause = min(limits.rate_limit_wait(error, countdown or settings.llm_base_delay), settings.llm_max_delay)
+        limits.settle(bundle, cost, holder, error=error, pause=pause)
     message = scrub(str(exc) or type(exc).__name__, *bundle.secrets)
     if countdown is not None:
-        log.warning("chunk %s: %s (%s); retry %d in %.1fs", work.chunk_id, code.value, message,
-                    task.request.retries + 1, countdown)
-        with session_scope() as session:
-            postpone_chunk(session, work.chunk_id, countdown + settings.stall_seconds)
-        raise task.retry(countdown=countdown, max_retries=None)
+        log.warning("chunk %s: %s (%s); retry %d of %d in %.1fs", work.chunk_id, code.value, message,
+                    tries + 1, settings.llm_max_retries, countdown)
+        _requeue(task, work, countdown, tries + 1)
     if code.retryable:  # out of retries
-        message = f"gave up after {task.request.retries + 1} tries: {code.value}: {message}"
+        message = f"gave up after {tries + 1} tries: {code.value}: {message}"
         code = ErrorCode.MAX_RETRIES
     log.warning("chunk %s failed: %s: %s", work.chunk_id, code.value, message)
     return _fail(work, code, message, settings.stall_seconds)

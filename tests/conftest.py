@@ -44,6 +44,7 @@ def apply_env(env: dict[str, str | None]) -> None:
     from models.db import reset_engine
     from providers import http
     from tasks.app import app, configure
+    from tasks.limits import reset_limiter
 
     for name, value in env.items():
         if value is None:
@@ -54,6 +55,7 @@ def apply_env(env: dict[str, str | None]) -> None:
     reset_engine()
     reset_cipher()
     clear_bundle_cache()
+    reset_limiter()
     http.configure(get_settings().llm_timeout_seconds)
     # Forget the producer pools made for the previous broker URL (kombu keeps them per URL).
     pools.reset()

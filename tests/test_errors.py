@@ -257,8 +257,9 @@ def test_every_error_code_is_covered_by_the_tables() -> None:
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))
-def test_only_rate_limit_and_server_are_retryable(code: ErrorCode) -> None:
-    assert code.retryable is (code in (ErrorCode.RATE_LIMIT, ErrorCode.SERVER))
+def test_only_transient_codes_are_retryable(code: ErrorCode) -> None:
+    transient = (ErrorCode.RATE_LIMIT, ErrorCode.SERVER, ErrorCode.TIMEOUT, ErrorCode.CONNECTION)
+    assert code.retryable is (code in transient)
 
 
 def test_keyword_table_order_quota_before_rate_limit() -> None:

@@ -14,7 +14,7 @@ def test_non_retryable_codes_are_never_retried(code: ErrorCode) -> None:
     assert retry_countdown(code, 0, 1.0, **POLICY) is None
 
 
-@pytest.mark.parametrize("code", [ErrorCode.RATE_LIMIT, ErrorCode.SERVER])
+@pytest.mark.parametrize("code", [ErrorCode.RATE_LIMIT, ErrorCode.SERVER, ErrorCode.TIMEOUT, ErrorCode.CONNECTION])
 def test_retryable_codes_stop_after_max_retries(code: ErrorCode) -> None:
     assert retry_countdown(code, 4, None, **POLICY) is not None
     assert retry_countdown(code, 5, None, **POLICY) is None
@@ -43,3 +43,4 @@ def test_backoff_spreads_a_burst() -> None:
     delays = {retry_countdown(ErrorCode.RATE_LIMIT, 2, None, **POLICY) for _ in range(20)}
     assert len(delays) > 15
     assert all(4.0 <= d <= 8.0 for d in delays)
+

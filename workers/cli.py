@@ -28,6 +28,23 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
+def _limit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpm", type=_count, default=None, help="requests per minute on this model's key (0: none set)")
+    p.add_argument("--tpm", type=_count, default=None, help="tokens per minute on this model's key (0: none set)")
+    p.add_argument("--max-concurrency", type=_count, default=None,
+                   help="most calls in flight at once on this model's key, fleet-wide (0: no cap)")
+
+
 def _key_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None, help="the provider key; - reads it from standard input")
     p.add_argument("--field", action="append", metavar="NAME=VALUE",
@@ -110,10 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "add":
             _key_flags(p)
             p.add_argument("--max-tokens", type=int, default=None, help="input limit (default: the catalog's)")
+            _limit_flags(p)
             p.set_defaults(func=m.llm_add)
         else:
             _json_flag(p)
             p.set_defaults(func=m.llm_change, action=action)
+    p = llm.add_parser("set-limits", help="change a tenant's own rate limits on a model (0 clears one)")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--model", required=True, help="NAME@FACTORY")
+    p.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type")
+    _limit_flags(p)
+    _json_flag(p)
+    p.set_defaults(func=m.llm_set_limits)
     p = llm.add_parser("delete-factory", help="remove all of a tenant's models of one factory")
     p.add_argument("--tenant", required=True, help="tenant id or name")
     p.add_argument("--factory", required=True)
@@ -130,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--details", action="store_true", help="also key state, last validation and error, base URL")
     _json_flag(p)
     p.set_defaults(func=m.my_llms)
+
+    p = sub.add_parser("limits", help="a tenant's rate limits per key and model: configured, advertised, in use, paused")
+    p.add_argument("--tenant", required=True)
+    _json_flag(p)
+    p.set_defaults(func=m.limits)
 
     p = sub.add_parser("embed", help="submit a batch embedding job from .txt / .jsonl files or - (stdin)")
     p.add_argument("--tenant", required=True)

@@ -11,7 +11,8 @@ from typing import Any
 from conf.errors import InvalidRequest
 from models import admin
 from models.db import session_scope
-from models.tenants import TenantModel, delete_factory, delete_llm, resolve_tenant, set_llm_status
+from models.tenants import TenantModel, delete_factory, delete_llm, resolve_tenant, set_llm_limits, set_llm_status
+from tasks.limits import tenant_limits
 from workers.cli import print_json
 from workers.tables import out, table
 
@@ -50,7 +51,12 @@ def model_json(tm: TenantModel) -> dict[str, Any]:
     return {"model": tm.full_name, "factory": tm.factory, "type": tm.model_type, "status": tm.status,
             "used_tokens": tm.used_tokens, "api_base": tm.api_base, "max_tokens": tm.max_tokens,
             "has_key": tm.has_key, "key_hint": tm.key_hint, "key_state": tm.key_state,
-            "key_checked_at": tm.key_checked_at, "key_error": tm.key_error}
+            "key_checked_at": tm.key_checked_at, "key_error": tm.key_error,
+            "limits": {"rpm": tm.rpm_limit, "tpm": tm.tpm_limit, "max_concurrency": tm.max_concurrency}}
+
+
+def _limit_args(args: argparse.Namespace) -> dict[str, int | None]:
+    return {"rpm": args.rpm, "tpm": args.tpm, "max_concurrency": args.max_concurrency}
 
 
 def factories(args: argparse.Namespace) -> None:
@@ -88,7 +94,8 @@ def keys_rotate(args: argparse.Namespace) -> None:
 
 def llm_add(args: argparse.Namespace) -> None:
     tm = admin.add_llm(args.tenant, args.model, args.model_type, read_key(args.api_key), fields=read_fields(args.field),
-                       base_url=args.base_url, max_tokens=args.max_tokens, check=not args.skip_check)
+                       base_url=args.base_url, max_tokens=args.max_tokens, check=not args.skip_check,
+                       limits=_limit_args(args))
     if args.json:
         print_json(model_json(tm))
     else:
@@ -107,6 +114,36 @@ def llm_change(args: argparse.Namespace) -> None:
         print_json(model_json(tm) if tm else {"model": args.model, "type": args.model_type, "deleted": True})
     else:
         out.print(f"{args.model} ({args.model_type}): {'deleted' if tm is None else tm.status}")
+
+
+def llm_set_limits(args: argparse.Namespace) -> None:
+    with session_scope() as session:
+        tm = set_llm_limits(session, resolve_tenant(session, args.tenant), args.model, args.model_type,
+                            **_limit_args(args))
+    if args.json:
+        print_json(model_json(tm))
+        return
+    shown = [f"{name} {value}" for name, value in (("rpm", tm.rpm_limit), ("tpm", tm.tpm_limit),
+                                                   ("max concurrency", tm.max_concurrency)) if value]
+    out.print(f"{tm.full_name} ({tm.model_type}): {', '.join(shown) or 'no limits of its own'}")
+
+
+def limits(args: argparse.Namespace) -> None:
+    rows = tenant_limits(args.tenant)
+    if args.json:
+        print_json(rows)
+        return
+
+    def per_min(d: dict[str, Any]) -> str:
+        return " ".join(f"{v} {k}" for k, v in d.items() if v and k != "rpm_source") or "-"
+
+    table("limits", ["model", "type", "key", "configured", "advertised", "in force", "from", "req/min now",
+                     "in flight", "paused"],
+          [[r["model"], r["type"], r["key"], per_min(r.get("configured") or {}), per_min(r.get("advertised") or {}),
+            per_min(r.get("in_force") or {}), (r.get("in_force") or {}).get("rpm_source") or "-",
+            r.get("requests_per_minute_now", "-"), r.get("calls_in_progress", "-"),
+            f"{r['paused_for']}s: {r['pause_reason']}" if r.get("paused_for") else (r.get("error") or "")]
+           for r in rows])
 
 
 def llm_delete_factory(args: argparse.Namespace) -> None:

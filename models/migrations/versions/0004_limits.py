@@ -24,17 +24,9 @@ def upgrade() -> None:
         sa.Column("state", sa.JSON, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
-    op.create_table(
-        "limiter_slots",
-        sa.Column("bucket", sa.String(64), nullable=False),
-        sa.Column("holder", sa.String(64), nullable=False),
-        sa.Column("expires_at", sa.Float, nullable=False),
-        sa.PrimaryKeyConstraint("bucket", "holder", name="pk_limiter_slots"),
-    )
 
 
 def downgrade() -> None:
-    op.drop_table("limiter_slots")
     op.drop_table("limiter_buckets")
     with op.batch_alter_table("tenant_llm") as batch:
         batch.drop_column("max_concurrency")
