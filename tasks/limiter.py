@@ -17,7 +17,8 @@ is the same in one atomic Redis script):
   its chunk is sent back to the queue with a countdown (a wait, not a try).
 - the limit used is the first of: the tenant's own (``llm add --rpm/--tpm``), what the
   provider advertised in its headers, a limit learned from a 429 (90% of the request rate
-  that drew it; it grows back 10% every 30 s without a 429 and is forgotten after 10 minutes).
+  that drew it, once a few calls were seen; it grows back 10% every 30 s without a 429 and is
+  forgotten after 10 minutes).
   With none of them there is no rate limit.
 - an optional cap on concurrent calls: slots with an expiry, so a worker that dies holding
   one does not hold it for ever.
@@ -37,6 +38,7 @@ LEARNED_TTL = 600.0  # seconds without a 429 after which a learned limit is forg
 LEARNED_GROWTH_EVERY = 30.0  # seconds without a 429 after which a learned limit grows 10%
 RATE_EWMA_SECONDS = 5.0  # time constant of the observed request rate
 POLL_SECONDS = 0.2  # how soon to ask again while every concurrency slot is taken
+LEARN_MIN_CALLS = 5  # calls seen before a 429 can teach a limit
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,18 @@ def _observe(state: dict[str, Any], now: float, requests: int) -> None:
     decay = math.exp(-max(0.0, now - last) / RATE_EWMA_SECONDS)
     state["rate"] = float(state.get("rate", 0.0)) * decay + requests / RATE_EWMA_SECONDS
     state["rate_at"] = now
+    state.setdefault("rate_since", now)
+    state["seen"] = min(int(state.get("seen", 0)) + requests, LEARN_MIN_CALLS)
+
+
+def observed_rpm(state: Mapping[str, Any], now: float) -> float | None:
+    """Requests per minute lately; None until a few calls were seen (one 429 on the first call
+    says nothing about the rate). Corrected for the average's start from zero."""
+    if int(state.get("seen", 0)) < LEARN_MIN_CALLS:
+        return None
+    decay = math.exp(-max(0.0, now - float(state.get("rate_at", now))) / RATE_EWMA_SECONDS)
+    warm = 1.0 - math.exp(-max(1.0, now - float(state.get("rate_since", now))) / RATE_EWMA_SECONDS)
+    return float(state.get("rate", 0.0)) * decay / warm * 60.0
 
 
 def acquire(state: dict[str, Any], limits: Limits, cost: Cost, holder: str, now: float, *, max_wait: float,
@@ -169,10 +183,11 @@ def settle(state: dict[str, Any], limits: Limits, holder: str, outcome: Settleme
         state["t_tat"] = float(state.get("t_tat", now)) + outcome.tokens_delta * 60.0 / tpm
     if outcome.pause is not None:
         _pause(state, now, outcome.pause, outcome.reason, notes)
-        if not limits.rpm and not state.get("adv_rpm"):
-            _decay = math.exp(-max(0.0, now - float(state.get("rate_at", now))) / RATE_EWMA_SECONDS)
-            observed = max(1, int(float(state.get("rate", 0.0)) * _decay * 60 * 0.9))
-            learned = min(observed, int(state["learned_rpm"] * 0.9)) if state.get("learned_rpm") else observed
+        observed = observed_rpm(state, now)
+        if not limits.rpm and not state.get("adv_rpm") and observed is not None:
+            learned = max(1, int(observed * 0.9))
+            if state.get("learned_rpm"):
+                learned = min(learned, int(state["learned_rpm"] * 0.9))
             state.update(learned_rpm=max(1, learned), learned_at=now, learned_grown_at=now)
             notes.append(f"learned a limit of {state['learned_rpm']} requests/min from a 429")
         elif state.get("learned_rpm"):

@@ -99,6 +99,8 @@ if op == 'acquire' then
   local decay = math.exp(-math.max(0, at - num(s.rate_at, at)) / RATE_EWMA_SECONDS)
   s.rate = num(s.rate, 0) * decay + requests / RATE_EWMA_SECONDS
   s.rate_at = at
+  if s.rate_since == nil then s.rate_since = at end
+  s.seen = math.min(num(s.seen, 0) + requests, LEARN_MIN_CALLS)
   save({})
   return {1, tostring(wait), ''}
 end
@@ -123,10 +125,14 @@ if op == 'settle' then
   if tpm and delta ~= 0 then s.t_tat = num(s.t_tat, now) + delta * 60.0 / tpm end
   if pause_s then
     pause(pause_s, reason, notes)
-    if not rpm_t and not opt(s.adv_rpm) then
+    local observed = nil
+    if num(s.seen, 0) >= LEARN_MIN_CALLS then
       local decay = math.exp(-math.max(0, now - num(s.rate_at, now)) / RATE_EWMA_SECONDS)
-      local observed = math.max(1, math.floor(num(s.rate, 0) * decay * 60 * 0.9))
-      local learned = observed
+      local warm = 1 - math.exp(-math.max(1, now - num(s.rate_since, now)) / RATE_EWMA_SECONDS)
+      observed = num(s.rate, 0) * decay / warm * 60
+    end
+    if not rpm_t and not opt(s.adv_rpm) and observed then
+      local learned = math.max(1, math.floor(observed * 0.9))
       if num(s.learned_rpm, nil) then learned = math.min(observed, math.floor(s.learned_rpm * 0.9)) end
       s.learned_rpm, s.learned_at, s.learned_grown_at = math.max(1, learned), now, now
       table.insert(notes, 'learned a limit of ' .. s.learned_rpm .. ' requests/min from a 429')
@@ -148,6 +154,7 @@ def _script_text() -> str:
         "LEARNED_GROWTH_EVERY": limiter.LEARNED_GROWTH_EVERY,
         "RATE_EWMA_SECONDS": limiter.RATE_EWMA_SECONDS,
         "POLL_SECONDS": limiter.POLL_SECONDS,
+        "LEARN_MIN_CALLS": limiter.LEARN_MIN_CALLS,
         "IDLE_EXPIRY": IDLE_EXPIRY,
     }
     return "".join(f"local {k} = {v!r}\n" for k, v in consts.items()) + _SCRIPT

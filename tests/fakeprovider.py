@@ -22,7 +22,7 @@ Three ways to run it::
 Routes (``/v1`` prefix optional): POST chat/completions, embeddings, rerank, audio/transcriptions,
 audio/speech; GET models. Control routes, without auth and not recorded as calls:
 ``POST /_script`` (a behaviour list, see :class:`Behaviour`), ``GET /_calls``, ``POST /_reset``,
-``POST /_config`` (``{"keys": [...] | null, "latency_ms": n}``).
+``POST /_config`` (``{"keys": [...] | null, "latency_ms": n, "limits": {"rpm": n, "tpm": n, ...} | null}``).
 """
 
 from __future__ import annotations
@@ -523,6 +523,18 @@ def _read_body(raw: bytes, content_type: str) -> tuple[Any, bool]:
         return None, True
 
 
+def _request_tokens(route: str, body: Any) -> int:
+    """What a request costs against a tokens-per-minute limit: the tokens the fake will report."""
+    if not isinstance(body, dict):
+        return 1
+    if route == "embeddings":
+        inputs = body.get("input")
+        return fake_tokens([inputs] if isinstance(inputs, str) else [str(t) for t in inputs or []])
+    if route == "chat/completions":
+        return fake_tokens(_content_text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict))
+    return 1
+
+
 def summarize(route: str, body: Any) -> tuple[str | None, int, str]:
     """(model, number of inputs, a short summary) of a request body, for :class:`Call`."""
     if not isinstance(body, dict):
@@ -545,6 +557,82 @@ def summarize(route: str, body: Any) -> tuple[str | None, int, str]:
         filename, audio = body.get("file", (None, b""))
         return model, 1, f"{filename} ({len(audio)} bytes)"
     return body.get("model"), 0, ""
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+class RateLimits:
+    """An OpenAI-style limit per key: token buckets for requests and tokens per minute that hold
+    ``burst_seconds`` of the rate and refill continuously; a call over either answers 429
+    ``rate_limit_exceeded`` with ``retry-after-ms`` and ``x-ratelimit-*`` headers (on successes
+    too when ``advertise``). ``max_concurrency``: more calls at once answer 429 "overloaded",
+    as text-embeddings-inference does. Counts what it refused in ``refused``."""
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, *, burst_seconds: float = 1.0,
+                 advertise: bool = True, max_concurrency: int | None = None) -> None:
+        self.rpm, self.tpm, self.burst_seconds, self.advertise = rpm, tpm, burst_seconds, advertise
+        self.max_concurrency = max_concurrency
+        self._lock = threading.Lock()
+        self._levels: dict[tuple[str | None, str], tuple[float, float]] = {}  # (key, kind) -> (level, at)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.refused = 0
+
+    def _level(self, key: str | None, kind: str, per_minute: int, now: float) -> float:
+        capacity = max(1.0, per_minute * self.burst_seconds / 60.0)
+        level, at = self._levels.get((key, kind), (capacity, now))
+        return min(capacity, level + (now - at) * per_minute / 60.0)
+
+    def admit(self, key: str | None, tokens: int, model: str) -> Reply | None:
+        """None when the call may go on (the caller then calls :meth:`done`); else the 429."""
+        now = time.monotonic()
+        with self._lock:
+            if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+                self.refused += 1
+                return openai_error(429, "Model is overloaded", "overloaded")
+            for kind, limit, cost in (("requests", self.rpm, 1), ("tokens", self.tpm, tokens)):
+                if limit is None:
+                    continue
+                level = self._level(key, kind, limit, now)
+                if level < min(cost, max(1.0, limit * self.burst_seconds / 60.0)):
+                    self.refused += 1
+                    wait = (min(cost, limit) - level) * 60.0 / limit
+                    unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+                    reply = openai_error(
+                        429, f"Rate limit reached for {model} in organization org-fake on {unit}: Limit {limit}, "
+                        f"Used {limit}, Requested {cost}. Please try again in {wait:.3f}s.", kind, "rate_limit_exceeded")
+                    reply.headers.update({"retry-after-ms": str(max(1, int(wait * 1000))),
+                                          "retry-after": str(max(1, round(wait))), **self._headers(key, now)})
+                    return reply
+            for kind, limit, cost in (("requests", self.rpm, 1), ("tokens", self.tpm, tokens)):
+                if limit is not None:
+                    self._levels[(key, kind)] = (self._level(key, kind, limit, now) - cost, now)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return None
+
+    def done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _headers(self, key: str | None, now: float) -> dict[str, str]:
+        if not self.advertise:
+            return {}
+        headers: dict[str, str] = {}
+        for kind, limit in (("requests", self.rpm), ("tokens", self.tpm)):
+            if limit is None:
+                continue
+            level = self._level(key, kind, limit, now)
+            capacity = max(1.0, limit * self.burst_seconds / 60.0)
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(limit - (capacity - level))))
+            headers[f"x-ratelimit-reset-{kind}"] = f"{max(0.0, (capacity - level) * 60.0 / limit):.3f}s"
+        return headers
+
+    def success_headers(self, key: str | None) -> dict[str, str]:
+        with self._lock:
+            return self._headers(key, time.monotonic())
 
 
 # --------------------------------------------------------------------------- the server
@@ -627,6 +715,7 @@ class FakeProvider(Scripting):
         self._lock = threading.Lock()
         self._script: list[Behaviour] = []
         self._calls: list[Call] = []
+        self.limits: RateLimits | None = None
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -716,15 +805,35 @@ class FakeProvider(Scripting):
         call = Call(handler.command, handler.path, time.time(), key, *summarize(route, body))
         with self._lock:
             self._calls.append(call)
-        if self.latency_ms:
-            self._stopping.wait(self.latency_ms / 1000.0)
         reply = self._auth_error(key) or self._scripted(call, route, key)
         if reply is None and bad_json:
             reply = openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+        limits = self.limits
+        if reply is None and limits is not None:
+            reply = limits.admit(key, _request_tokens(route, body), call.model or "fake-model")
+            if reply is None:  # admitted: the call is in flight for its latency
+                try:
+                    self._wait_latency()
+                    reply = self._route(handler.command, route, body)
+                finally:
+                    limits.done()
+                reply.headers.update(limits.success_headers(key))
+                call.status = reply.status
+                return reply
+        self._wait_latency()
         if reply is None:
             reply = self._route(handler.command, route, body)
         call.status = reply.status
         return reply
+
+    def _wait_latency(self) -> None:
+        if self.latency_ms:
+            self._stopping.wait(self.latency_ms / 1000.0)
+
+    def set_limits(self, **config: Any) -> None:
+        """Enforce :class:`RateLimits` (``rpm``, ``tpm``, ``burst_seconds``, ``advertise``,
+        ``max_concurrency``); no arguments: none."""
+        self.limits = RateLimits(**config) if config else None
 
     def _scripted(self, call: Call, route: str, key: str | None) -> Reply | None:
         behaviour = self._take(route)
@@ -771,6 +880,8 @@ class FakeProvider(Scripting):
                 self.keys = None if payload["keys"] is None else set(payload["keys"])
             if "latency_ms" in payload:
                 self.latency_ms = float(payload["latency_ms"])
+            if "limits" in payload:
+                self.set_limits(**(payload["limits"] or {}))
         return json_reply(200, {"ok": True})
 
 
@@ -802,7 +913,8 @@ class RemoteFakeProvider(Scripting):
         self._client.post(f"{self.url}/_reset").raise_for_status()
 
     def configure(self, **settings: Any) -> None:
-        """``keys=[...]`` (or None: accept any) and/or ``latency_ms=n`` on the running server."""
+        """``keys=[...]`` (or None: accept any), ``latency_ms=n`` and/or ``limits={...}`` (see
+        :class:`RateLimits`; None: none) on the running server."""
         self._client.post(f"{self.url}/_config", json=settings).raise_for_status()
 
     def close(self) -> None:
