@@ -20,6 +20,7 @@ above the real rate, so it never holds calls back and the limit learned from a 4
 """
 from __future__ import annotations
 
+import email.utils
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def _int(value: str | None) -> int | None:
 
 
 def _reset_at(value: str | None, now: float) -> float | None:
-    """An RFC 3339 time (Anthropic) or a duration, as seconds from ``now``."""
+    """A duration, an RFC 3339 time (Anthropic) or an HTTP date (Retry-After), as seconds from ``now``."""
     if value is None:
         return None
     seconds = parse_duration(value)
@@ -82,6 +83,10 @@ def _reset_at(value: str | None, now: float) -> float | None:
     try:
         return max(0.0, datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp() - now)
     except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
         return None
 
 

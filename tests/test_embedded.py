@@ -66,6 +66,40 @@ def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fa
     assert "sk-test-valid-key-0001" not in log.read_text()
 
 
+def test_the_embedded_default_still_limits(embedded: Path, fake_provider) -> None:  # noqa: ANN001
+    """No Redis: the limiter keeps its state in the SQLite database, and a tenant's limit of 120
+    requests a minute spaces the calls half a second apart."""
+    from models.db import get_engine, session_scope
+    from models.migrate import upgrade
+    from models.tenants import create_tenant, save_llm, set_llm_limits
+    from tasks import producer
+
+    upgrade(get_engine())
+    model = "text-embedding-3-small@OpenAI"
+    with session_scope() as s:
+        tenant = create_tenant(s, "embedded-limits", defaults=False)
+        save_llm(s, tenant, model, "embedding", api_key="sk-test-valid-key-0001", api_base=fake_provider.base_url)
+        set_llm_limits(s, tenant, model, "embedding", rpm=120)
+    job_id = producer.submit_embedding(tenant, model, [f"limited text {i}" for i in range(24)], chunk_size=4)
+
+    log = embedded / "worker.log"
+    with open(log, "wb") as fh:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding", "-P", "threads", "-c", "4", "-l", "info"],
+            cwd=ROOT, env=_embedded_env(embedded), stdout=fh, stderr=subprocess.STDOUT,
+        )
+    try:
+        final = producer.wait(job_id, timeout=120, poll=0.2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert final["status"] == "succeeded", log.read_text()
+    times = sorted(c.time for c in fake_provider.calls if c.route == "embeddings")
+    assert len(times) == 6
+    # Six calls 0.5 s apart span 2.5 s (four threads with no limit would send them at once).
+    assert times[-1] - times[0] >= 2.2, [round(b - a, 2) for a, b in zip(times, times[1:])]
+
+
 def test_demo_runs_with_no_server_and_prints_search_hits(tmp_path: Path) -> None:
     """`modelyard demo`: the Builtin model embeds the docs corpus in a worker process, then
     similarity queries find relevant passages."""
