@@ -70,6 +70,10 @@ class Settings:
     langfuse_public_key: str
     langfuse_secret_key: str
     langfuse_host: str
+    api_host: str
+    api_port: int
+    api_max_upload_bytes: int
+    api_wait_seconds: float
 
     @property
     def embedded_broker(self) -> bool:
@@ -113,6 +117,10 @@ def _load() -> Settings:
         langfuse_public_key=os.environ.get("LANGFUSE_PUBLIC_KEY", "").strip(),
         langfuse_secret_key=os.environ.get("LANGFUSE_SECRET_KEY", "").strip(),
         langfuse_host=os.environ.get("LANGFUSE_HOST", "").strip() or "https://cloud.langfuse.com",
+        api_host=os.environ.get("MODELYARD_API_HOST", "").strip() or "127.0.0.1",
+        api_port=_env_int("MODELYARD_API_PORT", 8000),
+        api_max_upload_bytes=_env_int("MODELYARD_API_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
+        api_wait_seconds=_env_float("MODELYARD_API_WAIT_SECONDS", 60.0),
     )
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
@@ -122,6 +130,9 @@ def _load() -> Settings:
         raise SettingsError("MODELYARD_JOB_MAX_INFLIGHT and MODELYARD_EMBEDDING_CHUNK_SIZE must be at least 1")
     if s.key_validation_timeout <= 0 or s.key_revalidate_seconds <= 0 or s.key_revalidate_spread_seconds < 0:
         raise SettingsError("MODELYARD_KEY_VALIDATION_TIMEOUT and MODELYARD_KEY_REVALIDATE_SECONDS must be positive")
+    if not 0 < s.api_port < 65536 or s.api_max_upload_bytes < 1 or s.api_wait_seconds <= 0:
+        raise SettingsError("MODELYARD_API_PORT must be a port, MODELYARD_API_MAX_UPLOAD_BYTES and "
+                            "MODELYARD_API_WAIT_SECONDS positive")
     return s
 
 
