@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from conf.errors import InvalidRequest, NotFound
+from conf.errors import Conflict, InvalidRequest, NotFound
 from models import files as store
 from models.batches import get_batch, insert_batch, list_batches
 from models.db import session_scope
@@ -65,7 +65,7 @@ def create_batch(req: BatchCreate, tenant_id: str = Depends(jobs_tenant)) -> Bat
                 job_id = producer.submit_embedding(tenant_id, parsed.model, parsed.items)
             else:
                 job_id = producer.submit(tenant_id, model_type, parsed.model, parsed.items)
-        except NotFound as exc:  # the model: a fault in the file, not a missing URL
+        except (NotFound, Conflict) as exc:  # a model, a repeated custom_id: faults in the file
             raise InvalidRequest(str(exc)) from None
     with session_scope() as session:
         insert_batch(session, job_id=job_id, tenant_id=tenant_id, endpoint=req.endpoint,
