@@ -235,3 +235,25 @@ def test_wrong_content_type_and_purpose(api: ApiServer, client: openai.OpenAI) -
     assert "purpose" in info.value.body["message"]
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="nothing@OpenAI", input="x")
+
+
+def test_native_job_status_results_and_npy(client: openai.OpenAI, api: ApiServer, worker: Worker) -> None:
+    """POST /api/jobs, then status, JSON-lines results and the .npy array, all the fake's vectors."""
+    import httpx
+
+    http = httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {client.api_key}"}, timeout=30)
+    texts = ["alpha beta", "gamma", "delta epsilon zeta"]
+    r = http.post("/api/jobs", json={"model_type": "embedding", "model": EMBED_MODEL,
+                                     "items": [{"custom_id": f"n{i}", "text": t} for i, t in enumerate(texts)]})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    deadline = time.monotonic() + 60
+    while (st := http.get(f"/api/jobs/{job_id}").json())["status"] not in ("succeeded", "partial", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert st["status"] == "succeeded" and st["items"]["succeeded"] == 3
+    rows = [json.loads(line) for line in http.get(f"/api/jobs/{job_id}/results").text.splitlines()]
+    assert [row["custom_id"] for row in rows] == ["n0", "n1", "n2"]
+    np.testing.assert_allclose(np.array([row["embedding"] for row in rows]), fake_vectors(texts), atol=1e-6)
+    npy = np.load(io.BytesIO(http.get(f"/api/jobs/{job_id}/results", params={"format": "npy"}).content))
+    np.testing.assert_array_equal(npy, fake_vectors(texts))
