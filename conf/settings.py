@@ -84,6 +84,10 @@ class Settings:
     def limit_slot_ttl(self) -> float:
         """How long a concurrency slot outlives a worker that died holding it."""
         return 2 * self.llm_timeout_seconds + 10
+    api_host: str
+    api_port: int
+    api_max_upload_bytes: int
+    api_wait_seconds: float
 
     @property
     def embedded_broker(self) -> bool:
@@ -129,6 +133,10 @@ def _load() -> Settings:
         langfuse_host=os.environ.get("LANGFUSE_HOST", "").strip() or "https://cloud.langfuse.com",
         limits_url=os.environ.get("MODELYARD_LIMITS_URL", "").strip(),
         limit_max_wait=_env_float("MODELYARD_LIMIT_MAX_WAIT", 1.0),
+        api_host=os.environ.get("MODELYARD_API_HOST", "").strip() or "127.0.0.1",
+        api_port=_env_int("MODELYARD_API_PORT", 8000),
+        api_max_upload_bytes=_env_int("MODELYARD_API_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
+        api_wait_seconds=_env_float("MODELYARD_API_WAIT_SECONDS", 60.0),
     )
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
@@ -142,6 +150,9 @@ def _load() -> Settings:
         raise SettingsError("MODELYARD_LIMITS_URL must be a redis:// URL or 'database'")
     if s.limit_max_wait < 0:
         raise SettingsError("MODELYARD_LIMIT_MAX_WAIT must be 0 or more")
+    if not 0 < s.api_port < 65536 or s.api_max_upload_bytes < 1 or s.api_wait_seconds <= 0:
+        raise SettingsError("MODELYARD_API_PORT must be a port, MODELYARD_API_MAX_UPLOAD_BYTES and "
+                            "MODELYARD_API_WAIT_SECONDS positive")
     return s
 
 

@@ -191,3 +191,48 @@ limiter_buckets = Table(
     Column("state", JSON, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# The HTTP API's tenant tokens: only a hash of the secret part is stored; people see the
+# token's name and last characters. A token with no tenant is an operator's (scope admin).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),  # also the token's public prefix
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE")),
+    Column("name", String(256), nullable=False),
+    Column("secret_hash", String(64), nullable=False),  # sha256 hex of the secret part
+    Column("hint", String(8), nullable=False),  # the token's last four characters
+    Column("scopes", JSON, nullable=False, default=list),
+    _now(),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_api_tokens_tenant_id", "tenant_id"),
+)
+
+# Files uploaded through the API (OpenAI's /v1/files): the bytes live under the data dir.
+api_files = Table(
+    "api_files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    _now(),
+    Index("ix_api_files_tenant_id", "tenant_id"),
+)
+
+# OpenAI batches: each is one modelyard job, with the request's own fields.
+api_batches = Table(
+    "api_batches",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(40), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("metadata", JSON),
+    Column("encoding_format", String(16)),  # embeddings: float | base64
+    _now(),
+    Index("ix_api_batches_tenant_created", "tenant_id", "created_at"),
+)

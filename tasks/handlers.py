@@ -40,7 +40,9 @@ def chat(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
     item = _single(work)
     p = item.payload or {}
     r = bundle.chat(p.get("system"), p["messages"], p.get("gen_conf"), p.get("tools"))
-    result = {"text": r.text, "tool_calls": [asdict(tc) for tc in r.tool_calls], "finish_reason": r.finish_reason}
+    result = {"text": r.text, "tool_calls": [asdict(tc) for tc in r.tool_calls], "finish_reason": r.finish_reason,
+              "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
+                        "total_tokens": r.usage.total_tokens}}  # the one call's usage (an API batch line shows it)
     return HandlerResult([ItemOutcome(item.id, result=result)], r.usage)
 
 

@@ -180,3 +180,16 @@ def test_dockerfile_copies_the_five_packages() -> None:
     assert not missing, f"the Dockerfile does not COPY {missing}"
     absent = [src for src in copied if not (ROOT / src).exists()]
     assert not absent, f"the Dockerfile copies files that are not in the build context: {absent}"
+
+
+def test_api_service_serves_and_checks_readiness(services: dict[str, dict[str, Any]]) -> None:
+    """``modelyard api`` binds all interfaces inside its container, publishes its port, keeps
+    uploaded files on a volume, and its health check asks /readyz (database and broker)."""
+    api = services["api"]
+    args = _parsed(api)
+    assert args.command == "api" and args.host == "0.0.0.0"
+    assert any(str(p).endswith(f":{args.port}") for p in api.get("ports", []))
+    check = " ".join(api["healthcheck"]["test"])
+    assert f"127.0.0.1:{args.port}/readyz" in check
+    data_dir = _environment(api)["MODELYARD_DATA_DIR"]
+    assert any(str(v).endswith(f":{data_dir}") for v in api.get("volumes", []))

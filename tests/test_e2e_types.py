@@ -129,7 +129,9 @@ def test_chat_items_each_get_the_fake_reply_and_a_usage_row(types_worker: Worker
     expected_prompt = []
     for result, (_, system, msgs) in zip(results, conversations, strict=True):
         reply = fake_reply(msgs)
+        usage = result.result.pop("usage")
         assert result.result == {"text": reply, "tool_calls": [], "finish_reason": "stop"}
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
         expected_prompt.append((fake_tokens([system, *(m["content"] for m in msgs)] if system
                                             else [m["content"] for m in msgs]), fake_tokens([reply])))
     rows = usage_rows(final["id"])

@@ -185,6 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--output", "-o", default=None, help="write vectors to this .npy file instead")
         p.set_defaults(func=c.job_action, action=action)
 
+    from workers import token_commands as t
+
+    p = sub.add_parser("api", help="serve the HTTP API (OpenAI-compatible /v1 and native /api)")
+    p.add_argument("--host", default=None, help="bind address (default: MODELYARD_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: MODELYARD_API_PORT, 8000)")
+    p.set_defaults(func=t.api)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    p = token.add_parser("create", help="make an API token and print it, once")
+    p.add_argument("--tenant", default=None, help="tenant id or name (omit for an operator token, scope admin)")
+    p.add_argument("--name", default=None, help="a name to tell tokens apart")
+    p.add_argument("--scope", action="append", metavar="SCOPE",
+                   help="jobs, models or admin; repeat or comma-separate (default: jobs,models; admin without --tenant)")
+    _json_flag(p)
+    p.set_defaults(func=t.token_create)
+    p = token.add_parser("list", help="API tokens: name, scopes, last four characters")
+    p.add_argument("--tenant", default=None, help="only this tenant's tokens")
+    _json_flag(p)
+    p.set_defaults(func=t.token_list)
+    p = token.add_parser("revoke", help="revoke an API token")
+    p.add_argument("token", metavar="TOKEN_ID", help="the token's id (or, with --tenant, its name)")
+    p.add_argument("--tenant", default=None)
+    _json_flag(p)
+    p.set_defaults(func=t.token_revoke)
+
     p = sub.add_parser("usage", help="a tenant's token usage per model")
     p.add_argument("--tenant", required=True)
     _json_flag(p)

@@ -101,17 +101,22 @@ def _results(args: argparse.Namespace) -> int:
                   f"{len(res.errors):,} items failed")
         return 0
     for item in producer.iter_results(args.job_id):
-        row: dict[str, Any] = {"custom_id": item.custom_id, "status": item.status}
-        if item.vector is not None:
-            row["embedding"] = [round(float(x), 7) for x in item.vector]
-        if item.result is not None:
-            row["result"] = item.result
-        if item.result_blob is not None:
-            row["audio_base64"] = base64.b64encode(item.result_blob).decode()
-        if item.error_code:
-            row["error"] = {"code": item.error_code, "message": item.error_message}
-        print_json(row)
+        print_json(result_row(item))
     return 0
+
+
+def result_row(item: producer.ItemResult) -> dict[str, Any]:
+    """One item's outcome as a JSON line (``job results``; the API's results too)."""
+    row: dict[str, Any] = {"custom_id": item.custom_id, "status": item.status}
+    if item.vector is not None:
+        row["embedding"] = [round(float(x), 7) for x in item.vector]
+    if item.result is not None:
+        row["result"] = item.result
+    if item.result_blob is not None:
+        row["audio_base64"] = base64.b64encode(item.result_blob).decode()
+    if item.error_code:
+        row["error"] = {"code": item.error_code, "message": item.error_message}
+    return row
 
 
 def usage(args: argparse.Namespace) -> None:
