@@ -70,12 +70,12 @@ class Settings:
     langfuse_public_key: str
     langfuse_secret_key: str
     langfuse_host: str
-    limits_url: str  # "" = the broker's Redis, else the database
+    limits_url: str  # "" = the broker's Redis, else the database; "off": no fleet-wide limiter
     limit_max_wait: float
 
     @property
     def limiter_url(self) -> str:
-        """Where the fleet-wide limiter keeps its state: a redis:// URL, or "database"."""
+        """Where the fleet-wide limiter keeps its state: a redis:// URL, "database", or "off"."""
         if self.limits_url:
             return self.limits_url
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else "database"
@@ -146,8 +146,8 @@ def _load() -> Settings:
         raise SettingsError("MODELYARD_JOB_MAX_INFLIGHT and MODELYARD_EMBEDDING_CHUNK_SIZE must be at least 1")
     if s.key_validation_timeout <= 0 or s.key_revalidate_seconds <= 0 or s.key_revalidate_spread_seconds < 0:
         raise SettingsError("MODELYARD_KEY_VALIDATION_TIMEOUT and MODELYARD_KEY_REVALIDATE_SECONDS must be positive")
-    if s.limits_url and s.limits_url != "database" and not s.limits_url.startswith(("redis://", "rediss://")):
-        raise SettingsError("MODELYARD_LIMITS_URL must be a redis:// URL or 'database'")
+    if s.limits_url not in ("", "database", "off") and not s.limits_url.startswith(("redis://", "rediss://")):
+        raise SettingsError("MODELYARD_LIMITS_URL must be a redis:// URL, 'database' or 'off'")
     if s.limit_max_wait < 0:
         raise SettingsError("MODELYARD_LIMIT_MAX_WAIT must be 0 or more")
     if not 0 < s.api_port < 65536 or s.api_max_upload_bytes < 1 or s.api_wait_seconds <= 0:

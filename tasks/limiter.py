@@ -11,6 +11,8 @@ is the same in one atomic Redis script):
 
 - requests and tokens per minute are GCRA ("virtual scheduling"): each bucket keeps a
   theoretical arrival time per counter; a call's cost moves it forward by cost x (60 / limit).
+  Slots missed in the last quarter second (a thread was late) may still be used: a burst of
+  at most a quarter second of the rate, far inside a provider's own bucket.
   A call is granted when the counter is at most ``max_wait`` ahead of now, and then *reserves*
   its place: the caller sleeps the returned wait and calls. Calls are evenly spaced, with no
   minute-boundary bursts. A call that would wait longer is not granted and changes nothing:
@@ -39,6 +41,7 @@ LEARNED_GROWTH_EVERY = 30.0  # seconds without a 429 after which a learned limit
 RATE_EWMA_SECONDS = 5.0  # time constant of the observed request rate
 POLL_SECONDS = 0.2  # how soon to ask again while every concurrency slot is taken
 LEARN_MIN_CALLS = 5  # calls seen before a 429 can teach a limit
+CATCH_UP_SECONDS = 0.25  # slots missed this recently may still be used (a thread was late)
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,9 @@ def acquire(state: dict[str, Any], limits: Limits, cost: Cost, holder: str, now:
     if wait > max_wait:
         return Grant(False, wait - max_wait, f"{rpm} requests/min" if wait_r >= wait_t else f"{tpm} tokens/min")
     if rpm:
-        state["r_tat"] = max(r_tat, now) + cost.requests * 60.0 / rpm
+        state["r_tat"] = max(r_tat, now - CATCH_UP_SECONDS) + cost.requests * 60.0 / rpm
     if tpm and cost.tokens:
-        state["t_tat"] = max(t_tat, now) + cost.tokens * 60.0 / tpm
+        state["t_tat"] = max(t_tat, now - CATCH_UP_SECONDS) + cost.tokens * 60.0 / tpm
     if limits.concurrency:
         slots[holder] = now + wait + slot_ttl
     state["slots"] = slots

@@ -91,8 +91,8 @@ if op == 'acquire' then
     local why = (wait_r >= wait_t) and (rpm .. ' requests/min') or (tpm .. ' tokens/min')
     return {0, tostring(wait - max_wait), why}
   end
-  if rpm then s.r_tat = math.max(r_tat, now) + requests * 60.0 / rpm end
-  if tpm and tokens > 0 then s.t_tat = math.max(t_tat, now) + tokens * 60.0 / tpm end
+  if rpm then s.r_tat = math.max(r_tat, now - CATCH_UP_SECONDS) + requests * 60.0 / rpm end
+  if tpm and tokens > 0 then s.t_tat = math.max(t_tat, now - CATCH_UP_SECONDS) + tokens * 60.0 / tpm end
   if conc then slots[holder] = now + wait + slot_ttl end
   s.slots = slots
   local at = now + wait
@@ -155,6 +155,7 @@ def _script_text() -> str:
         "RATE_EWMA_SECONDS": limiter.RATE_EWMA_SECONDS,
         "POLL_SECONDS": limiter.POLL_SECONDS,
         "LEARN_MIN_CALLS": limiter.LEARN_MIN_CALLS,
+        "CATCH_UP_SECONDS": limiter.CATCH_UP_SECONDS,
         "IDLE_EXPIRY": IDLE_EXPIRY,
     }
     return "".join(f"local {k} = {v!r}\n" for k, v in consts.items()) + _SCRIPT

@@ -44,7 +44,11 @@ def limits_of(tm: TenantModel) -> Limits:
 
 
 def applies(bundle: LLMBundle) -> bool:
-    """Local models that need no key (the Builtin model) are limited only when the tenant set limits."""
+    """Whether calls with this bundle go through the limiter: not when it is turned off
+    (``MODELYARD_LIMITS_URL=off``); local models that need no key (the Builtin model) only when
+    the tenant set limits."""
+    if get_settings().limiter_url == "off":
+        return False
     return bool(type(bundle.provider).needs_key or limits_of(bundle.tenant_model) != Limits())
 
 
@@ -115,6 +119,9 @@ def tenant_limits(tenant: str) -> list[dict[str, Any]]:
                 rows.append({**row, "error": str(exc)})
                 continue
             row["key"] = bundle.limit_bucket[:8]
+            if get_settings().limiter_url == "off":
+                rows.append({**row, "error": "the fleet-wide limiter is off (MODELYARD_LIMITS_URL=off)"})
+                continue
             rows.append({**row, **get_limiter().status(bundle.limit_bucket, limits_of(tm))})
     return rows
 

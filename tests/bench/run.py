@@ -5,6 +5,7 @@ Run from the project root (never part of ``make test``)::
     python -m tests.bench.run [--texts 100000] [--latency 0,50] [--concurrency 8] [--inflight N]
                               [--chunk-size 64] [--pool threads|prefork|threads,prefork] [--workers 1]
                               [--dim 8] [--repeats 1] [--profile] [--skip-baselines] [--skip-builtin]
+                              [--skip-limits]
 
     python -m tests.bench.run --texts 5000 --latency 0 --skip-builtin     # a quick run
 
@@ -22,6 +23,8 @@ as its own process) and each worker configuration it measures, side by side:
     where the CPU went (worker, fake, Postgres, Redis, producer, other processes).
 
 Results and their interpretation: tests/bench/RESULTS.md. Exit status 1 if a check of (c) failed.
+
+Then the fleet-wide limiter's scenarios (tests/bench/limits.py, on and off side by side).
 
 ``--concurrency`` and ``--pool`` take comma lists (every combination runs); ``--inflight``
 (MODELYARD_JOB_MAX_INFLIGHT, default: the concurrency) too. ``--profile`` adds a per-chunk
@@ -78,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-baselines", action="store_true", help="skip (a) and (b)")
     p.add_argument("--profile", action="store_true", help="also profile run_chunk inline (per-chunk breakdown)")
     p.add_argument("--skip-builtin", action="store_true", help="skip the Builtin-model benchmark")
+    p.add_argument("--skip-limits", action="store_true", help="skip the fleet-wide limiter scenarios")
     args = p.parse_args(argv)
     args.pool = [x.strip() for x in args.pool.split(",") if x.strip()]
     for pool in args.pool:
@@ -229,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 
             reset_engine()
             services.drop_database(stack.database_url)
+    if not args.skip_limits:
+        print("\n## Fleet-wide limits (tests/bench/limits.py)\n", flush=True)
+        failed |= subprocess.run([sys.executable, "-m", "tests.bench.limits"], cwd=ROOT, check=False).returncode != 0
     if not args.skip_builtin:
         run_builtin()
     return 1 if failed else 0
