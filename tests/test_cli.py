@@ -327,3 +327,31 @@ def test_usage_errors_are_one_line_too(stack: Stack, argv: list[str], needle: st
     block), exit 2, pointing at the subcommand's --help."""
     line = assert_one_line_error(cli(stack, *argv), 2, needle)
     assert f"modelyard {argv[0]}" in line and "--help" in line
+
+
+def test_limits_are_set_changed_cleared_and_shown(stack: Stack, fake_provider: FakeProvider) -> None:
+    tenant, _ = new_tenant(stack)
+    added = ok_json(cli(stack, "llm", "add", "--tenant", tenant, "--model", MODEL, "--type", "embedding",
+                        "--api-key", "-", "--base-url", fake_provider.base_url, "--rpm", "600", "--max-concurrency",
+                        "3", "--json", stdin=KEY + "\n"))
+    assert added["limits"] == {"rpm": 600, "tpm": None, "max_concurrency": 3}
+    changed = ok_json(cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", MODEL, "--type", "embedding",
+                          "--tpm", "90000", "--rpm", "0", "--json"))
+    assert changed["limits"] == {"rpm": None, "tpm": 90000, "max_concurrency": 3}
+    rows = ok_json(cli(stack, "limits", "--tenant", tenant, "--json"))
+    (row,) = [r for r in rows if r["model"] == MODEL]  # beside the tenant's default (Builtin) model
+    assert row["configured"] == {"tpm": 90000, "concurrency": 3}
+    assert row["in_force"] == {"rpm": None, "tpm": 90000, "rpm_source": None} and row["paused_for"] is None
+    assert len(row["key"]) == 8 and KEY not in json.dumps(row)
+    table = cli(stack, "limits", "--tenant", tenant)
+    assert table.returncode == 0 and "90000 tpm" in table.stdout and KEY not in table.stdout
+
+
+@pytest.mark.parametrize("argv", [["--rpm", "-5"], ["--tpm", "many"]])
+def test_bad_limits_are_one_line_and_change_nothing(stack: Stack, argv: list[str]) -> None:
+    tenant, _ = new_tenant(stack)
+    proc = cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", MODEL, "--type", "embedding", *argv)
+    assert_one_line_error(proc, 2, argv[0])
+    missing = cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", "nope@OpenAI", "--type", "chat",
+                  "--rpm", "5")
+    assert_one_line_error(missing, 3)
