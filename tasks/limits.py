@@ -7,16 +7,23 @@ import logging
 import math
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from conf.errors import UserError
 from conf.settings import get_settings
 from models.bundle import LLMBundle
+from models.db import session_scope
 from models.jobs import ChunkWork
-from models.tenants import TenantModel
+from models.tenants import TenantModel, list_tenant_models, resolve_tenant
 from providers.base import Usage, estimate_tokens
-from providers.errors import ProviderError
 from providers.ratelimits import parse_rate_limits
 from tasks.limiter import Cost, Limiter, Limits, Settlement
+
+STORE_ERRORS = (redis.RedisError, SQLAlchemyError, OSError)
 
 log = logging.getLogger("modelyard.limits")
 
@@ -74,12 +81,20 @@ def estimate(work: ChunkWork, bundle: LLMBundle) -> Cost:
 
 def wait_for_budget(bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
     """Take the call's budget, sleeping while the wait is short; None when the call may go,
-    else the countdown after which the chunk should come back (nothing was taken)."""
+    else the countdown after which the chunk should come back (nothing was taken).
+    A limiter store that cannot be reached lets the call go (limits are advice: a 429 is
+    still retried), and says so in the log."""
     settings = get_settings()
     limiter, limits, waited = get_limiter(), limits_of(bundle.tenant_model), 0.0
     while True:
-        grant = limiter.acquire(bundle.limit_bucket, limits, cost, holder,
-                                max_wait=max(0.0, settings.limit_max_wait - waited), slot_ttl=settings.limit_slot_ttl)
+        try:
+            grant = limiter.acquire(bundle.limit_bucket, limits, cost, holder,
+                                    max_wait=max(0.0, settings.limit_max_wait - waited),
+                                    slot_ttl=settings.limit_slot_ttl)
+        except STORE_ERRORS as exc:
+            log.warning("limits %s: the limiter's store did not answer (%s); calling without it",
+                        bundle.limit_bucket[:12], type(exc).__name__)
+            return None
         if grant.granted:
             time.sleep(grant.wait)
             return None
@@ -90,12 +105,12 @@ def wait_for_budget(bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
         waited += grant.wait
 
 
-def rate_limit_wait(error: ProviderError, fallback: float) -> float:
+def rate_limit_wait(retry_after: float | None, headers: Mapping[str, str], *, fallback: float) -> float:
     """How long a 429 asks the fleet to pause: its Retry-After, else the reset its headers give,
     else ``fallback`` (the backoff)."""
-    if error.retry_after is not None:
-        return error.retry_after
-    advertised = parse_rate_limits(error.rate_limits, time.time())
+    if retry_after is not None:
+        return retry_after
+    advertised = parse_rate_limits(headers, time.time())
     resets = [r for r in (advertised.reset_requests, advertised.reset_tokens) if r]
     return min(resets) if resets else fallback
 
@@ -103,15 +118,11 @@ def rate_limit_wait(error: ProviderError, fallback: float) -> float:
 def tenant_limits(tenant: str) -> list[dict[str, Any]]:
     """Every configured model of a tenant with its key's limits and their state (for ``modelyard limits``).
     ``key`` is the start of the bucket's keyed hash: models that show the same one share a budget."""
-    from conf.errors import UserError
-    from models.db import session_scope
-    from models.tenants import list_tenant_models, resolve_tenant
-
     rows: list[dict[str, Any]] = []
+    off = get_settings().limiter_url == "off"
     with session_scope() as session:
         tenant_id = resolve_tenant(session, tenant)
-        models = list_tenant_models(session, tenant_id)
-        for tm in models:
+        for tm in list_tenant_models(session, tenant_id):
             row: dict[str, Any] = {"model": tm.full_name, "type": tm.model_type, "key": None}
             try:
                 bundle = LLMBundle.open(session, tenant_id, tm.model_type, tm.full_name)
@@ -119,21 +130,22 @@ def tenant_limits(tenant: str) -> list[dict[str, Any]]:
                 rows.append({**row, "error": str(exc)})
                 continue
             row["key"] = bundle.limit_bucket[:8]
-            if get_settings().limiter_url == "off":
+            if off:
                 rows.append({**row, "error": "the fleet-wide limiter is off (MODELYARD_LIMITS_URL=off)"})
-                continue
-            rows.append({**row, **get_limiter().status(bundle.limit_bucket, limits_of(tm))})
+            else:
+                rows.append({**row, **get_limiter().status(bundle.limit_bucket, limits_of(tm))})
     return rows
 
 
 def settle(bundle: LLMBundle, cost: Cost, holder: str, *, usage: Usage | None = None,
-           error: ProviderError | None = None, pause: float | None = None) -> None:
-    """After the call: free the slot, correct the tokens, learn from the headers, pause after a 429."""
-    headers = error.rate_limits if error is not None else bundle.provider.rate_limits
+           headers: Mapping[str, str] | None = None, pause: float | None = None) -> None:
+    """After the call: free the slot, correct the tokens, learn from the headers, pause after a
+    429. Never raises: the call's result (already paid for) must not be lost to the limiter."""
     advertised = parse_rate_limits(headers, time.time()) if headers else None
     delta = (usage.total_tokens - cost.tokens) if usage is not None and usage.total_tokens else 0
-    reason = ""
-    if pause is not None:
-        reason = f"the provider answered 429 (rate limit); calls resume in {pause:.1f}s"
-    get_limiter().settle(bundle.limit_bucket, limits_of(bundle.tenant_model), holder,
-                         Settlement(tokens_delta=delta, advertised=advertised, pause=pause, reason=reason))
+    reason = f"the provider answered 429 (rate limit); calls resume in {pause:.1f}s" if pause is not None else ""
+    try:
+        get_limiter().settle(bundle.limit_bucket, limits_of(bundle.tenant_model), holder,
+                             Settlement(tokens_delta=delta, advertised=advertised, pause=pause, reason=reason))
+    except STORE_ERRORS as exc:
+        log.warning("limits %s: could not record the call (%s)", bundle.limit_bucket[:12], type(exc).__name__)

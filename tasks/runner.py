@@ -58,9 +58,8 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0) ->
         return _fail(work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
 
     attempt = f"{task.request.id}:{task.request.retries}"
-    limited = limits.applies(bundle)
-    cost = limits.estimate(work, bundle)
-    if limited:
+    cost = limits.estimate(work, bundle) if limits.applies(bundle) else None
+    if cost is not None:
         countdown = limits.wait_for_budget(bundle, cost, attempt)
         if countdown is not None:
             log.info("chunk %s waits %.1fs for its key's rate budget", chunk_id, countdown)
@@ -70,10 +69,10 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0) ->
     try:
         result = handler(bundle, work)
     except Exception as exc:  # noqa: BLE001 - every provider failure is classified below
-        return _on_error(task, work, bundle, exc, tries=tries, cost=cost if limited else None, holder=attempt)
+        return _on_error(task, work, bundle, exc, tries=tries, cost=cost, holder=attempt)
     latency_ms = (time.perf_counter() - started) * 1000.0
-    if limited:
-        limits.settle(bundle, cost, attempt, usage=result.usage)
+    if cost is not None:
+        limits.settle(bundle, cost, attempt, usage=result.usage, headers=bundle.provider.rate_limits)
 
     with session_scope() as session:
         # tokens spent are counted once per attempt: if the chunk is applied or was cancelled meanwhile
@@ -117,11 +116,12 @@ def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception, *,
         max_retries=settings.llm_max_retries, base_delay=settings.llm_base_delay, max_delay=settings.llm_max_delay,
     )
     if cost is not None:  # free the slot; a 429 pauses the key for every worker
-        error = exc if isinstance(exc, ProviderError) else ProviderError(str(exc))
+        headers = exc.rate_limits if isinstance(exc, ProviderError) else {}
         pause = None
         if code is ErrorCode.RATE_LIMIT:
-            pause = min(limits.rate_limit_wait(error, countdown or settings.llm_base_delay), settings.llm_max_delay)
-        limits.settle(bundle, cost, holder, error=error, pause=pause)
+            wait = limits.rate_limit_wait(retry_after, headers, fallback=countdown or settings.llm_base_delay)
+            pause = min(wait, settings.llm_max_delay)
+        limits.settle(bundle, cost, holder, headers=headers, pause=pause)
     message = scrub(str(exc) or type(exc).__name__, *bundle.secrets)
     if countdown is not None:
         log.warning("chunk %s: %s (%s); retry %d of %d in %.1fs", work.chunk_id, code.value, message,
