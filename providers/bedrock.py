@@ -704,8 +704,8 @@ class BedrockEmbedding(_Bedrock, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "search_document")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "search_query")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "search_query")
 
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         if embedding_family(self.model_name) == "titan":

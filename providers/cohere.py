@@ -319,8 +319,8 @@ class CohereEmbedding(_Cohere, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "search_document")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "search_query")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "search_query")
 
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         body = {"model": self.model_name, "texts": texts, "input_type": input_type, "embedding_types": ["float"]}

@@ -508,8 +508,8 @@ class GeminiEmbedding(GeminiWire, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "RETRIEVAL_DOCUMENT")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "RETRIEVAL_QUERY")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "RETRIEVAL_QUERY")
 
     def _embed(self, texts: list[str], task_type: str) -> EmbeddingResult:
         model = f"models/{self.model_name.removeprefix('models/')}"

@@ -102,8 +102,8 @@ class JinaEmbedding(_Jina, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, query=False)
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], query=True)
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, query=True)
 
     def _embed(self, texts: list[str], *, query: bool) -> EmbeddingResult:
         body: dict[str, Any] = {"model": self.model_name, "input": texts, "embedding_type": "float"}

@@ -391,9 +391,9 @@ class OpenAICompatEmbedding(_FactoryBound, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, query=False)
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        """Embed a search query in the provider's query mode, where it has one."""
-        return self._embed([text], query=True)
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        """Search queries in the provider's query mode, where it has one."""
+        return self._embed(texts, query=True)
 
     def _embedding_model(self, query: bool) -> str:
         name = self.wire_model

@@ -102,8 +102,8 @@ class VoyageEmbedding(_Voyage, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "document")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "query")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "query")
 
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         budget = int(_REQUEST_TOKENS.get(self.model_name, _DEFAULT_REQUEST_TOKENS) * _ESTIMATE_SHARE)
