@@ -61,22 +61,31 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
+REFUSAL = "refusal"  # the finish reason of an answer the model refused to give
+
+
 @dataclass
 class ChatResult:
+    """An answer. When the model refused, ``refusal`` holds its explanation (never empty) and
+    ``finish_reason`` is :data:`REFUSAL`; ``text`` is whatever answer text came with it."""
+
     text: str
     usage: Usage
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    refusal: str | None = None
 
 
 @dataclass
 class ChatDelta:
-    """One piece of a streamed answer; the last one carries ``usage`` and ``finish_reason``."""
+    """One piece of a streamed answer; the last one carries ``usage`` and ``finish_reason`` (and
+    ``refusal``, as :class:`ChatResult` does)."""
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage | None = None
     finish_reason: str | None = None
+    refusal: str | None = None
 
 
 @dataclass

@@ -49,7 +49,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import numpy as np
 
-from providers.aws_eventstream import event_frames, malformed
+from providers.aws_eventstream import event_frames
 from providers.aws_sigv4 import AwsCredentials, sign_v4
 from providers.base import (
     BaseModel,
@@ -71,6 +71,7 @@ from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
     PendingCall,
+    decode_event,
     estimated,
     message_text,
     parse_arguments,
@@ -609,10 +610,7 @@ def stream_deltas(
     for headers, payload in frames:
         if headers.get(":message-type", "event") != "event":
             raise _stream_exception(headers, payload, secrets)
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            raise malformed(f"an event payload of {len(payload)} bytes is not JSON") from None
+        data = decode_event(payload)
         with reading("converse-stream"):
             text = state.read(headers.get(":event-type"), data)
         if text:

@@ -29,6 +29,7 @@ class ErrorCode(str, enum.Enum):
     TIMEOUT = "TIMEOUT"
     CONNECTION = "CONNECTION"
     CONTENT_FILTER = "CONTENT_FILTER"
+    REFUSAL = "REFUSAL"  # the call succeeded but the model refused to answer (not an exception's code)
     MODEL = "MODEL"
     GENERIC = "GENERIC"
     MAX_RETRIES = "MAX_RETRIES"

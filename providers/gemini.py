@@ -51,7 +51,7 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError, scrub
-from providers.http import error_from_response, json_body, parse_retry_after, rate_limit_headers
+from providers.http import error_from_response, error_json, parse_retry_after, rate_limit_headers
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
@@ -60,7 +60,7 @@ from providers.wire import (
     message_text,
     parse_arguments,
     reading,
-    sse_data,
+    sse_events,
 )
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -178,12 +178,7 @@ def google_error(
 
 
 def error_from_google_response(response: httpx.Response, *secrets: str | None) -> ProviderError:
-    try:
-        response.read()
-        body = json.loads(response.text)
-    except (httpx.HTTPError, ValueError):
-        body = None
-    return google_error(response.status_code, body, response.headers, *secrets) or error_from_response(
+    return google_error(response.status_code, error_json(response), response.headers, *secrets) or error_from_response(
         response, *secrets
     )
 
@@ -408,8 +403,8 @@ def _prompt_text(system: str | None, messages: list[dict[str, Any]]) -> str:
 
 
 class GeminiWire(BaseModel):
-    """URL, auth and error reading for the GenerateContent family. Vertex AI overrides
-    :meth:`method_url` and :meth:`auth_headers`."""
+    """URL, auth and error reading for the GenerateContent family: a call's ``path`` is the
+    method (``generateContent``). Vertex AI overrides :meth:`request_url` and :meth:`request_headers`."""
 
     factories = ("Gemini",)
     default_base_url = DEFAULT_BASE_URL
@@ -418,14 +413,10 @@ class GeminiWire(BaseModel):
     def model_path(self) -> str:
         return quote(self.model_name.removeprefix("models/"), safe="-._~")
 
-    def method_url(self, method: str) -> str:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ProviderError(
-                f"Gemini needs an http(s) base URL; got {self.base_url!r}", code=ErrorCode.INVALID_REQUEST
-            )
-        return f"{self.base_url}/models/{self.model_path()}:{method}"
+    def request_url(self, path: str) -> str:
+        return f"{self.http_base()}/models/{self.model_path()}:{path}"
 
-    def auth_headers(self) -> dict[str, str]:
+    def request_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.api_key} if self.api_key else {}
 
     def check(self, response: httpx.Response) -> httpx.Response:
@@ -434,15 +425,8 @@ class GeminiWire(BaseModel):
             return response
         raise error_from_google_response(response, *self.secrets)
 
-    def post_json(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = self.method_url(method)
-        data = json_body(self.check(self.client.post(url, headers=self.auth_headers(), json=body)))
-        if not isinstance(data, dict):
-            raise ProviderError(f":{method} answered with JSON that is not an object", code=ErrorCode.SERVER)
-        return data
-
     def generate(self, body: dict[str, Any], prompt_text: str) -> ChatResult:
-        data = self.post_json("generateContent", body)
+        data = self.post_json("generateContent", json=body)
         answer = _Answer(prompt_text)
         with reading("generateContent"):
             answer.feed(data, self.secrets)
@@ -450,14 +434,8 @@ class GeminiWire(BaseModel):
 
     def generate_stream(self, body: dict[str, Any], prompt_text: str) -> Iterator[ChatDelta]:
         answer = _Answer(prompt_text)
-        url = self.method_url("streamGenerateContent")
-        with self.client.stream("POST", url, params={"alt": "sse"}, headers=self.auth_headers(), json=body) as response:
-            self.check(response)
-            for data in sse_data(response.iter_lines()):
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+        with self.post_stream("streamGenerateContent", params={"alt": "sse"}, json=body) as response:
+            for chunk in sse_events(response.iter_lines()):
                 with reading("streamGenerateContent"):
                     text = answer.feed(chunk, self.secrets)
                 if text:
@@ -514,7 +492,7 @@ class GeminiEmbedding(GeminiWire, EmbeddingModel):
     def _embed(self, texts: list[str], task_type: str) -> EmbeddingResult:
         model = f"models/{self.model_name.removeprefix('models/')}"
         requests = [{"model": model, "content": {"parts": [{"text": t}]}, "taskType": task_type} for t in texts]
-        data = self.post_json("batchEmbedContents", {"requests": requests})
+        data = self.post_json("batchEmbedContents", json={"requests": requests})
         with reading("batchEmbedContents"):
             vectors = np.asarray([row["values"] for row in data["embeddings"]], dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):

@@ -37,9 +37,6 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError
-from providers.openai_compat import (
-    _post_json,
-)
 from providers.registry import register
 from providers.wire import (
     estimated,
@@ -110,7 +107,7 @@ class JinaEmbedding(_Jina, EmbeddingModel):
         tasks = _tasks(self.model_name)
         if tasks:
             body["task"] = tasks[0] if query else tasks[1]
-        return embedding_result(_post_json(self, "embeddings", json=body), texts, "embeddings")
+        return embedding_result(self.post_json("embeddings", json=body), texts, "embeddings")
 
 
 @register
@@ -126,5 +123,5 @@ class JinaRerank(_Jina, RerankModel):
             "top_n": len(texts),
             "return_documents": False,
         }
-        data = _post_json(self, "rerank", json=body)
+        data = self.post_json("rerank", json=body)
         return rerank_result(data, "results", data.get("usage"), query, texts)

@@ -44,7 +44,6 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError
 from providers.jina import embedding_result, rerank_result
-from providers.openai_compat import _post_json
 from providers.registry import register
 
 FACTORY = "Voyage AI"
@@ -120,7 +119,7 @@ class VoyageEmbedding(_Voyage, EmbeddingModel):
         else:
             path = "embeddings"
             body = {"input": texts, "model": self.model_name, "input_type": input_type}
-        return embedding_result(_post_json(self, path, json=body), texts, path)
+        return embedding_result(self.post_json(path, json=body), texts, path)
 
 
 @register
@@ -130,5 +129,5 @@ class VoyageRerank(_Voyage, RerankModel):
         if not texts:
             raise ValueError("similarity needs at least one text")
         body = {"query": query, "documents": list(texts), "model": self.model_name, "top_k": len(texts)}
-        data = _post_json(self, "rerank", json=body)
+        data = self.post_json("rerank", json=body)
         return rerank_result(data, "data", data.get("usage"), query, texts)

@@ -212,7 +212,7 @@ def test_tool_use_answer_and_usage_with_cache_tokens() -> None:
         ("max_tokens", "length"),
         ("tool_use", "tool_calls"),
         ("model_context_window_exceeded", "length"),
-        ("refusal", "content_filter"),
+        ("refusal", "refusal"),
         ("pause_turn", "pause_turn"),  # no OpenAI name: passed through
     ],
 )
