@@ -11,7 +11,7 @@ import numpy as np
 
 from models.bundle import LLMBundle
 from models.jobs import ChunkWork, ItemOutcome, WorkItem
-from providers.errors import ErrorCode, ProviderError
+from providers.errors import ErrorCode, ProviderError, scrub
 from tasks.runner import Handler, HandlerResult
 
 
@@ -36,6 +36,11 @@ def chat(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
     p = item.payload or {}
     r = bundle.chat(p.get("system"), p["messages"], p.get("gen_conf"), p.get("tools"))
     result = {"text": r.text, "tool_calls": [asdict(tc) for tc in r.tool_calls], "finish_reason": r.finish_reason}
+    if r.refusal is not None:  # the call succeeded (its tokens count) but the model refused: not a success
+        result["refusal"] = r.refusal
+        refused = ItemOutcome(item.id, result=result, error_code=ErrorCode.REFUSAL.value,
+                              error_message=scrub(r.refusal, *bundle.secrets)[:2000])
+        return HandlerResult([refused], r.usage)
     return HandlerResult([ItemOutcome(item.id, result=result)], r.usage)
 
 
