@@ -110,6 +110,18 @@ def _parse_aws_error(text: str) -> tuple[str, str | None]:
     return str(message), str(kind).rsplit("#", 1)[-1] if kind else None
 
 
+# Bedrock's daily token quota is a ThrottlingException too ("Too many tokens per day, please wait
+# before trying again."): only the next day lifts it, so it is QUOTA, not a rate limit to wait out.
+_PER_DAY = re.compile(r"per\s+day|daily", re.I)
+
+
+def _known_code(name: str | None, message: str) -> ErrorCode | None:
+    """What an AWS error name says beside the shared table (None: let ``classify`` decide)."""
+    if name == "ThrottlingException" and _PER_DAY.search(message):
+        return ErrorCode.QUOTA
+    return None
+
+
 def aws_error(response: httpx.Response, *secrets: str | None) -> ProviderError:
     """The ProviderError of a non-2xx AWS answer; the error's name comes from ``x-amzn-ErrorType``
     (``Name:http://internal.amazon.com/...``) or else from the body."""
@@ -122,10 +134,12 @@ def aws_error(response: httpx.Response, *secrets: str | None) -> ProviderError:
     header = response.headers.get("x-amzn-errortype")
     if header:
         code = header.split(":", 1)[0].strip() or code
+    message = message or response.reason_phrase or f"HTTP {response.status_code}"
     return ProviderError(
-        scrub(message or response.reason_phrase or f"HTTP {response.status_code}", *secrets)[:2000],
+        scrub(message, *secrets)[:2000],
         status=response.status_code,
         provider_code=code,
+        code=_known_code(code, message),
         retry_after=parse_retry_after(response.headers),
         rate_limits=rate_limit_headers(response.headers),
     )
@@ -565,7 +579,8 @@ def _stream_exception(headers: dict[str, str], payload: bytes, secrets: tuple[st
         )
     name = headers.get(":exception-type") or ""
     message, _ = _parse_aws_error(payload.decode("utf-8", errors="replace"))
-    return ProviderError(scrub(message or name, *secrets)[:2000], provider_code=name[:1].upper() + name[1:] or None)
+    code = name[:1].upper() + name[1:] or None  # throttlingException -> ThrottlingException
+    return ProviderError(scrub(message or name, *secrets)[:2000], provider_code=code, code=_known_code(code, message))
 
 
 @dataclass

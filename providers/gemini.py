@@ -20,7 +20,7 @@ Errors come as ``{"error": {"code", "message", "status", "details": [...]}}``. G
 RESOURCE_EXHAUSTED (429) both for a per-minute rate limit and for a spent daily or free-tier
 quota, with a message that says "quota" either way; :func:`google_error` reads the
 ``google.rpc.QuotaFailure`` violations to tell them apart, and ``google.rpc.RetryInfo`` for
-the wait.
+the wait. Without a QuotaFailure, see :func:`_exhausted_code` for what decides.
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ _NO_SIGNATURES = re.compile(r"gemini-(?:1\.|2\.0)")
 # is not in this tier at all), spent prepaid credits.
 _LONG_QUOTA = re.compile(r"per\s*day|daily", re.I)
 _NO_CREDIT = re.compile(r"credits? (?:are|is|have been) depleted|prepay", re.I)
+# The Gemini API's text for a spent plan quota (a 429 that, without QuotaFailure, names no limit).
+_PLAN_QUOTA = re.compile(r"exceeded your current quota", re.I)
 
 
 # --------------------------------------------------------------------------- errors
@@ -114,8 +116,24 @@ def _seconds(duration: Any) -> float | None:
         return None
 
 
-def _exhausted_code(message: str, quota_failures: list[dict[str, Any]], infos: list[dict[str, Any]]) -> ErrorCode:
-    """RESOURCE_EXHAUSTED: QUOTA when the limit that was hit will not reset soon, else RATE_LIMIT."""
+def _exhausted_code(
+    message: str, quota_failures: list[dict[str, Any]], infos: list[dict[str, Any]], wait_given: bool
+) -> ErrorCode:
+    """RESOURCE_EXHAUSTED: QUOTA when the limit that was hit will not reset soon, else RATE_LIMIT.
+
+    With a ``QuotaFailure`` (or ErrorInfo quota metadata) the limit's id decides: a per-day
+    limit, or a limit of 0, is QUOTA. Without one, the body and headers decide:
+
+    - a wait given (``RetryInfo`` in the body or a ``Retry-After`` header): RATE_LIMIT, since
+      Google said when to come back;
+    - "You exceeded your current quota, please check your plan and billing details" with no
+      wait (only a ``Help`` link): QUOTA. Reporters see this one last until the daily quota
+      resets at midnight Pacific time; retrying within the hour only spends attempts;
+    - anything else ("Resource has been exhausted (e.g. check quota).", "Resource exhausted.
+      Please try again later."): RATE_LIMIT. That is Vertex AI's shared capacity (dynamic shared
+      quota), which Google documents as transient, to be retried with backoff; and should it be a
+      daily limit after all, the retries run out and the chunk fails.
+    """
     limits: list[tuple[str, str]] = []  # (limit id, limit value)
     for failure in quota_failures:
         for violation in failure.get("violations") or []:
@@ -128,6 +146,8 @@ def _exhausted_code(message: str, quota_failures: list[dict[str, Any]], infos: l
     if any(_LONG_QUOTA.search(limit_id) or value == "0" for limit_id, value in limits):
         return ErrorCode.QUOTA
     if _NO_CREDIT.search(message):
+        return ErrorCode.QUOTA
+    if not limits and not wait_given and (_PLAN_QUOTA.search(message) or _LONG_QUOTA.search(message)):
         return ErrorCode.QUOTA
     return ErrorCode.RATE_LIMIT
 
@@ -160,13 +180,14 @@ def google_error(
     ]
     if quota_ids:
         message += f" [quota: {', '.join(quota_ids)}]"
-    code = None
-    if status == 429 or status_name == "RESOURCE_EXHAUSTED":
-        code = _exhausted_code(message, quota_failures, infos)
     retry_after = next(
         (s for s in (_seconds(r.get("retryDelay")) for r in _detail(details, "RetryInfo")) if s is not None), None
     )
     headers = headers if headers is not None else httpx.Headers()
+    code = None
+    if status == 429 or status_name == "RESOURCE_EXHAUSTED":
+        wait_given = retry_after is not None or parse_retry_after(headers) is not None
+        code = _exhausted_code(message, quota_failures, infos, wait_given)
     return ProviderError(
         scrub(message, *secrets)[:2000],
         status=status,
@@ -479,7 +500,8 @@ class GeminiImage2Text(GeminiWire, Image2TextModel):
 @register
 class GeminiEmbedding(GeminiWire, EmbeddingModel):
     """``batchEmbedContents``: RETRIEVAL_DOCUMENT for documents, RETRIEVAL_QUERY for queries.
-    Google reports no token usage for embeddings, so usage is estimated."""
+    Usage is ``usageMetadata.promptTokenCount`` where the answer reports it (gemini-embedding-2
+    does), else estimated."""
 
     batch_size = 100  # "at most 100 requests can be in one batch"
 
@@ -499,4 +521,6 @@ class GeminiEmbedding(GeminiWire, EmbeddingModel):
             raise ProviderError(
                 f":batchEmbedContents returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER
             )
-        return EmbeddingResult(vectors, estimated(sum(estimate_tokens(t) for t in texts)))
+        return EmbeddingResult(
+            vectors, _usage(data.get("usageMetadata")) or estimated(sum(estimate_tokens(t) for t in texts))
+        )
