@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -299,6 +299,18 @@ class RerankModel(BaseModel):
 
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         raise NotImplementedError
+
+    def in_batches(
+        self, query: str, texts: Sequence[str], size: int, one_batch: Callable[[str, list[str]], RerankResult]
+    ) -> RerankResult:
+        """``one_batch`` over consecutive slices of at most ``size`` documents, scores merged in the
+        documents' order and usage summed: for an API that takes at most ``size`` documents a
+        request. A score is the query's against one document, so splitting does not change it."""
+        if not texts:
+            raise ValueError("similarity needs at least one text")
+        parts = [one_batch(query, list(texts[start : start + size])) for start in range(0, len(texts), size)]
+        scores = np.concatenate([np.asarray(p.scores, dtype=np.float32) for p in parts])
+        return RerankResult(scores, sum((p.usage for p in parts), Usage()))
 
 
 class Image2TextModel(BaseModel):

@@ -71,6 +71,7 @@ from providers.wire import (
 )
 
 FACTORY = "Cohere"
+MAX_RERANK_DOCUMENTS = 1_000
 
 # A 429 about the month is the trial key's monthly allowance, not the per-minute limit.
 _MONTHLY = re.compile(r"month", re.IGNORECASE)
@@ -330,10 +331,13 @@ class CohereEmbedding(_Cohere, EmbeddingModel):
 class CohereRerank(_Cohere, RerankModel):
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         """Scores in the documents' order. Rerank bills search units, not tokens: usage is
-        ``meta.tokens`` when Cohere sends it, else estimated (the query read beside every document)."""
-        if not texts:
-            raise ValueError("similarity needs at least one text")
-        body = {"model": self.model_name, "query": query, "documents": list(texts), "top_n": len(texts)}
+        ``meta.tokens`` when Cohere sends it, else estimated (the query read beside every document).
+        Above :data:`MAX_RERANK_DOCUMENTS` documents (Cohere's advised ceiling a request) the
+        documents are split into requests and the scores merged."""
+        return self.in_batches(query, texts, MAX_RERANK_DOCUMENTS, self._rerank)
+
+    def _rerank(self, query: str, texts: list[str]) -> RerankResult:
+        body = {"model": self.model_name, "query": query, "documents": texts, "top_n": len(texts)}
         data = self.post_json("rerank", json=body)
         meta = data.get("meta")
         return rerank_result(data, "results", meta.get("tokens") if isinstance(meta, dict) else None, query, texts)

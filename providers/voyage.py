@@ -62,6 +62,7 @@ _REQUEST_TOKENS = {
 _DEFAULT_REQUEST_TOKENS = 120_000
 _ESTIMATE_SHARE = 0.5  # of the cap, for our bytes/4 estimate
 
+MAX_RERANK_DOCUMENTS = 1_000  # "The number of documents cannot exceed 1,000."
 _REDUCED_LIMITS = re.compile(r"reduced rate limit", re.IGNORECASE)
 
 
@@ -125,9 +126,11 @@ class VoyageEmbedding(_Voyage, EmbeddingModel):
 @register
 class VoyageRerank(_Voyage, RerankModel):
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
-        """Scores in the documents' order; usage as reported (``total_tokens``) or estimated."""
-        if not texts:
-            raise ValueError("similarity needs at least one text")
-        body = {"query": query, "documents": list(texts), "model": self.model_name, "top_k": len(texts)}
+        """Scores in the documents' order; usage as reported (``total_tokens``) or estimated. Voyage
+        takes at most :data:`MAX_RERANK_DOCUMENTS` documents a request: more are split and merged."""
+        return self.in_batches(query, texts, MAX_RERANK_DOCUMENTS, self._rerank)
+
+    def _rerank(self, query: str, texts: list[str]) -> RerankResult:
+        body = {"query": query, "documents": texts, "model": self.model_name, "top_k": len(texts)}
         data = self.post_json("rerank", json=body)
         return rerank_result(data, "data", data.get("usage"), query, texts)
