@@ -550,7 +550,7 @@ def test_rerank_above_1000_documents_is_split_and_merged() -> None:
 
     assert [recorder.json(i)["documents"] for i in range(2)] == [documents[:1000], documents[1000:]]
     assert [recorder.json(i)["top_n"] for i in range(2)] == [1000, 1]
-    np.testing.assert_allclose(result.scores, 1 - np.arange(1001, dtype="f4") / 2000)
+    np.testing.assert_allclose(result.scores, 1 - np.arange(1001) / 2000, rtol=1e-6)
     query_tokens = estimate_tokens("q")
     assert result.usage.prompt_tokens == sum(query_tokens + estimate_tokens(d) for d in documents)
 
