@@ -73,10 +73,10 @@ class LLMBundle:
 
     # --- provider calls: each returns the provider's result with its usage; nothing recorded ---
 
-    def encode(self, texts: Sequence[str]) -> EmbeddingResult:
+    def encode(self, texts: Sequence[str], *, query: bool = False) -> EmbeddingResult:
         limit = self.tenant_model.max_tokens
         clipped = [truncate_to_tokens(t, limit) for t in texts] if limit else list(texts)
-        return self._traced("encode", len(clipped), lambda: self.provider.encode(clipped))
+        return self._traced("encode", len(clipped), lambda: self.provider.encode(clipped, query=query))
 
     def encode_queries(self, text: str) -> EmbeddingResult:
         limit = self.tenant_model.max_tokens

@@ -60,12 +60,16 @@ class ChunkWork:
 
 @dataclass
 class ItemOutcome:
-    """What a chunk produced for one item: a vector, a JSON result and/or binary output."""
+    """What a chunk produced for one item: a vector, a JSON result and/or binary output.
+    ``error_code`` marks an answer that is not a success though the call was (a model's
+    refusal): the item is failed with that code and message, its result kept."""
 
     item_id: int
     vector: bytes | None = None
     result: Any = None
     result_blob: bytes | None = None
+    error_code: str | None = None
+    error_message: str | None = None
 
 
 @dataclass
@@ -275,7 +279,8 @@ def finish_chunk(
             .values(status="failed", error_code=outcome.code, error_message=outcome.message)
         )
     else:
-        n_ok, n_failed = len(outcome), 0
+        n_failed = sum(1 for o in outcome if o.error_code)
+        n_ok = len(outcome) - n_failed
         _write_results(session, outcome)
     released = release_chunks(session, work.job_id, 1, stall_seconds)  # one finished, one more may start
     if record_usage is not None:  # it updates tenant_llm, a row as hot as the job's: late too
@@ -298,7 +303,9 @@ def finish_chunk(
 
 
 def _write_results(session: Session, outcomes: list[ItemOutcome]) -> None:
-    if session.get_bind().dialect.name == "postgresql" and all(o.result is None and o.result_blob is None for o in outcomes):
+    if session.get_bind().dialect.name == "postgresql" and all(
+        o.result is None and o.result_blob is None and o.error_code is None for o in outcomes
+    ):
         # Embedding chunks: one statement for all vectors instead of one round trip per item.
         session.execute(
             text(
@@ -310,9 +317,12 @@ def _write_results(session: Session, outcomes: list[ItemOutcome]) -> None:
         return
     session.execute(
         update(job_items).where(job_items.c.id == bindparam("b_id")).values(
-            status="succeeded", vector=bindparam("b_vector"), result=bindparam("b_result"), result_blob=bindparam("b_blob"),
+            status=bindparam("b_status"), vector=bindparam("b_vector"), result=bindparam("b_result"),
+            result_blob=bindparam("b_blob"), error_code=bindparam("b_code"), error_message=bindparam("b_message"),
         ),
-        [{"b_id": o.item_id, "b_vector": o.vector, "b_result": o.result, "b_blob": o.result_blob} for o in outcomes],
+        [{"b_id": o.item_id, "b_status": "failed" if o.error_code else "succeeded", "b_vector": o.vector,
+          "b_result": o.result, "b_blob": o.result_blob, "b_code": o.error_code, "b_message": o.error_message}
+         for o in outcomes],
         execution_options={"synchronize_session": False},
     )
 

@@ -101,17 +101,28 @@ def try_model(client: httpx.Client, factory: str, llm_name: str, model_type: str
     return ProbeOutcome(model, model_type, True)
 
 
+def _skip_reason(outcomes: Sequence[ProbeOutcome]) -> str | None:
+    """Why the models after ``outcomes`` need not be called, if they need not."""
+    for o in outcomes:
+        if o.code == ErrorCode.AUTHENTICATION.value:  # the key itself is refused: every model would refuse it
+            return f"skipped: the provider refused the key (AUTHENTICATION) on {o.model}"
+        if o.code in _UNREACHABLE:
+            return "skipped: the provider did not answer an earlier model"
+    return None
+
+
 def check_until_accepted(factory: str, candidates: Sequence[tuple[str, str]], api_key: str | None,
                          base_url: str, *, client: httpx.Client | None = None) -> list[ProbeOutcome]:
-    """Probe the candidates in turn until one passes; after a timeout or connection error the
-    rest are reported NOT_TRIED (the provider is not answering). ``client``: the transport seam
+    """Probe the candidates in turn until one passes. After the provider refused the key
+    (AUTHENTICATION), or stopped answering (a timeout or connection error), the rest are not
+    called: they are reported NOT_TRIED with the reason. ``client``: the transport seam
     (default: a client with the validation timeout)."""
     outcomes: list[ProbeOutcome] = []
     with nullcontext(client) if client is not None else validation_client() as http:
         for llm_name, model_type in candidates:
-            if any(o.code in _UNREACHABLE for o in outcomes):  # not just the last: it may be NOT_TRIED
-                outcomes.append(ProbeOutcome(f"{llm_name}@{factory}", model_type, False, "NOT_TRIED",
-                                             "skipped: the provider did not answer an earlier model"))
+            skipped = _skip_reason(outcomes)
+            if skipped:
+                outcomes.append(ProbeOutcome(f"{llm_name}@{factory}", model_type, False, "NOT_TRIED", skipped))
                 continue
             outcomes.append(try_model(http, factory, llm_name, model_type, api_key, base_url))
             if outcomes[-1].ok:

@@ -31,7 +31,6 @@ a 429 rate_limit_error) replaces the broad type as the provider code.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -40,6 +39,7 @@ from typing import Any
 import httpx
 
 from providers.base import (
+    REFUSAL,
     BaseModel,
     ChatDelta,
     ChatModel,
@@ -51,10 +51,6 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError
-from providers.http import json_body
-from providers.openai_compat import (
-    _stream_error,
-)
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
@@ -64,7 +60,8 @@ from providers.wire import (
     message_text,
     parse_arguments,
     reading,
-    sse_data,
+    sse_events,
+    stream_error,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -104,7 +101,7 @@ _FINISH_REASONS = {
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
-    "refusal": "content_filter",
+    "refusal": REFUSAL,
 }
 # Content blocks already in Anthropic's shape pass through unchanged.
 _NATIVE_BLOCKS = frozenset({"image", "document", "tool_use", "tool_result"})
@@ -274,6 +271,18 @@ def _finish_reason(stop_reason: Any) -> str | None:
     return _FINISH_REASONS.get(str(stop_reason), str(stop_reason))
 
 
+def _refusal(finish: str | None, stop_details: Any) -> str | None:
+    """What a ``stop_reason: "refusal"`` says: ``stop_details.explanation`` when sent (with its
+    ``category``), else a line saying that Claude refused."""
+    if finish != REFUSAL:
+        return None
+    details = stop_details if isinstance(stop_details, dict) else {}
+    explanation = details.get("explanation")
+    category = details.get("category")
+    text = explanation if isinstance(explanation, str) and explanation.strip() else "Claude refused to answer"
+    return f"{text} (category: {category})" if isinstance(category, str) and category else text
+
+
 def _spend_code(response: httpx.Response) -> str | None:
     """``error.details.error_code`` of an error body (says more than the error's type), if any."""
     try:
@@ -291,23 +300,19 @@ class AnthropicMessages(BaseModel):
     default_base_url = "https://api.anthropic.com"
     needs_key = True
 
-    def _url(self) -> str:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ProviderError(
-                f"Anthropic needs a base URL (http:// or https://); got {self.base_url!r}",
-                code=ErrorCode.INVALID_REQUEST,
-            )
-        return f"{self.base_url.removesuffix('/v1')}/{MESSAGES_PATH}"
+    def request_url(self, path: str) -> str:
+        """``{base}/v1/...`` whether or not the tenant's base URL already ends in ``/v1``."""
+        return f"{self.http_base().removesuffix('/v1')}/{path}"
 
-    def _headers(self) -> dict[str, str]:
+    def request_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.api_key:
             headers["x-api-key"] = self.api_key
         return headers
 
-    def _check(self, response: httpx.Response) -> httpx.Response:
+    def check(self, response: httpx.Response) -> httpx.Response:
         try:
-            return self.check(response)
+            return super().check(response)
         except ProviderError as exc:
             exc.provider_code = _spend_code(response) or exc.provider_code
             raise
@@ -337,7 +342,7 @@ class AnthropicMessages(BaseModel):
         return estimated(estimate_tokens(prompt), estimate_tokens(answer))
 
     def _complete(self, body: dict[str, Any]) -> ChatResult:
-        data = json_body(self._check(self.client.post(self._url(), headers=self._headers(), json=body)))
+        data = self.post_json(MESSAGES_PATH, json=body)
         with reading(MESSAGES_PATH):
             blocks = data["content"]
             text = "".join(b["text"] for b in blocks if b["type"] == "text")
@@ -345,12 +350,12 @@ class AnthropicMessages(BaseModel):
                 ToolCall(b["id"], b["name"], parse_arguments(b.get("input"))) for b in blocks if b["type"] == "tool_use"
             ]
             finish = _finish_reason(data.get("stop_reason"))
-        return ChatResult(text, _usage(data.get("usage")) or self._estimate(body, text), calls, finish)
+        refusal = _refusal(finish, data.get("stop_details"))
+        return ChatResult(text, _usage(data.get("usage")) or self._estimate(body, text), calls, finish, refusal)
 
     def _stream(self, body: dict[str, Any]) -> Iterator[ChatDelta]:
         body = {**body, "stream": True}
-        with self.client.stream("POST", self._url(), headers=self._headers(), json=body) as response:
-            self._check(response)
+        with self.post_stream(MESSAGES_PATH, json=body) as response:
             yield from self._deltas(response.iter_lines(), body)
 
     def _deltas(self, lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
@@ -358,16 +363,13 @@ class AnthropicMessages(BaseModel):
         calls: dict[int, PendingCall] = {}
         usage: dict[str, Any] = {}
         stop_reason: Any = None
-        for data in sse_data(lines):
-            try:
-                event = json.loads(data)
-            except ValueError:
-                raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+        stop_details: Any = None
+        for event in sse_events(lines):
             with reading(MESSAGES_PATH):
                 kind = event.get("type")
                 piece = ""
                 if kind == "error":
-                    raise _stream_error(event.get("error"), self.api_key)
+                    raise stream_error(event.get("error"), self.api_key)
                 if kind == "message_start":
                     usage.update(event["message"].get("usage") or {})
                 elif kind == "content_block_start":
@@ -382,16 +384,19 @@ class AnthropicMessages(BaseModel):
                         calls[int(event["index"])].arguments.append(delta["partial_json"])
                 elif kind == "message_delta":
                     stop_reason = event["delta"].get("stop_reason") or stop_reason
+                    stop_details = event["delta"].get("stop_details") or stop_details
                     usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             if piece:
                 text.append(piece)
                 yield ChatDelta(text=piece)
         tool_calls = [ToolCall(c.id, c.name, parse_arguments("".join(c.arguments))) for _, c in sorted(calls.items())]
         answer = "".join(text)
+        finish = _finish_reason(stop_reason)
         yield ChatDelta(
             tool_calls=tool_calls,
             usage=_usage(usage) or self._estimate(body, answer),
-            finish_reason=_finish_reason(stop_reason),
+            finish_reason=finish,
+            refusal=_refusal(finish, stop_details),
         )
 
 

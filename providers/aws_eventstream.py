@@ -7,15 +7,11 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
-from providers.errors import ErrorCode, ProviderError
+from providers.wire import malformed_event
 
 # Frame: total length (4 bytes), headers length (4), prelude CRC32 (4), headers, payload, message CRC32 (4).
 _PRELUDE = 12
 _FIXED_SIZES = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}  # byte, short, int, long, timestamp, uuid
-
-
-def malformed(what: str) -> ProviderError:
-    return ProviderError(f"malformed event stream ({what})", code=ErrorCode.SERVER)
 
 
 def _frame_headers(raw: bytes) -> dict[str, str]:
@@ -40,7 +36,7 @@ def _frame_headers(raw: bytes) -> dict[str, str]:
             else:
                 raise ValueError(f"header type {kind}")
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise malformed(str(exc)) from None
+        raise malformed_event(str(exc)) from None
     return headers
 
 
@@ -52,13 +48,13 @@ def event_frames(chunks: Iterable[bytes]) -> Iterator[tuple[dict[str, str], byte
         while len(buffer) >= _PRELUDE:
             total, headers_length, prelude_crc = struct.unpack(">III", buffer[:_PRELUDE])
             if zlib.crc32(buffer[:8]) != prelude_crc or headers_length > total - _PRELUDE - 4:
-                raise malformed("bad prelude")
+                raise malformed_event("bad prelude")
             if len(buffer) < total:
                 break
             frame = bytes(buffer[:total])
             del buffer[:total]
             if zlib.crc32(frame[:-4]) != struct.unpack(">I", frame[-4:])[0]:
-                raise malformed("bad message checksum")
+                raise malformed_event("bad message checksum")
             yield _frame_headers(frame[_PRELUDE : _PRELUDE + headers_length]), frame[_PRELUDE + headers_length : -4]
     if buffer:
-        raise malformed(f"{len(buffer)} bytes after the last frame")
+        raise malformed_event(f"{len(buffer)} bytes after the last frame")

@@ -9,7 +9,7 @@ model name is the name of a *deployment* on that resource::
 
 Bodies, answers, streams and error bodies are OpenAI's, so the OpenAI-compatible implementations
 are reused; only where a request goes and how it is authenticated differ (``request_url`` and
-``request_headers``, which ``providers.openai_compat`` asks for). Azure adds its content filter: a
+``request_headers``, the hooks that :class:`providers.base.BaseModel` declares). Azure adds its content filter: a
 prompt it blocks is a 400 ``{"error": {"code": "content_filter", "innererror": {...}}}`` (classified
 CONTENT_FILTER by its code), a filtered answer a ``finish_reason`` of ``content_filter``.
 
@@ -59,7 +59,7 @@ class _AzureDeployment:
 
     def request_url(self, path: str) -> str:
         deployment = quote(self.model_name, safe="")
-        return f"{self.base_url}/openai/deployments/{deployment}/{path}?api-version={quote(self.api_version, safe='')}"
+        return f"{self.http_base()}/openai/deployments/{deployment}/{path}?api-version={quote(self.api_version, safe='')}"
 
     def request_headers(self) -> dict[str, str]:
         return {"api-key": self.api_key} if self.api_key else {}

@@ -25,7 +25,6 @@ without the request (its URL) attached.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,7 +49,7 @@ from providers.wire import (
     message_text,
     reading,
     reported_usage,
-    sse_data,
+    sse_events,
 )
 
 # Preset model names whose endpoint is not simply the lower-cased name (qianfan SDK ChatCompletion table).
@@ -345,11 +344,7 @@ class ErnieChat(ChatModel):
         pieces: list[str] = []
         usage: Any = None
         finish_reason: str | None = None
-        for data in sse_data(lines):
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+        for chunk in sse_events(lines):
             if not isinstance(chunk, dict):
                 raise ProviderError("stream event is not an object", code=ErrorCode.SERVER)
             if "error_code" in chunk:

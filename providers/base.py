@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -60,22 +61,31 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
+REFUSAL = "refusal"  # the finish reason of an answer the model refused to give
+
+
 @dataclass
 class ChatResult:
+    """An answer. When the model refused, ``refusal`` holds its explanation (never empty) and
+    ``finish_reason`` is :data:`REFUSAL`; ``text`` is whatever answer text came with it."""
+
     text: str
     usage: Usage
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    refusal: str | None = None
 
 
 @dataclass
 class ChatDelta:
-    """One piece of a streamed answer; the last one carries ``usage`` and ``finish_reason``."""
+    """One piece of a streamed answer; the last one carries ``usage`` and ``finish_reason`` (and
+    ``refusal``, as :class:`ChatResult` does)."""
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage | None = None
     finish_reason: str | None = None
+    refusal: str | None = None
 
 
 @dataclass
@@ -179,35 +189,87 @@ class BaseModel:
         return tuple(values)
 
     def check(self, response: httpx.Response) -> httpx.Response:
-        """Keep the response's rate-limit headers; return it if 2xx, else raise its scrubbed ProviderError."""
+        """Keep the response's rate-limit headers; return it if 2xx, else raise its scrubbed ProviderError.
+        A family whose error bodies say more than the common shapes overrides this."""
         from providers.http import check, rate_limit_headers
 
         self.rate_limits = rate_limit_headers(response.headers)
         return check(response, *self.secrets)
+
+    # --- the request plumbing every HTTP family shares: hooks (where, how authenticated) and sending.
+
+    def http_base(self) -> str:
+        """``base_url``, refused (INVALID_REQUEST) unless it is an http(s) URL."""
+        from providers.errors import ErrorCode, ProviderError
+
+        if not self.base_url.startswith(("http://", "https://")):
+            name = self.factories[0] if self.factories else type(self).__name__
+            raise ProviderError(
+                f"{name} needs a base URL (http:// or https://); got {self.base_url!r}", code=ErrorCode.INVALID_REQUEST
+            )
+        return self.base_url
+
+    def request_url(self, path: str) -> str:
+        """Hook: where a call to ``path`` goes. Default ``{base_url}/{path}``; a family whose URLs
+        differ overrides it (Azure: deployment and api-version; Gemini: ``models/{model}:{method}``)."""
+        return f"{self.http_base()}/{path}"
+
+    def request_headers(self) -> dict[str, str]:
+        """Hook: the headers that authenticate a call. Default ``Authorization: Bearer {api_key}``
+        (none without a key); a family that authenticates otherwise overrides it."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST to :meth:`request_url` with :meth:`request_headers`; the response, through :meth:`check`.
+        ``kwargs`` go to httpx (``json=``, ``files=``, ``params=``...)."""
+        return self.check(self.client.post(self.request_url(path), headers=self.request_headers(), **kwargs))
+
+    def post_json(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`post`, and the answer's JSON object (SERVER if it is not one)."""
+        from providers.errors import ErrorCode, ProviderError
+        from providers.http import json_body
+
+        data = json_body(self.post(path, **kwargs))
+        if not isinstance(data, dict):
+            raise ProviderError(f"/{path} answered with JSON that is not an object", code=ErrorCode.SERVER)
+        return data
+
+    @contextmanager
+    def post_stream(self, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed POST (as :meth:`post`), its status checked before the body is read."""
+        with self.client.stream("POST", self.request_url(path), headers=self.request_headers(), **kwargs) as response:
+            yield self.check(response)
 
 
 class EmbeddingModel(BaseModel):
     model_type = "embedding"
     batch_size: ClassVar[int] = 16
 
-    def encode(self, texts: Sequence[str]) -> EmbeddingResult:
-        """Embed documents. Slices by ``batch_size``; subclasses implement :meth:`_encode_batch`."""
+    def encode(self, texts: Sequence[str], *, query: bool = False) -> EmbeddingResult:
+        """Embed documents, or with ``query`` search queries (in the provider's query mode, where it
+        has one). Slices by ``batch_size``; subclasses implement :meth:`_encode_batch` and, for a
+        query mode, :meth:`_encode_query_batch`."""
         if not texts:
             raise ValueError("encode needs at least one text")
+        one_batch = self._encode_query_batch if query else self._encode_batch
         parts: list[np.ndarray] = []
         usage = Usage()
         for start in range(0, len(texts), self.batch_size):
-            result = self._encode_batch(list(texts[start : start + self.batch_size]))
+            result = one_batch(list(texts[start : start + self.batch_size]))
             parts.append(np.asarray(result.vectors, dtype=np.float32))
             usage = usage + result.usage
         return EmbeddingResult(np.concatenate(parts, axis=0), usage)
 
     def encode_queries(self, text: str) -> EmbeddingResult:
-        """Embed one search query (providers with a query mode override this)."""
-        return self._encode_batch([text])
+        """Embed one search query (``encode(texts, query=True)`` embeds many in batches)."""
+        return self.encode([text], query=True)
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         raise NotImplementedError
+
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        """One batch of queries; a provider without a query mode embeds them as documents."""
+        return self._encode_batch(texts)
 
 
 class ChatModel(BaseModel):
@@ -237,6 +299,18 @@ class RerankModel(BaseModel):
 
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         raise NotImplementedError
+
+    def in_batches(
+        self, query: str, texts: Sequence[str], size: int, one_batch: Callable[[str, list[str]], RerankResult]
+    ) -> RerankResult:
+        """``one_batch`` over consecutive slices of at most ``size`` documents, scores merged in the
+        documents' order and usage summed: for an API that takes at most ``size`` documents a
+        request. A score is the query's against one document, so splitting does not change it."""
+        if not texts:
+            raise ValueError("similarity needs at least one text")
+        parts = [one_batch(query, list(texts[start : start + size])) for start in range(0, len(texts), size)]
+        scores = np.concatenate([np.asarray(p.scores, dtype=np.float32) for p in parts])
+        return RerankResult(scores, sum((p.usage for p in parts), Usage()))
 
 
 class Image2TextModel(BaseModel):

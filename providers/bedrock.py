@@ -49,7 +49,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import numpy as np
 
-from providers.aws_eventstream import event_frames, malformed
+from providers.aws_eventstream import event_frames
 from providers.aws_sigv4 import AwsCredentials, sign_v4
 from providers.base import (
     BaseModel,
@@ -71,6 +71,7 @@ from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
     PendingCall,
+    decode_event,
     estimated,
     message_text,
     parse_arguments,
@@ -109,6 +110,18 @@ def _parse_aws_error(text: str) -> tuple[str, str | None]:
     return str(message), str(kind).rsplit("#", 1)[-1] if kind else None
 
 
+# Bedrock's daily token quota is a ThrottlingException too ("Too many tokens per day, please wait
+# before trying again."): only the next day lifts it, so it is QUOTA, not a rate limit to wait out.
+_PER_DAY = re.compile(r"per\s+day|daily", re.I)
+
+
+def _known_code(name: str | None, message: str) -> ErrorCode | None:
+    """What an AWS error name says beside the shared table (None: let ``classify`` decide)."""
+    if name == "ThrottlingException" and _PER_DAY.search(message):
+        return ErrorCode.QUOTA
+    return None
+
+
 def aws_error(response: httpx.Response, *secrets: str | None) -> ProviderError:
     """The ProviderError of a non-2xx AWS answer; the error's name comes from ``x-amzn-ErrorType``
     (``Name:http://internal.amazon.com/...``) or else from the body."""
@@ -121,10 +134,12 @@ def aws_error(response: httpx.Response, *secrets: str | None) -> ProviderError:
     header = response.headers.get("x-amzn-errortype")
     if header:
         code = header.split(":", 1)[0].strip() or code
+    message = message or response.reason_phrase or f"HTTP {response.status_code}"
     return ProviderError(
-        scrub(message or response.reason_phrase or f"HTTP {response.status_code}", *secrets)[:2000],
+        scrub(message, *secrets)[:2000],
         status=response.status_code,
         provider_code=code,
+        code=_known_code(code, message),
         retry_after=parse_retry_after(response.headers),
         rate_limits=rate_limit_headers(response.headers),
     )
@@ -564,7 +579,8 @@ def _stream_exception(headers: dict[str, str], payload: bytes, secrets: tuple[st
         )
     name = headers.get(":exception-type") or ""
     message, _ = _parse_aws_error(payload.decode("utf-8", errors="replace"))
-    return ProviderError(scrub(message or name, *secrets)[:2000], provider_code=name[:1].upper() + name[1:] or None)
+    code = name[:1].upper() + name[1:] or None  # throttlingException -> ThrottlingException
+    return ProviderError(scrub(message or name, *secrets)[:2000], provider_code=code, code=_known_code(code, message))
 
 
 @dataclass
@@ -609,10 +625,7 @@ def stream_deltas(
     for headers, payload in frames:
         if headers.get(":message-type", "event") != "event":
             raise _stream_exception(headers, payload, secrets)
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            raise malformed(f"an event payload of {len(payload)} bytes is not JSON") from None
+        data = decode_event(payload)
         with reading("converse-stream"):
             text = state.read(headers.get(":event-type"), data)
         if text:
@@ -704,8 +717,8 @@ class BedrockEmbedding(_Bedrock, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "search_document")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "search_query")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "search_query")
 
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         if embedding_family(self.model_name) == "titan":

@@ -59,23 +59,19 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError
 from providers.jina import rerank_result
-from providers.openai_compat import (
-    _chat_usage,
-    _headers,
-    _post_json,
-    _StreamState,
-    _tool_call,
-    _url,
-)
 from providers.registry import register
 from providers.wire import (
+    ChatStreamState,
+    chat_usage,
     estimated,
+    function_call,
     reading,
     reported_usage,
-    sse_data,
+    sse_events,
 )
 
 FACTORY = "Cohere"
+MAX_RERANK_DOCUMENTS = 1_000
 
 # A 429 about the month is the trial key's monthly allowance, not the per-minute limit.
 _MONTHLY = re.compile(r"month", re.IGNORECASE)
@@ -242,7 +238,7 @@ def _billed(raw: Any) -> dict[str, Any] | None:
     return next((raw[k] for k in ("billed_units", "tokens") if reported_usage(raw.get(k))), None)
 
 
-def _read_event(state: _StreamState, event: dict[str, Any]) -> str:
+def _read_event(state: ChatStreamState, event: dict[str, Any]) -> str:
     """Fold one stream event into ``state``; return its new text."""
     kind = event.get("type")
     delta = event.get("delta") or {}
@@ -261,18 +257,14 @@ def _read_event(state: _StreamState, event: dict[str, Any]) -> str:
 
 
 def _stream_deltas(lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
-    state = _StreamState()
-    for data in sse_data(lines):
-        try:
-            event = json.loads(data)
-        except ValueError:
-            raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+    state = ChatStreamState()
+    for event in sse_events(lines):
         with reading("chat"):
             text = _read_event(state, event)
         if text:
             yield ChatDelta(text=text)
     finish = _finish(state.finish_reason)
-    usage = _chat_usage(_billed(state.usage), body, "".join(state.text))
+    usage = chat_usage(_billed(state.usage), body["messages"], "".join(state.text))
     yield ChatDelta(tool_calls=state.tool_calls(), usage=usage, finish_reason=finish)
 
 
@@ -286,13 +278,13 @@ class CohereChat(_Cohere, ChatModel):
         tools: list[dict[str, Any]] | None = None,
     ) -> ChatResult:
         body = _chat_body(self, system, messages, gen_conf, tools)
-        data = _post_json(self, "chat", json=body)
+        data = self.post_json("chat", json=body)
         with reading("chat"):
             message = data["message"]
             text = "".join(p["text"] for p in message.get("content") or [] if p.get("type") == "text")
-            tool_calls = [_tool_call(call) for call in message.get("tool_calls") or []]
+            tool_calls = [function_call(call) for call in message.get("tool_calls") or []]
         finish = _finish(data.get("finish_reason"))
-        return ChatResult(text, _chat_usage(_billed(data.get("usage")), body, text), tool_calls, finish)
+        return ChatResult(text, chat_usage(_billed(data.get("usage")), body["messages"], text), tool_calls, finish)
 
     def chat_stream(
         self,
@@ -304,8 +296,7 @@ class CohereChat(_Cohere, ChatModel):
         """Text deltas as they arrive, then one last delta with tool calls, usage and finish reason."""
         body = _chat_body(self, system, messages, gen_conf, tools)
         body["stream"] = True
-        with self.client.stream("POST", _url(self, "chat"), headers=_headers(self), json=body) as response:
-            self.check(response)
+        with self.post_stream("chat", json=body) as response:
             yield from _stream_deltas(response.iter_lines(), body)
 
 
@@ -319,12 +310,12 @@ class CohereEmbedding(_Cohere, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "search_document")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "search_query")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "search_query")
 
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         body = {"model": self.model_name, "texts": texts, "input_type": input_type, "embedding_types": ["float"]}
-        data = _post_json(self, "embed", json=body)
+        data = self.post_json("embed", json=body)
         with reading("embed"):
             vectors = np.asarray(data["embeddings"]["float"], dtype=np.float32)
             reported = reported_usage((data.get("meta") or {}).get("billed_units"))
@@ -340,10 +331,13 @@ class CohereEmbedding(_Cohere, EmbeddingModel):
 class CohereRerank(_Cohere, RerankModel):
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         """Scores in the documents' order. Rerank bills search units, not tokens: usage is
-        ``meta.tokens`` when Cohere sends it, else estimated (the query read beside every document)."""
-        if not texts:
-            raise ValueError("similarity needs at least one text")
-        body = {"model": self.model_name, "query": query, "documents": list(texts), "top_n": len(texts)}
-        data = _post_json(self, "rerank", json=body)
+        ``meta.tokens`` when Cohere sends it, else estimated (the query read beside every document).
+        Above :data:`MAX_RERANK_DOCUMENTS` documents (Cohere's advised ceiling a request) the
+        documents are split into requests and the scores merged."""
+        return self.in_batches(query, texts, MAX_RERANK_DOCUMENTS, self._rerank)
+
+    def _rerank(self, query: str, texts: list[str]) -> RerankResult:
+        body = {"model": self.model_name, "query": query, "documents": texts, "top_n": len(texts)}
+        data = self.post_json("rerank", json=body)
         meta = data.get("meta")
         return rerank_result(data, "results", meta.get("tokens") if isinstance(meta, dict) else None, query, texts)

@@ -29,14 +29,8 @@ import numpy as np
 
 from providers.base import RerankModel, RerankResult, Usage, estimate_tokens
 from providers.errors import ErrorCode, ProviderError
-from providers.openai_compat import (
-    _post_json,
-    _rerank_usage,
-)
 from providers.registry import register
-from providers.wire import (
-    reading,
-)
+from providers.wire import reading, rerank_usage
 
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 RERANK_PATH = "services/rerank/text-rerank/text-rerank"
@@ -92,7 +86,7 @@ class DashScopeRerank(RerankModel):
                     if not 0 <= index < len(documents):
                         raise IndexError(f"result index {index} outside {len(documents)} documents")
                     scores[start + index] = float(result["relevance_score"])
-            usage = usage + _rerank_usage(data, query, documents)
+            usage = usage + rerank_usage(data, query, documents)
         return RerankResult(scores, usage)
 
     def _rerank(self, query: str, documents: list[str]) -> dict[str, Any]:
@@ -102,7 +96,7 @@ class DashScopeRerank(RerankModel):
             "parameters": {"return_documents": False, "top_n": len(documents)},
         }
         try:
-            return _post_json(self, RERANK_PATH, json=body)
+            return self.post_json(RERANK_PATH, json=body)
         except ProviderError as exc:
             if exc.code is None and (exc.provider_code or "").startswith("Throttling"):
                 exc.code = ErrorCode.RATE_LIMIT

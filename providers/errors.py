@@ -30,6 +30,7 @@ class ErrorCode(str, enum.Enum):
     TIMEOUT = "TIMEOUT"
     CONNECTION = "CONNECTION"
     CONTENT_FILTER = "CONTENT_FILTER"
+    REFUSAL = "REFUSAL"  # the call succeeded but the model refused to answer (not an exception's code)
     MODEL = "MODEL"
     GENERIC = "GENERIC"
     MAX_RETRIES = "MAX_RETRIES"
@@ -118,6 +119,10 @@ _PROVIDER_CODES: dict[str, ErrorCode] = {
     "ValidationException": ErrorCode.INVALID_REQUEST,
     "ResourceNotFoundException": ErrorCode.MODEL,
     "ModelTimeoutException": ErrorCode.TIMEOUT,
+    # "A streaming error occurred. Retry your request." (converse-stream's exception frame)
+    "ModelStreamErrorException": ErrorCode.SERVER,
+    # A 424: "an error while processing the model" -- the model's own failure, worth another try
+    "ModelErrorException": ErrorCode.SERVER,
     # A hard account quota (e.g. tokens per day), raised only by a quota increase: not a slow-down
     "ServiceQuotaExceededException": ErrorCode.QUOTA,
     "ExpiredTokenException": ErrorCode.AUTHENTICATION,
@@ -228,6 +233,20 @@ def _says_quota(message: str) -> bool:
     """Quota words outside links: OpenAI's free-tier rate-limit text links to .../account/billing."""
     return bool(_QUOTA_WORDS.search(_URL.sub(" ", message)))
 
+
+# OpenAI sends a request bigger than the whole per-minute budget as a 429 ``rate_limit_exceeded``:
+# "Request too large for gpt-4o ... on tokens per min (TPM): Limit 30000, Requested 46412. The
+# input or output tokens must be reduced in order to run successfully." No wait makes it fit.
+_TOO_LARGE = re.compile(r"request too large|must be reduced", re.I)
+
+
+def _rate_limited(message: str) -> ErrorCode:
+    """What a rate-limit error (a 429, or a provider's rate-limit code) is: a request too large
+    for any window, an exhausted quota, or a rate limit that a wait lifts."""
+    if _TOO_LARGE.search(message):
+        return ErrorCode.INVALID_REQUEST
+    return ErrorCode.QUOTA if _says_quota(message) else ErrorCode.RATE_LIMIT
+
 # The seed system's keyword table, in its order, for errors that carry nothing but text.
 _KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
     (("quota", "billing", "credit", "balance", "insufficient", "欠费"), ErrorCode.QUOTA),
@@ -246,7 +265,7 @@ _KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
 
 def _from_status(status: int, message: str) -> ErrorCode | None:
     if status == 429:
-        return ErrorCode.QUOTA if _says_quota(message) else ErrorCode.RATE_LIMIT
+        return _rate_limited(message)
     if status == 402:
         return ErrorCode.QUOTA
     if status in (401, 403):
@@ -283,9 +302,9 @@ def classify(exc: BaseException) -> ErrorCode:
             return exc.code
         if exc.provider_code and not (exc.provider_code in _CATEGORY_CODES and exc.status is not None):
             known = _PROVIDER_CODES.get(exc.provider_code)
-            # A provider code that means "rate limited" inside a 429 may still be a quota error.
-            if known is ErrorCode.RATE_LIMIT and _says_quota(exc.message):
-                return ErrorCode.QUOTA
+            # A provider code that means "rate limited" may still be a quota or a request too large.
+            if known is ErrorCode.RATE_LIMIT:
+                return _rate_limited(exc.message)
             if known is not None:
                 return known
         if exc.status is not None:

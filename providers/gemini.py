@@ -20,7 +20,7 @@ Errors come as ``{"error": {"code", "message", "status", "details": [...]}}``. G
 RESOURCE_EXHAUSTED (429) both for a per-minute rate limit and for a spent daily or free-tier
 quota, with a message that says "quota" either way; :func:`google_error` reads the
 ``google.rpc.QuotaFailure`` violations to tell them apart, and ``google.rpc.RetryInfo`` for
-the wait.
+the wait. Without a QuotaFailure, see :func:`_exhausted_code` for what decides.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError, scrub
-from providers.http import error_from_response, json_body, parse_retry_after, rate_limit_headers
+from providers.http import error_from_response, error_json, parse_retry_after, rate_limit_headers
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
@@ -60,7 +60,7 @@ from providers.wire import (
     message_text,
     parse_arguments,
     reading,
-    sse_data,
+    sse_events,
 )
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -95,6 +95,8 @@ _NO_SIGNATURES = re.compile(r"gemini-(?:1\.|2\.0)")
 # is not in this tier at all), spent prepaid credits.
 _LONG_QUOTA = re.compile(r"per\s*day|daily", re.I)
 _NO_CREDIT = re.compile(r"credits? (?:are|is|have been) depleted|prepay", re.I)
+# The Gemini API's text for a spent plan quota (a 429 that, without QuotaFailure, names no limit).
+_PLAN_QUOTA = re.compile(r"exceeded your current quota", re.I)
 
 
 # --------------------------------------------------------------------------- errors
@@ -114,8 +116,24 @@ def _seconds(duration: Any) -> float | None:
         return None
 
 
-def _exhausted_code(message: str, quota_failures: list[dict[str, Any]], infos: list[dict[str, Any]]) -> ErrorCode:
-    """RESOURCE_EXHAUSTED: QUOTA when the limit that was hit will not reset soon, else RATE_LIMIT."""
+def _exhausted_code(
+    message: str, quota_failures: list[dict[str, Any]], infos: list[dict[str, Any]], wait_given: bool
+) -> ErrorCode:
+    """RESOURCE_EXHAUSTED: QUOTA when the limit that was hit will not reset soon, else RATE_LIMIT.
+
+    With a ``QuotaFailure`` (or ErrorInfo quota metadata) the limit's id decides: a per-day
+    limit, or a limit of 0, is QUOTA. Without one, the body and headers decide:
+
+    - a wait given (``RetryInfo`` in the body or a ``Retry-After`` header): RATE_LIMIT, since
+      Google said when to come back;
+    - "You exceeded your current quota, please check your plan and billing details" with no
+      wait (only a ``Help`` link): QUOTA. Reporters see this one last until the daily quota
+      resets at midnight Pacific time; retrying within the hour only spends attempts;
+    - anything else ("Resource has been exhausted (e.g. check quota).", "Resource exhausted.
+      Please try again later."): RATE_LIMIT. That is Vertex AI's shared capacity (dynamic shared
+      quota), which Google documents as transient, to be retried with backoff; and should it be a
+      daily limit after all, the retries run out and the chunk fails.
+    """
     limits: list[tuple[str, str]] = []  # (limit id, limit value)
     for failure in quota_failures:
         for violation in failure.get("violations") or []:
@@ -128,6 +146,8 @@ def _exhausted_code(message: str, quota_failures: list[dict[str, Any]], infos: l
     if any(_LONG_QUOTA.search(limit_id) or value == "0" for limit_id, value in limits):
         return ErrorCode.QUOTA
     if _NO_CREDIT.search(message):
+        return ErrorCode.QUOTA
+    if not limits and not wait_given and (_PLAN_QUOTA.search(message) or _LONG_QUOTA.search(message)):
         return ErrorCode.QUOTA
     return ErrorCode.RATE_LIMIT
 
@@ -160,13 +180,14 @@ def google_error(
     ]
     if quota_ids:
         message += f" [quota: {', '.join(quota_ids)}]"
-    code = None
-    if status == 429 or status_name == "RESOURCE_EXHAUSTED":
-        code = _exhausted_code(message, quota_failures, infos)
     retry_after = next(
         (s for s in (_seconds(r.get("retryDelay")) for r in _detail(details, "RetryInfo")) if s is not None), None
     )
     headers = headers if headers is not None else httpx.Headers()
+    code = None
+    if status == 429 or status_name == "RESOURCE_EXHAUSTED":
+        wait_given = retry_after is not None or parse_retry_after(headers) is not None
+        code = _exhausted_code(message, quota_failures, infos, wait_given)
     return ProviderError(
         scrub(message, *secrets)[:2000],
         status=status,
@@ -178,12 +199,7 @@ def google_error(
 
 
 def error_from_google_response(response: httpx.Response, *secrets: str | None) -> ProviderError:
-    try:
-        response.read()
-        body = json.loads(response.text)
-    except (httpx.HTTPError, ValueError):
-        body = None
-    return google_error(response.status_code, body, response.headers, *secrets) or error_from_response(
+    return google_error(response.status_code, error_json(response), response.headers, *secrets) or error_from_response(
         response, *secrets
     )
 
@@ -408,8 +424,8 @@ def _prompt_text(system: str | None, messages: list[dict[str, Any]]) -> str:
 
 
 class GeminiWire(BaseModel):
-    """URL, auth and error reading for the GenerateContent family. Vertex AI overrides
-    :meth:`method_url` and :meth:`auth_headers`."""
+    """URL, auth and error reading for the GenerateContent family: a call's ``path`` is the
+    method (``generateContent``). Vertex AI overrides :meth:`request_url` and :meth:`request_headers`."""
 
     factories = ("Gemini",)
     default_base_url = DEFAULT_BASE_URL
@@ -418,14 +434,10 @@ class GeminiWire(BaseModel):
     def model_path(self) -> str:
         return quote(self.model_name.removeprefix("models/"), safe="-._~")
 
-    def method_url(self, method: str) -> str:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ProviderError(
-                f"Gemini needs an http(s) base URL; got {self.base_url!r}", code=ErrorCode.INVALID_REQUEST
-            )
-        return f"{self.base_url}/models/{self.model_path()}:{method}"
+    def request_url(self, path: str) -> str:
+        return f"{self.http_base()}/models/{self.model_path()}:{path}"
 
-    def auth_headers(self) -> dict[str, str]:
+    def request_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.api_key} if self.api_key else {}
 
     def check(self, response: httpx.Response) -> httpx.Response:
@@ -434,15 +446,8 @@ class GeminiWire(BaseModel):
             return response
         raise error_from_google_response(response, *self.secrets)
 
-    def post_json(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = self.method_url(method)
-        data = json_body(self.check(self.client.post(url, headers=self.auth_headers(), json=body)))
-        if not isinstance(data, dict):
-            raise ProviderError(f":{method} answered with JSON that is not an object", code=ErrorCode.SERVER)
-        return data
-
     def generate(self, body: dict[str, Any], prompt_text: str) -> ChatResult:
-        data = self.post_json("generateContent", body)
+        data = self.post_json("generateContent", json=body)
         answer = _Answer(prompt_text)
         with reading("generateContent"):
             answer.feed(data, self.secrets)
@@ -450,14 +455,8 @@ class GeminiWire(BaseModel):
 
     def generate_stream(self, body: dict[str, Any], prompt_text: str) -> Iterator[ChatDelta]:
         answer = _Answer(prompt_text)
-        url = self.method_url("streamGenerateContent")
-        with self.client.stream("POST", url, params={"alt": "sse"}, headers=self.auth_headers(), json=body) as response:
-            self.check(response)
-            for data in sse_data(response.iter_lines()):
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+        with self.post_stream("streamGenerateContent", params={"alt": "sse"}, json=body) as response:
+            for chunk in sse_events(response.iter_lines()):
                 with reading("streamGenerateContent"):
                     text = answer.feed(chunk, self.secrets)
                 if text:
@@ -501,24 +500,27 @@ class GeminiImage2Text(GeminiWire, Image2TextModel):
 @register
 class GeminiEmbedding(GeminiWire, EmbeddingModel):
     """``batchEmbedContents``: RETRIEVAL_DOCUMENT for documents, RETRIEVAL_QUERY for queries.
-    Google reports no token usage for embeddings, so usage is estimated."""
+    Usage is ``usageMetadata.promptTokenCount`` where the answer reports it (gemini-embedding-2
+    does), else estimated."""
 
     batch_size = 100  # "at most 100 requests can be in one batch"
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "RETRIEVAL_DOCUMENT")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "RETRIEVAL_QUERY")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "RETRIEVAL_QUERY")
 
     def _embed(self, texts: list[str], task_type: str) -> EmbeddingResult:
         model = f"models/{self.model_name.removeprefix('models/')}"
         requests = [{"model": model, "content": {"parts": [{"text": t}]}, "taskType": task_type} for t in texts]
-        data = self.post_json("batchEmbedContents", {"requests": requests})
+        data = self.post_json("batchEmbedContents", json={"requests": requests})
         with reading("batchEmbedContents"):
             vectors = np.asarray([row["values"] for row in data["embeddings"]], dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ProviderError(
                 f":batchEmbedContents returned {len(vectors)} vectors for {len(texts)} texts", code=ErrorCode.SERVER
             )
-        return EmbeddingResult(vectors, estimated(sum(estimate_tokens(t) for t in texts)))
+        return EmbeddingResult(
+            vectors, _usage(data.get("usageMetadata")) or estimated(sum(estimate_tokens(t) for t in texts))
+        )

@@ -238,14 +238,14 @@ class VertexWire(GeminiWire):
             raise ProviderError(f"Google Cloud project id {project!r} is not valid", code=ErrorCode.INVALID_REQUEST)
         return project, region
 
-    def method_url(self, method: str) -> str:
+    def request_url(self, path: str) -> str:
         project, region = self._location()
         host = "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
         root = self.base_url or f"https://{host}"
-        path = f"v1/projects/{quote(project, safe='')}/locations/{region}/publishers/google/models/{self.model_path()}"
-        return f"{root}/{path}:{method}"
+        model_path = f"v1/projects/{quote(project, safe='')}/locations/{region}/publishers/google/models/{self.model_path()}"
+        return f"{root}/{model_path}:{path}"
 
-    def auth_headers(self) -> dict[str, str]:
+    def request_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens.get(self.client)}"}
 
     def check(self, response: httpx.Response) -> httpx.Response:

@@ -85,6 +85,15 @@ def rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_RATE_LIMIT_PREFIXES)}
 
 
+def error_json(response: httpx.Response) -> Any:
+    """An error answer's JSON body, None if it has none (not JSON, or the body could not be read)."""
+    try:
+        response.read()
+        return json.loads(response.text)
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def error_from_response(response: httpx.Response, *secrets: str | None) -> ProviderError:
     """Build a ProviderError from a non-2xx response, reading the common error body shapes:
     ``{"error": {"message", "type", "code"}}`` (OpenAI, Anthropic, Google), ``{"message", "code"}``,

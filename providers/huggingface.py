@@ -21,7 +21,6 @@ Endpoints, or TEI started with ``--api-key``), is sent as ``Authorization: Beare
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -38,11 +37,7 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError, scrub
-from providers.http import error_from_response, json_body, parse_retry_after, rate_limit_headers
-from providers.openai_compat import (
-    _headers,
-    _url,
-)
+from providers.http import error_from_response, error_json, json_body, parse_retry_after, rate_limit_headers
 from providers.registry import register
 from providers.wire import (
     estimated,
@@ -65,17 +60,15 @@ _ERROR_TYPES: dict[str, ErrorCode] = {
 def _tei_error(response: httpx.Response, secrets: tuple[str, ...]) -> ProviderError:
     """A ProviderError from TEI's ``{"error", "error_type"}`` body, or the common shapes otherwise
     (a proxy's or the Inference Endpoint's own errors)."""
-    try:
-        response.read()
-        body = json.loads(response.text)
-    except (httpx.HTTPError, ValueError):
-        body = None
+    body = error_json(response)
     if not (isinstance(body, dict) and isinstance(body.get("error"), str) and isinstance(body.get("error_type"), str)):
         return error_from_response(response, *secrets)
     message, error_type = body["error"], body["error_type"]
     code = _ERROR_TYPES.get(error_type.lower())
-    if code is ErrorCode.SERVER and "model is not a" in message:  # "model is not a re-ranker model"
-        code = ErrorCode.MODEL  # the server runs the wrong kind of model: retrying will not help
+    # "Model is not an embedding model" (/embed), "model is not a re-ranker model" (/rerank): the
+    # server runs the wrong kind of model, which no retry changes.
+    if code is ErrorCode.SERVER and "model is not a" in message.lower():
+        code = ErrorCode.MODEL
     return ProviderError(
         scrub(message, *secrets)[:2000],
         status=response.status_code,
@@ -92,12 +85,15 @@ class _TEIBase(BaseModel):
     default_base_url: ClassVar[str] = ""
     batch_size: ClassVar[int] = 32  # TEI's default --max-client-batch-size
 
+    def check(self, response: httpx.Response) -> httpx.Response:
+        self.rate_limits = rate_limit_headers(response.headers)
+        if response.is_success:
+            return response
+        raise _tei_error(response, self.secrets)
+
     def _post(self, path: str, body: dict[str, Any]) -> tuple[Any, int | None]:
         """The JSON answer and the ``x-compute-tokens`` count (None when absent)."""
-        response = self.client.post(_url(self, path), headers=_headers(self), json=body)
-        self.rate_limits = rate_limit_headers(response.headers)
-        if not response.is_success:
-            raise _tei_error(response, self.secrets)
+        response = self.post(path, json=body)
         tokens = response.headers.get("x-compute-tokens", "")
         return json_body(response), int(tokens) if tokens.isdigit() and int(tokens) > 0 else None
 

@@ -37,9 +37,6 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError
-from providers.openai_compat import (
-    _post_json,
-)
 from providers.registry import register
 from providers.wire import (
     estimated,
@@ -102,15 +99,15 @@ class JinaEmbedding(_Jina, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, query=False)
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], query=True)
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, query=True)
 
     def _embed(self, texts: list[str], *, query: bool) -> EmbeddingResult:
         body: dict[str, Any] = {"model": self.model_name, "input": texts, "embedding_type": "float"}
         tasks = _tasks(self.model_name)
         if tasks:
             body["task"] = tasks[0] if query else tasks[1]
-        return embedding_result(_post_json(self, "embeddings", json=body), texts, "embeddings")
+        return embedding_result(self.post_json("embeddings", json=body), texts, "embeddings")
 
 
 @register
@@ -126,5 +123,5 @@ class JinaRerank(_Jina, RerankModel):
             "top_n": len(texts),
             "return_documents": False,
         }
-        data = _post_json(self, "rerank", json=body)
+        data = self.post_json("rerank", json=body)
         return rerank_result(data, "results", data.get("usage"), query, texts)

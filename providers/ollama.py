@@ -23,7 +23,6 @@ authenticating proxy) it is sent as ``Authorization: Bearer``.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
@@ -45,15 +44,11 @@ from providers.base import (
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError, classify_message, scrub
-from providers.openai_compat import (
-    _headers,
-    _post_json,
-    _url,
-)
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
     estimated,
+    json_lines,
     message_text,
     parse_arguments,
     reading,
@@ -218,7 +213,7 @@ def _line_error(error: Any, secrets: tuple[str, ...]) -> ProviderError:
 
 
 def _complete(model: BaseModel, body: dict[str, Any]) -> ChatResult:
-    data = _post_json(model, "api/chat", json=body)
+    data = model.post_json("api/chat", json=body)
     if "error" in data:
         raise _line_error(data["error"], model.secrets)
     with reading("api/chat"):
@@ -232,13 +227,7 @@ def _stream_deltas(lines: Iterable[str], body: dict[str, Any], secrets: tuple[st
     text: list[str] = []
     calls: list[ToolCall] = []
     final: dict[str, Any] | None = None
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            chunk = json.loads(line)
-        except ValueError:
-            raise ProviderError(f"malformed stream line ({len(line)} bytes)", code=ErrorCode.SERVER) from None
+    for chunk in json_lines(lines):
         if not isinstance(chunk, dict):
             raise ProviderError("stream line is not a JSON object", code=ErrorCode.SERVER)
         if "error" in chunk:
@@ -287,8 +276,7 @@ class OllamaChat(_OllamaBase, ChatModel):
     ) -> Iterator[ChatDelta]:
         """Text deltas as NDJSON lines arrive, then one last delta with tool calls, usage and finish reason."""
         body = _chat_body(self, system, messages, gen_conf, tools, stream=True)
-        with self.client.stream("POST", _url(self, "api/chat"), headers=_headers(self), json=body) as response:
-            self.check(response)
+        with self.post_stream("api/chat", json=body) as response:
             yield from _stream_deltas(response.iter_lines(), body, self.secrets)
 
 
@@ -314,7 +302,7 @@ class OllamaEmbedding(_OllamaBase, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         # truncate: cut each input to the model's context instead of failing (the documented default, made explicit).
         body = {"model": self.model_name, "input": texts, "truncate": True}
-        data = _post_json(self, "api/embed", json=body)
+        data = self.post_json("api/embed", json=body)
         with reading("api/embed"):
             vectors = np.asarray(data["embeddings"], dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):

@@ -25,17 +25,16 @@ exceptions, which ``classify()`` names.
 from __future__ import annotations
 
 import base64
-import json
 import mimetypes
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 
 from providers.base import (
+    REFUSAL,
     AudioResult,
     BaseModel,
     ChatDelta,
@@ -48,24 +47,24 @@ from providers.base import (
     RerankResult,
     Speech2TextModel,
     TextResult,
-    ToolCall,
     TTSModel,
-    Usage,
     estimate_tokens,
 )
 from providers.errors import ErrorCode, ProviderError, scrub
-from providers.http import json_body
+from providers.http import error_json
 from providers.openai_factories import FACTORIES, GENERIC, Factory
 from providers.registry import register
 from providers.wire import (
     DEFAULT_IMAGE_PROMPT,
-    PendingCall,
+    ChatStreamState,
+    chat_usage,
     estimated,
-    message_text,
-    parse_arguments,
+    function_call,
     reading,
     reported_usage,
-    sse_data,
+    rerank_usage,
+    sse_events,
+    stream_error,
 )
 
 _AUDIO_TYPES = {
@@ -111,38 +110,6 @@ def clean_gen_conf(
     return conf
 
 
-# --------------------------------------------------------------------------- HTTP plumbing
-
-
-def _url(model: BaseModel, path: str) -> str:
-    if not model.base_url.startswith(("http://", "https://")):
-        factory = model.factories[0] if model.factories else type(model).__name__
-        raise ProviderError(
-            f"{factory} needs a base URL (http:// or https://); got {model.base_url!r}",
-            code=ErrorCode.INVALID_REQUEST,
-        )
-    custom = getattr(model, "request_url", None)  # a family whose URLs differ (Azure: deployment, api-version)
-    return custom(path) if custom else f"{model.base_url}/{path}"
-
-
-def _headers(model: BaseModel) -> dict[str, str]:
-    custom = getattr(model, "request_headers", None)  # a family that authenticates otherwise (Azure: api-key)
-    if custom:
-        return custom()
-    return {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
-
-
-def _post(model: BaseModel, path: str, **kwargs: Any) -> httpx.Response:
-    return model.check(model.client.post(_url(model, path), headers=_headers(model), **kwargs))
-
-
-def _post_json(model: BaseModel, path: str, **kwargs: Any) -> dict[str, Any]:
-    data = json_body(_post(model, path, **kwargs))
-    if not isinstance(data, dict):
-        raise ProviderError(f"/{path} answered with JSON that is not an object", code=ErrorCode.SERVER)
-    return data
-
-
 # --------------------------------------------------------------------------- errors
 
 
@@ -158,20 +125,13 @@ def _body_error(factory: Factory, body: Any, secrets: Sequence[str | None]) -> P
     )
 
 
-def _error_json(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.text)
-    except (ValueError, httpx.HTTPError):
-        return None
-
-
 def _refined(
     factory: Factory, exc: ProviderError, response: httpx.Response, secrets: Sequence[str | None]
 ) -> ProviderError:
     """``exc`` (from the shared error reader) with what this factory's error body says beyond it:
     a ``reason`` name where the code is only a number (Novita-style gateways), the code and
     message of its ``body_status``, and its own code table."""
-    body = _error_json(response)
+    body = error_json(response)
     provider_code, message = exc.provider_code, exc.message
     if isinstance(body, dict):
         reason = body.get("reason")
@@ -213,7 +173,8 @@ class _FactoryBound(BaseModel):
         return self.factory_spec.model_aliases.get(self.model_name, self.model_name)
 
     def post_json(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        data = _post_json(self, path, **kwargs)
+        """The base class's, and an error reported inside the 2xx body raised."""
+        data = super().post_json(path, **kwargs)
         error = _body_error(self.factory_spec, data, self.secrets)
         if error is not None:
             raise error
@@ -224,7 +185,7 @@ class _FactoryBound(BaseModel):
 
 
 def _chat_body(
-    model: BaseModel,
+    model: _FactoryBound,
     system: str | None,
     messages: list[dict[str, Any]],
     gen_conf: dict[str, Any] | None,
@@ -232,23 +193,17 @@ def _chat_body(
     *,
     stream: bool = False,
 ) -> dict[str, Any]:
-    factory = getattr(model, "factory_spec", GENERIC)
     head = [{"role": "system", "content": system}] if system else []
-    name = factory.model_aliases.get(model.model_name, model.model_name)
-    body: dict[str, Any] = {"model": name, "messages": head + list(messages)}
-    body.update(clean_gen_conf(factory, model.model_name, gen_conf, stream=stream))
+    body: dict[str, Any] = {"model": model.wire_model, "messages": head + list(messages)}
+    body.update(clean_gen_conf(model.factory_spec, model.model_name, gen_conf, stream=stream))
     if tools:
         body["tools"] = tools
     return body
 
 
-def _chat_usage(raw: Any, body: dict[str, Any], answer: str) -> Usage:
-    return reported_usage(raw) or estimated(estimate_tokens(message_text(body["messages"])), estimate_tokens(answer))
-
-
-def _tool_call(raw: dict[str, Any]) -> ToolCall:
-    function = raw["function"]
-    return ToolCall(id=raw.get("id") or "", name=function["name"], arguments=parse_arguments(function.get("arguments")))
+def _refusal(text: str | None) -> str | None:
+    """OpenAI's ``refusal`` (a string beside or instead of ``content``), None when there is none."""
+    return text if isinstance(text, str) and text.strip() else None
 
 
 def _complete(model: _FactoryBound, body: dict[str, Any]) -> ChatResult:
@@ -257,52 +212,19 @@ def _complete(model: _FactoryBound, body: dict[str, Any]) -> ChatResult:
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content") or ""
-        tool_calls = [_tool_call(call) for call in message.get("tool_calls") or []]
-    return ChatResult(text, _chat_usage(data.get("usage"), body, text), tool_calls, choice.get("finish_reason"))
-
-
-def _stream_error(error: Any, *secrets: str | None) -> ProviderError:
-    """An ``{"error": ...}`` event sent after a 200 had already started the stream, scrubbed of
-    every secret given. A numeric ``code`` in the HTTP range (OpenRouter) counts as the status."""
-    if not isinstance(error, dict):
-        return ProviderError(scrub(str(error), *secrets))
-    raw = error.get("code")
-    status = raw if isinstance(raw, int) and not isinstance(raw, bool) and 400 <= raw < 600 else None
-    code = raw if isinstance(raw, str) and raw else error.get("type")
-    message = scrub(str(error.get("message") or error), *secrets)
-    return ProviderError(message, status=status, provider_code=code or None)
-
-
-@dataclass
-class _StreamState:
-    """What a stream has said so far: text, tool-call fragments by index, the end."""
-
-    text: list[str] = field(default_factory=list)
-    calls: dict[int, PendingCall] = field(default_factory=dict)
-    finish_reason: str | None = None
-    usage: Any = None
-
-    def add_tool_fragment(self, fragment: dict[str, Any]) -> None:
-        index = fragment.get("index")
-        if index is None:  # a server that leaves it out: a new id opens a call, anything else continues the last
-            index = len(self.calls) if fragment.get("id") or not self.calls else max(self.calls)
-        call = self.calls.setdefault(int(index), PendingCall())
-        call.id = fragment.get("id") or call.id
-        function = fragment.get("function") or {}
-        call.name = function.get("name") or call.name
-        if function.get("arguments"):
-            call.arguments.append(function["arguments"])
-
-    def tool_calls(self) -> list[ToolCall]:
-        return [ToolCall(c.id, c.name, parse_arguments("".join(c.arguments))) for _, c in sorted(self.calls.items())]
+        tool_calls = [function_call(call) for call in message.get("tool_calls") or []]
+        refusal = _refusal(message.get("refusal"))
+    usage = chat_usage(data.get("usage"), body["messages"], text or refusal or "")
+    finish = REFUSAL if refusal else choice.get("finish_reason")
+    return ChatResult(text, usage, tool_calls, finish, refusal)
 
 
 def _read_chunk(
-    state: _StreamState, chunk: dict[str, Any], secrets: Sequence[str | None], factory: Factory = GENERIC
+    state: ChatStreamState, chunk: dict[str, Any], secrets: Sequence[str | None], factory: Factory = GENERIC
 ) -> str:
     """Fold one ``chat.completion.chunk`` into ``state``; return its new text."""
     if "error" in chunk:
-        raise _stream_error(chunk["error"], *secrets)
+        raise stream_error(chunk["error"], *secrets)
     error = _body_error(factory, chunk, secrets)
     if error is not None:
         raise error
@@ -312,6 +234,7 @@ def _read_chunk(
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
         text += delta.get("content") or ""
+        state.refusal.append(delta.get("refusal") or "")
         for fragment in delta.get("tool_calls") or []:
             state.add_tool_fragment(fragment)
         state.finish_reason = choice.get("finish_reason") or state.finish_reason
@@ -322,18 +245,16 @@ def _read_chunk(
 def _stream_deltas(
     lines: Iterable[str], body: dict[str, Any], secrets: Sequence[str | None], factory: Factory = GENERIC
 ) -> Iterator[ChatDelta]:
-    state = _StreamState()
-    for data in sse_data(lines):
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+    state = ChatStreamState()
+    for chunk in sse_events(lines):
         with reading("chat/completions"):
             text = _read_chunk(state, chunk, secrets, factory)
         if text:
             yield ChatDelta(text=text)
-    usage = _chat_usage(state.usage, body, "".join(state.text))
-    yield ChatDelta(tool_calls=state.tool_calls(), usage=usage, finish_reason=state.finish_reason)
+    answer, refusal = "".join(state.text), _refusal("".join(state.refusal))
+    usage = chat_usage(state.usage, body["messages"], answer or refusal or "")
+    finish = REFUSAL if refusal else state.finish_reason
+    yield ChatDelta(tool_calls=state.tool_calls(), usage=usage, finish_reason=finish, refusal=refusal)
 
 
 class OpenAICompatChat(_FactoryBound, ChatModel):
@@ -344,6 +265,7 @@ class OpenAICompatChat(_FactoryBound, ChatModel):
         gen_conf: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> ChatResult:
+        """The answer; a refusal (``message.refusal``) comes back as ``refusal`` with finish reason ``refusal``."""
         return _complete(self, _chat_body(self, system, messages, gen_conf, tools))
 
     def chat_stream(
@@ -353,14 +275,13 @@ class OpenAICompatChat(_FactoryBound, ChatModel):
         gen_conf: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> Iterator[ChatDelta]:
-        """Text deltas as they arrive, then one last delta with tool calls, usage and finish reason."""
+        """Text deltas as they arrive, then one last delta with tool calls, usage, finish reason
+        and the refusal (``delta.refusal`` pieces joined), if the model refused."""
         body = _chat_body(self, system, messages, gen_conf, tools, stream=True)
         body["stream"] = True
         if self.factory_spec.stream_usage_option:
             body["stream_options"] = {"include_usage": True}
-        url = _url(self, "chat/completions")
-        with self.client.stream("POST", url, headers=_headers(self), json=body) as response:
-            self.check(response)
+        with self.post_stream("chat/completions", json=body) as response:
             yield from _stream_deltas(response.iter_lines(), body, self.secrets, self.factory_spec)
 
 
@@ -391,9 +312,9 @@ class OpenAICompatEmbedding(_FactoryBound, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, query=False)
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        """Embed a search query in the provider's query mode, where it has one."""
-        return self._embed([text], query=True)
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        """Search queries in the provider's query mode, where it has one."""
+        return self._embed(texts, query=True)
 
     def _embedding_model(self, query: bool) -> str:
         name = self.wire_model
@@ -421,17 +342,6 @@ class OpenAICompatEmbedding(_FactoryBound, EmbeddingModel):
 # --------------------------------------------------------------------------- rerank
 
 
-def _rerank_usage(data: dict[str, Any], query: str, texts: Sequence[str]) -> Usage:
-    """``usage`` (vLLM, Jina), ``meta.tokens`` (Xinference, SiliconFlow), else an estimate of what a
-    cross-encoder reads: the query once beside every document."""
-    meta = data.get("meta")
-    return (
-        reported_usage(data.get("usage"))
-        or reported_usage(meta.get("tokens") if isinstance(meta, dict) else None)
-        or estimated(sum(estimate_tokens(query) + estimate_tokens(t) for t in texts))
-    )
-
-
 class OpenAICompatRerank(_FactoryBound, RerankModel):
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         """Scores in the documents' order (a document the server leaves out scores 0)."""
@@ -446,7 +356,7 @@ class OpenAICompatRerank(_FactoryBound, RerankModel):
                 if not 0 <= index < len(texts):
                     raise IndexError(f"result index {index} outside {len(texts)} documents")
                 scores[index] = float(result["relevance_score"])
-        return RerankResult(scores, _rerank_usage(data, query, texts))
+        return RerankResult(scores, rerank_usage(data, query, texts))
 
 
 # --------------------------------------------------------------------------- audio
@@ -467,7 +377,7 @@ class OpenAICompatTTS(_FactoryBound, TTSModel):
     def tts(self, text: str, voice: str | None = None, audio_format: str = "mp3") -> AudioResult:
         voice = voice or self.factory_spec.default_voice.format(model=self.wire_model)
         body = {"model": self.wire_model, "input": text, "voice": voice, "response_format": audio_format}
-        response = _post(self, "audio/speech", json=body)
+        response = self.post("audio/speech", json=body)
         fallback = _AUDIO_TYPES.get(audio_format, "application/octet-stream")
         content_type = response.headers.get("content-type") or fallback
         return AudioResult(response.content, content_type, estimated(estimate_tokens(text)))

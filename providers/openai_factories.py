@@ -181,6 +181,9 @@ FACTORIES: tuple[Factory, ...] = (
     Factory("XunFei Spark", "https://spark-api-open.xf-yun.com/v1", CHAT, needs_key=True,  # key: the APIPassword
             gen_conf_keys=frozenset({"temperature", "max_tokens"}), stream_usage_option=False,
             model_aliases=SPARK_MODELS, error_codes=SPARK_ERRORS, body_status=BodyStatus(("code",), ("message",))),
+    # Tencent's TokenHub: OpenAI's wire format with a Bearer key, the catalog's Hunyuan model names;
+    # beside it, "Tencent Hunyuan" is the native TC3-signed Tencent Cloud API (providers.tencent).
+    Factory("Tencent TokenHub", "https://tokenhub.tencentmaas.com/v1", CHAT, needs_key=True),
     Factory("ModelScope", "https://api-inference.modelscope.cn/v1", CHAT_VISION, needs_key=True),
     # ---- inference clouds and aggregators
     Factory("OpenRouter", "https://openrouter.ai/api/v1", CHAT_VISION, needs_key=True),

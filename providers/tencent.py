@@ -52,7 +52,7 @@ from providers.wire import (
     message_text,
     parse_arguments,
     reading,
-    sse_data,
+    sse_events,
 )
 
 SERVICE = "hunyuan"
@@ -343,11 +343,7 @@ class HunyuanChat(ChatModel):
 
     def _deltas(self, lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
         state = _Stream()
-        for data in sse_data(lines):
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise ProviderError(f"malformed stream event ({len(data)} bytes)", code=ErrorCode.SERVER) from None
+        for chunk in sse_events(lines):
             if isinstance(chunk, dict) and chunk.get("ErrorMsg"):
                 error = chunk["ErrorMsg"]
                 code = error.get("Code") if isinstance(error, dict) else None

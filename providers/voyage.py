@@ -44,7 +44,6 @@ from providers.base import (
 )
 from providers.errors import ErrorCode, ProviderError
 from providers.jina import embedding_result, rerank_result
-from providers.openai_compat import _post_json
 from providers.registry import register
 
 FACTORY = "Voyage AI"
@@ -63,6 +62,7 @@ _REQUEST_TOKENS = {
 _DEFAULT_REQUEST_TOKENS = 120_000
 _ESTIMATE_SHARE = 0.5  # of the cap, for our bytes/4 estimate
 
+MAX_RERANK_DOCUMENTS = 1_000  # "The number of documents cannot exceed 1,000."
 _REDUCED_LIMITS = re.compile(r"reduced rate limit", re.IGNORECASE)
 
 
@@ -102,8 +102,8 @@ class VoyageEmbedding(_Voyage, EmbeddingModel):
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "document")
 
-    def encode_queries(self, text: str) -> EmbeddingResult:
-        return self._embed([text], "query")
+    def _encode_query_batch(self, texts: list[str]) -> EmbeddingResult:
+        return self._embed(texts, "query")
 
     def _embed(self, texts: list[str], input_type: str) -> EmbeddingResult:
         budget = int(_REQUEST_TOKENS.get(self.model_name, _DEFAULT_REQUEST_TOKENS) * _ESTIMATE_SHARE)
@@ -120,15 +120,17 @@ class VoyageEmbedding(_Voyage, EmbeddingModel):
         else:
             path = "embeddings"
             body = {"input": texts, "model": self.model_name, "input_type": input_type}
-        return embedding_result(_post_json(self, path, json=body), texts, path)
+        return embedding_result(self.post_json(path, json=body), texts, path)
 
 
 @register
 class VoyageRerank(_Voyage, RerankModel):
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
-        """Scores in the documents' order; usage as reported (``total_tokens``) or estimated."""
-        if not texts:
-            raise ValueError("similarity needs at least one text")
-        body = {"query": query, "documents": list(texts), "model": self.model_name, "top_k": len(texts)}
-        data = _post_json(self, "rerank", json=body)
+        """Scores in the documents' order; usage as reported (``total_tokens``) or estimated. Voyage
+        takes at most :data:`MAX_RERANK_DOCUMENTS` documents a request: more are split and merged."""
+        return self.in_batches(query, texts, MAX_RERANK_DOCUMENTS, self._rerank)
+
+    def _rerank(self, query: str, texts: list[str]) -> RerankResult:
+        body = {"query": query, "documents": texts, "model": self.model_name, "top_k": len(texts)}
+        data = self.post_json("rerank", json=body)
         return rerank_result(data, "data", data.get("usage"), query, texts)

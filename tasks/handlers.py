@@ -11,18 +11,13 @@ import numpy as np
 
 from models.bundle import LLMBundle
 from models.jobs import ChunkWork, ItemOutcome, WorkItem
-from providers.base import EmbeddingResult, Usage
-from providers.errors import ErrorCode, ProviderError
+from providers.errors import ErrorCode, ProviderError, scrub
 from tasks.runner import Handler, HandlerResult
 
 
 def embedding(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
     texts = [item.text or "" for item in work.items]
-    if work.options.get("input_type") == "query":  # the provider's query mode: one text a call
-        parts = [bundle.encode_queries(text) for text in texts]
-        result = EmbeddingResult(np.concatenate([p.vectors for p in parts]), sum((p.usage for p in parts), Usage()))
-    else:
-        result = bundle.encode(texts)
+    result = bundle.encode(texts, query=work.options.get("input_type") == "query")  # batched either way
     vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
         raise ProviderError(f"provider returned {vectors.shape[0]} vectors for {len(texts)} texts", code=ErrorCode.SERVER)
@@ -43,6 +38,11 @@ def chat(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
     result = {"text": r.text, "tool_calls": [asdict(tc) for tc in r.tool_calls], "finish_reason": r.finish_reason,
               "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
                         "total_tokens": r.usage.total_tokens}}  # the one call's usage (an API batch line shows it)
+    if r.refusal is not None:  # the call succeeded (its tokens count) but the model refused: not a success
+        result["refusal"] = r.refusal
+        refused = ItemOutcome(item.id, result=result, error_code=ErrorCode.REFUSAL.value,
+                              error_message=scrub(r.refusal, *bundle.secrets)[:2000])
+        return HandlerResult([refused], r.usage)
     return HandlerResult([ItemOutcome(item.id, result=result)], r.usage)
 
 

@@ -64,8 +64,7 @@ def estimate(work: ChunkWork, bundle: LLMBundle) -> Cost:
     if work.model_type == "embedding":
         texts = [item.text or "" for item in work.items]
         batch = max(1, int(getattr(bundle.provider, "batch_size", 0) or len(texts) or 1))
-        requests = len(texts) if work.options.get("input_type") == "query" else math.ceil(len(texts) / batch)
-        return Cost(max(1, requests), sum(estimate_tokens(t) for t in texts))
+        return Cost(max(1, math.ceil(len(texts) / batch)), sum(estimate_tokens(t) for t in texts))
     item = work.items[0]
     payload: Any = item.payload or {}
     tokens = estimate_tokens(item.text or "")

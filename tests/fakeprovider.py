@@ -338,9 +338,21 @@ def _completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
+# A last user message starting with this is refused, as OpenAI refuses: ``content`` null, the
+# explanation in ``refusal`` (``delta.refusal`` pieces when streamed), finish reason "stop".
+REFUSE_PREFIX = "REFUSE:"
+FAKE_REFUSAL = "I'm sorry, I cannot assist with that request."
+
+
+def _refused(body: dict[str, Any]) -> bool:
+    return _content_text(_last_user_content(body.get("messages") or [])).startswith(REFUSE_PREFIX)
+
+
 def _chat_answer(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]], str]:
     """(content, tool_calls, finish_reason) for a chat request."""
     messages = body.get("messages") or []
+    if _refused(body):
+        return None, [], "stop"
     tools = body.get("tools") or []
     if not tools:
         return fake_reply(messages), [], "stop"
@@ -352,7 +364,8 @@ def _chat_answer(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]
 
 def _chat_usage(body: dict[str, Any], content: str | None, tool_calls: list[dict[str, Any]]) -> dict[str, int]:
     prompt = fake_tokens(_content_text(m.get("content")) for m in body.get("messages") or [])
-    completion = fake_tokens([content or "".join(c["function"]["arguments"] for c in tool_calls)])
+    answer = FAKE_REFUSAL if _refused(body) else content or "".join(c["function"]["arguments"] for c in tool_calls)
+    completion = fake_tokens([answer])
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -365,7 +378,7 @@ def chat_completion(body: dict[str, Any]) -> Reply:
         return Reply(
             200, content_type="text/event-stream", events=list(_chunks(body, content, tool_calls, finish, usage))
         )
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": FAKE_REFUSAL if _refused(body) else None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return json_reply(
@@ -407,6 +420,9 @@ def _chunks(
     yield chunk({"role": "assistant", "content": "" if content is not None else None, "refusal": None})
     for word in re.findall(r"\S+\s*", content or ""):
         yield chunk({"content": word})
+    if _refused(body):
+        for word in re.findall(r"\S+\s*", FAKE_REFUSAL):
+            yield chunk({"refusal": word})
     for index, call in enumerate(tool_calls):
         head = {
             "index": index,

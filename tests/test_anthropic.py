@@ -212,7 +212,7 @@ def test_tool_use_answer_and_usage_with_cache_tokens() -> None:
         ("max_tokens", "length"),
         ("tool_use", "tool_calls"),
         ("model_context_window_exceeded", "length"),
-        ("refusal", "content_filter"),
+        ("refusal", "refusal"),
         ("pause_turn", "pause_turn"),  # no OpenAI name: passed through
     ],
 )
@@ -657,3 +657,38 @@ def test_describe_without_prompt_uses_the_default_prompt() -> None:
     assert content[0]["source"]["media_type"] == "image/png"
     assert content[1]["type"] == "text" and content[1]["text"]
     assert json.dumps(recorder.json()).count(PNG_B64) == 1
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+REFUSAL_DETAILS = {"type": "refusal", "category": "cyber", "explanation": "This request was refused due to policy."}
+
+
+def test_a_refusal_carries_its_explanation_and_finish_reason_refusal() -> None:
+    """``stop_reason: "refusal"`` with ``stop_details`` (empty content): a refusal, usage as reported."""
+    body = {**message([], "refusal", input_tokens=18, output_tokens=5), "stop_details": REFUSAL_DETAILS}
+    result = chat(Recorder(httpx.Response(200, json=body))).chat(None, [{"role": "user", "content": "hi"}])
+    assert (result.text, result.finish_reason) == ("", "refusal")
+    assert result.refusal == "This request was refused due to policy. (category: cyber)"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (18, 5)
+
+
+def test_a_streamed_refusal_arrives_in_message_delta() -> None:
+    events = [
+        {"type": "message_start", "message": {**message([], None, input_tokens=20, output_tokens=1)}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": None,
+                                            "stop_details": REFUSAL_DETAILS}, "usage": {"output_tokens": 0}},
+        {"type": "message_stop"},
+    ]
+    names = [e["type"] for e in events]
+    recorder = Recorder(httpx.Response(200, content=sse(*events, event_names=names)))
+    (last,) = list(chat(recorder).chat_stream(None, [{"role": "user", "content": "hi"}]))
+    assert (last.finish_reason, last.refusal) == ("refusal", "This request was refused due to policy. (category: cyber)")
+
+
+def test_a_refusal_without_details_still_says_so() -> None:
+    result = chat(Recorder(httpx.Response(200, json=message([], "refusal")))).chat(None, [{"role": "user", "content": "hi"}])
+    assert result.finish_reason == "refusal" and result.refusal == "Claude refused to answer"

@@ -518,6 +518,32 @@ def test_an_exception_frame_mid_stream_raises_its_error() -> None:
     assert classify(info.value) is ErrorCode.RATE_LIMIT
 
 
+def test_a_model_stream_error_frame_is_a_retried_server_error() -> None:
+    """converse-stream's ``modelStreamErrorException`` ("A streaming error occurred. Retry your
+    request.", with the model's original status and message) is SERVER: retried, not GENERIC."""
+    exception = frame(
+        {":exception-type": "modelStreamErrorException", ":content-type": "application/json",
+         ":message-type": "exception"},
+        json.dumps({"message": "A streaming error occurred. Retry your request.", "originalStatusCode": 500,
+                    "originalMessage": "Internal server error"}).encode(),
+    )
+    recorder = Recorder(streamed(event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}}) + exception))
+    with pytest.raises(ProviderError) as info:
+        list(make("chat", recorder).chat_stream(None, [{"role": "user", "content": "hi"}]))
+    assert info.value.provider_code == "ModelStreamErrorException"
+    assert classify(info.value) is ErrorCode.SERVER and classify(info.value).retryable
+
+
+def test_a_daily_token_quota_frame_mid_stream_is_quota() -> None:
+    exception = frame(
+        {":exception-type": "throttlingException", ":content-type": "application/json", ":message-type": "exception"},
+        json.dumps({"message": "Too many tokens per day, please wait before trying again."}).encode(),
+    )
+    with pytest.raises(ProviderError) as info:
+        list(make("chat", Recorder(streamed(exception))).chat_stream(None, [{"role": "user", "content": "hi"}]))
+    assert info.value.provider_code == "ThrottlingException" and classify(info.value) is ErrorCode.QUOTA
+
+
 @pytest.mark.parametrize("damage", ["message-crc", "prelude-crc", "truncated"])
 def test_a_damaged_frame_is_a_server_error(damage: str) -> None:
     good = event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hello"}})
@@ -886,6 +912,10 @@ ERROR_CASES = [
     (aws_error(503, "ServiceUnavailableException", "Bedrock is unable to process your request."), "ServiceUnavailableException", ErrorCode.SERVER),
     (aws_error(429, "ModelNotReadyException", "Model is not ready for inference. Wait and try your request again."), "ModelNotReadyException", ErrorCode.SERVER),
     (aws_error(408, "ModelTimeoutException", "Model has timed out in processing the request."), "ModelTimeoutException", ErrorCode.TIMEOUT),
+    # The daily token quota is a 429 ThrottlingException too; only the next day lifts it.
+    (aws_error(429, "ThrottlingException", "Too many tokens per day, please wait before trying again."), "ThrottlingException", ErrorCode.QUOTA),
+    # AWS: "The request failed due to an error while processing the model." (HTTP 424)
+    (aws_error(424, "ModelErrorException", "The request failed due to an error while processing the model."), "ModelErrorException", ErrorCode.SERVER),
     # No header: the name comes from the body's __type.
     (httpx.Response(400, json={"__type": "com.amazon.coral.validate#ValidationException", "message": "1 validation error detected"}), "ValidationException", ErrorCode.INVALID_REQUEST),
 ]  # fmt: skip

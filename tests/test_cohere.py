@@ -538,6 +538,23 @@ def test_rerank_request_scores_and_estimated_usage() -> None:
     assert result.usage.prompt_tokens == sum(query_tokens + estimate_tokens(d) for d in documents)
 
 
+def test_rerank_above_1000_documents_is_split_and_merged() -> None:
+    documents = [f"passage {i}" for i in range(1001)]
+
+    def answer(start: int, n: int) -> httpx.Response:
+        results = [{"index": i, "relevance_score": 1 - (start + i) / 2000} for i in range(n)]
+        return httpx.Response(200, json={"id": "x", "results": results, "meta": {"billed_units": {"search_units": 1}}})
+
+    recorder = Recorder(answer(0, 1000), answer(1000, 1))
+    result = provider("rerank", "Cohere", recorder, model="rerank-v3.5", api_key=KEY).similarity("q", documents)
+
+    assert [recorder.json(i)["documents"] for i in range(2)] == [documents[:1000], documents[1000:]]
+    assert [recorder.json(i)["top_n"] for i in range(2)] == [1000, 1]
+    np.testing.assert_allclose(result.scores, 1 - np.arange(1001) / 2000, rtol=1e-6)
+    query_tokens = estimate_tokens("q")
+    assert result.usage.prompt_tokens == sum(query_tokens + estimate_tokens(d) for d in documents)
+
+
 def test_rerank_usage_from_meta_tokens_when_sent() -> None:
     answer = {
         "id": "1b5a3c2d",

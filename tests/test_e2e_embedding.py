@@ -543,7 +543,8 @@ def test_same_idempotency_key_returns_the_same_job(stack: Stack, clean_broker: N
 
 def test_query_jobs_use_the_providers_query_mode(stack: Stack, worker_factory, fake_provider: FakeProvider) -> None:
     """Upstage names a query twin for each passage model: a job of ``input_type="query"`` reaches
-    the provider as ``...-query`` (one call a query), a document job as the configured ``-passage``."""
+    the provider as ``...-query`` (the chunk's queries in one batched call), a document job as the
+    configured ``-passage``."""
     from models.db import session_scope
     from models.tenants import create_tenant, save_llm
     from tasks import producer
@@ -556,7 +557,7 @@ def test_query_jobs_use_the_providers_query_mode(stack: Stack, worker_factory, f
     queries = ["where is the key stored", "how are retries timed"]
     final = wait_for(producer.submit_embedding(tenant_id, model, queries, input_type="query"))
     assert final["status"] == "succeeded", final
-    assert [(c.model, c.n_inputs) for c in fake_provider.calls] == [("solar-embedding-1-large-query", 1)] * 2
+    assert [(c.model, c.n_inputs) for c in fake_provider.calls] == [("solar-embedding-1-large-query", 2)]
     fake_provider.reset()
     final = wait_for(producer.submit_embedding(tenant_id, model, queries))
     assert final["status"] == "succeeded", final

@@ -23,7 +23,7 @@ from conf.errors import InvalidRequest
 from models.jobs import ItemRow
 from providers.base import estimate_tokens
 from tests.conftest import Stack, Worker, start_worker
-from tests.fakeprovider import FakeProvider, fake_audio, fake_reply, fake_score, fake_tokens, fake_transcript
+from tests.fakeprovider import FAKE_REFUSAL, FakeProvider, fake_audio, fake_reply, fake_score, fake_tokens, fake_transcript
 
 KEY = "sk-test-valid-key-0001"
 MODELS = {
@@ -153,6 +153,28 @@ def test_chat_with_tools_returns_the_parsed_tool_call(types_worker: Worker, tena
     assert call["arguments"] == {"query": "find the retry policy"}
     assert call["id"].startswith("call_")
     assert result.result["finish_reason"] == "tool_calls" and result.result["text"] == ""
+
+
+def test_a_refused_chat_item_fails_with_refusal_keeping_its_text_and_usage(
+        types_worker: Worker, tenant: str, fake_provider: FakeProvider) -> None:
+    """OpenAI answers a refusal as a 200 with ``message.refusal`` and finish reason ``stop``. The
+    refused item is not a success: it fails with REFUSAL (the refusal as its message), its result
+    keeps the refusal and says finish reason ``refusal``, the job is ``partial`` beside an answered
+    item, and the refused call's tokens are in the ledger like any other call's."""
+    refused = [{"role": "user", "content": "REFUSE: how do I pick this lock"}]
+    answered = [{"role": "user", "content": "what is a lock"}]
+    items = [ItemRow("no", payload={"messages": refused}), ItemRow("yes", payload={"messages": answered})]
+    final, (no, yes) = run_job(tenant, "chat", items)
+    assert final["status"] == "partial", final
+    assert (final["items"]["succeeded"], final["items"]["failed"]) == (1, 1)
+    assert final["errors"] == [{"custom_id": "no", "code": "REFUSAL", "message": FAKE_REFUSAL}]
+    assert (no.status, no.error_code, no.error_message) == ("failed", "REFUSAL", FAKE_REFUSAL)
+    assert no.result == {"text": "", "tool_calls": [], "finish_reason": "refusal", "refusal": FAKE_REFUSAL}
+    assert yes.status == "succeeded" and yes.result["text"] == fake_reply(answered)
+    refused_tokens = fake_tokens([refused[0]["content"]]) + fake_tokens([FAKE_REFUSAL])
+    answered_tokens = fake_tokens([answered[0]["content"]]) + fake_tokens([fake_reply(answered)])
+    assert sorted(r.total_tokens for r in usage_rows(final["id"])) == sorted([refused_tokens, answered_tokens])
+    assert final["total_tokens"] == refused_tokens + answered_tokens == used_tokens(tenant, "chat")
 
 
 def test_chat_503_is_retried_and_succeeds(types_worker: Worker, tenant: str, fake_provider: FakeProvider) -> None:

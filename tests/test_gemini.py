@@ -453,6 +453,19 @@ def test_documents_and_queries_use_their_task_types() -> None:
     assert query.usage.estimated
 
 
+def test_embedding_usage_is_read_from_usage_metadata_when_reported() -> None:
+    """gemini-embedding-2 reports ``usageMetadata.promptTokenCount`` beside the embeddings; an
+    answer without it (gemini-embedding-001) is estimated."""
+    reported = httpx.Response(
+        200, json={"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3, 0.4]}], "usageMetadata": {"promptTokenCount": 11}}
+    )
+    recorder = Recorder(reported, embeddings([1.0, 0.0]))
+    model = gemini("embedding", recorder, model="gemini-embedding-2")
+    usage = model.encode(["first text", "second"]).usage
+    assert (usage.prompt_tokens, usage.total_tokens, usage.estimated) == (11, 11, False)
+    assert model.encode(["x"]).usage.estimated
+
+
 def test_embedding_batches_of_100_and_count_mismatch() -> None:
     recorder = Recorder(embeddings(*[[float(i)] for i in range(100)]), embeddings([100.0], [101.0]))
     model = gemini("embedding", recorder, model="models/gemini-embedding-001")
@@ -565,6 +578,39 @@ def test_bare_resource_exhausted_is_a_rate_limit_with_retry_after_header() -> No
 
     assert classify(error) is ErrorCode.RATE_LIMIT and error.retry_after == 3.0
     assert error.rate_limits == {"retry-after": "3"}
+
+
+# The Gemini API's spent-plan 429, as a reporter pasted it (gke-labs/gemini-for-kubernetes-development
+# issue 1215: "resource_exhausted is sticky and only resets midnight"): no QuotaFailure, only a Help link.
+PLAN_QUOTA_429 = google_error(
+    429,
+    "RESOURCE_EXHAUSTED",
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: "
+    "https://ai.dev/rate-limit. ",
+    {
+        "@type": "type.googleapis.com/google.rpc.Help",
+        "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
+    },
+)
+
+
+def test_resource_exhausted_without_quota_failure_is_decided_by_body_and_headers() -> None:
+    """No QuotaFailure: the spent-plan text with no wait is QUOTA (it lasts until the daily reset);
+    the same text with a Retry-After, or with RetryInfo, is RATE_LIMIT (Google said when to come
+    back); Vertex's bare "Resource exhausted. Please try again later." stays RATE_LIMIT."""
+    assert classify(raised(PLAN_QUOTA_429, 429)) is ErrorCode.QUOTA
+    assert classify(raised(PLAN_QUOTA_429, 429, headers={"retry-after": "20"})) is ErrorCode.RATE_LIMIT
+    with_retry_info = google_error(
+        429, "RESOURCE_EXHAUSTED", PLAN_QUOTA_429["error"]["message"],
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"},
+    )
+    assert classify(raised(with_retry_info, 429)) is ErrorCode.RATE_LIMIT
+    vertex = google_error(
+        429, "RESOURCE_EXHAUSTED", "Resource exhausted. Please try again later. Please refer to "
+        "https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details.",
+    )
+    assert classify(raised(vertex, 429)) is ErrorCode.RATE_LIMIT
 
 
 @pytest.mark.parametrize(

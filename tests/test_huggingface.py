@@ -201,6 +201,16 @@ def test_tei_errors_are_classified_by_type(status: int, error: str, error_type: 
     assert err.retry_after == 2.0 and err.rate_limits == {"retry-after": "2"}
 
 
+def test_embed_on_a_server_that_runs_no_embedding_model_is_not_retried() -> None:
+    """TEI's /embed on a re-ranker or classifier: 424 ``{"error": "Model is not an embedding model",
+    "error_type": "Backend"}`` (router/src/http/server.rs). A Backend error is otherwise SERVER
+    (retried), but no retry changes the model the server runs."""
+    rec = Recorder(httpx.Response(424, json={"error": "Model is not an embedding model", "error_type": "Backend"}))
+    with pytest.raises(ProviderError) as info:
+        provider("embedding", "HuggingFace", rec, base_url=BASE).encode(["a"])
+    assert classify(info.value) is ErrorCode.MODEL and not classify(info.value).retryable
+
+
 def test_non_tei_error_bodies_fall_back_to_the_common_shapes() -> None:
     rec = Recorder(
         httpx.Response(401, json={"error": "Authorization header is correct, but the token seems invalid"}),

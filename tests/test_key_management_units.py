@@ -356,11 +356,12 @@ CANDIDATES = [("a", "embedding"), ("b", "embedding"), ("c", "chat"), ("d", "chat
 
 @pytest.mark.parametrize(("codes", "tried", "not_tried"), [
     ({"a": None, "b": None, "c": None, "d": None}, "a", ""),  # the first that passes ends it
-    ({"a": "AUTHENTICATION", "b": "MODEL", "c": None, "d": None}, "abc", ""),
+    ({"a": "MODEL", "b": "INVALID_REQUEST", "c": None, "d": None}, "abc", ""),  # a model's own refusal: go on
+    ({"a": "AUTHENTICATION", "b": None, "c": None, "d": None}, "a", "bcd"),  # the key refused: the rest would be too
     ({"a": "RATE_LIMIT", "b": None, "c": None, "d": None}, "ab", ""),  # a busy model says nothing of the rest
     ({"a": "SERVER", "b": "QUOTA", "c": "INVALID_REQUEST", "d": "AUTHENTICATION"}, "abcd", ""),
     ({"a": "CONNECTION", "b": None, "c": None, "d": None}, "a", "bcd"),  # nobody answers: stop calling
-    ({"a": "AUTHENTICATION", "b": "TIMEOUT", "c": None, "d": None}, "ab", "cd"),
+    ({"a": "MODEL", "b": "TIMEOUT", "c": None, "d": None}, "ab", "cd"),
 ])
 def test_models_are_tried_until_one_accepts_and_not_after_the_provider_stops_answering(
         codes: dict[str, str | None], tried: str, not_tried: str) -> None:
@@ -373,6 +374,19 @@ def test_models_are_tried_until_one_accepts_and_not_after_the_provider_stops_ans
     skipped = [o for o in outcomes if o.code == "NOT_TRIED"]
     assert "".join(o.model[0] for o in skipped) == not_tried and not any(o.ok for o in skipped)
     assert outcomes[-1].ok == (not not_tried and codes[tried[-1]] is None)
+
+
+def test_a_refused_key_stops_after_the_first_refusal_and_says_so() -> None:
+    """``keys set`` with a key the provider refuses calls one model, not every model of the
+    factory, and the refusal says that the others were skipped and why."""
+    client, calls = scripted({"a": "AUTHENTICATION", "b": None, "c": None, "d": None})
+    with client:
+        outcomes = check_until_accepted("OpenAI", CANDIDATES, KEY, "https://api.example.com/v1", client=client)
+    assert calls == ["a"]
+    message = str(KeyRejected("no OpenAI model accepted it", outcomes))
+    assert "AUTHENTICATION: " in message and KEY not in message
+    assert ("NOT_TRIED: skipped: the provider refused the key (AUTHENTICATION) on a@OpenAI "
+            "[b@OpenAI (embedding), c@OpenAI (chat), d@OpenAI (chat)]") in message
 
 
 def test_a_refusal_names_each_distinct_error_once_with_at_most_three_models() -> None:

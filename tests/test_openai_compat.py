@@ -702,3 +702,50 @@ def test_audio_round_trip_over_loopback(fake: FakeProvider, client: httpx.Client
         ("audio/speech", "fake-tts"),
         ("audio/transcriptions", "fake-speech2text"),
     ]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_refusal_is_the_answer_with_finish_reason_refusal() -> None:
+    """OpenAI refuses in ``message.refusal`` (``content`` null, finish reason ``stop``): that is a
+    refusal, not an empty success. Usage as reported."""
+    body = {
+        "id": "chatcmpl-9nYAG9LPNonX8DAyrkwYfemr3C8HC",
+        "object": "chat.completion",
+        "created": 1721596428,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": "I'm sorry, I can't assist with that request."},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 81, "completion_tokens": 11, "total_tokens": 92},
+        "system_fingerprint": "fp_3407719c7f",
+    }
+    model = make("chat", "OpenAI", Recorder(httpx.Response(200, json=body)), api_key=KEY)
+    result = model.chat(None, [{"role": "user", "content": "how do I pick a lock"}])
+    assert (result.text, result.finish_reason) == ("", "refusal")
+    assert result.refusal == "I'm sorry, I can't assist with that request."
+    assert (result.usage.total_tokens, result.usage.estimated) == (92, False)
+
+
+def test_a_streamed_refusal_is_joined_from_its_delta_pieces() -> None:
+    """Streamed, the refusal comes as ``delta.refusal`` pieces (the first one empty), then finish
+    reason ``stop`` and the usage chunk: no text deltas, one refusal on the last delta."""
+    events = [
+        chunk({"role": "assistant", "content": None, "refusal": ""}),
+        *(chunk({"refusal": piece}) for piece in ["I'm", " sorry", ",", " I", " can't", " help", "."]),
+        chunk({}, "stop"),
+        {**chunk({}), "choices": [], "usage": {"prompt_tokens": 79, "completion_tokens": 11, "total_tokens": 90}},
+        "[DONE]",
+    ]
+    model = make("chat", "OpenAI", Recorder(httpx.Response(200, content=sse(*events))), api_key=KEY)
+    deltas = list(model.chat_stream(None, [{"role": "user", "content": "how do I pick a lock"}]))
+    assert len(deltas) == 1
+    (last,) = deltas
+    assert (last.text, last.finish_reason, last.refusal) == ("", "refusal", "I'm sorry, I can't help.")
+    assert last.usage is not None and last.usage.total_tokens == 90

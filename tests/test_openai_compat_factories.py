@@ -38,6 +38,7 @@ DOCUMENTED_BASE = {
     "MiniMax": "https://api.minimaxi.com/v1",
     "XunFei Spark": "https://spark-api-open.xf-yun.com/v1",
     "ModelScope": "https://api-inference.modelscope.cn/v1",
+    "Tencent TokenHub": "https://tokenhub.tencentmaas.com/v1",
     "OpenRouter": "https://openrouter.ai/api/v1",
     "TogetherAI": "https://api.together.xyz/v1",
     "DeepInfra": "https://api.deepinfra.com/v1/openai",
@@ -199,6 +200,24 @@ GEN_CONF = {
     "response_format": {"type": "json_object"},
     "top_k": 5,  # not an OpenAI option: never sent
 }
+
+
+def test_tencent_tokenhub_is_openai_compatible_beside_the_native_hunyuan_api() -> None:
+    """TokenHub: Bearer key, OpenAI's chat completions, the catalog's Hunyuan model names; the
+    "Tencent Hunyuan" row stays the TC3-signed Tencent Cloud API."""
+    from providers.registry import get_provider_class
+    from providers.tencent import HunyuanChat
+
+    hub = {m.name for f in load_catalog() if f.name == "Tencent TokenHub" for m in f.models}
+    hunyuan = {m.name for f in load_catalog() if f.name == "Tencent Hunyuan" for m in f.models}
+    assert "hy3" in hub and hub == hunyuan
+    assert issubclass(get_provider_class("chat", "Tencent Hunyuan"), HunyuanChat)
+    server = Server()
+    result = make("chat", "Tencent TokenHub", server, model="hy3", api_key=KEY).chat(None, [{"role": "user", "content": "ping"}])
+    assert str(server.last.url) == "https://tokenhub.tencentmaas.com/v1/chat/completions"
+    assert server.last.headers["authorization"] == f"Bearer {KEY}"
+    assert json.loads(server.last.content)["model"] == "hy3"
+    assert result.text == "pong" and result.usage.total_tokens == 13
 
 
 @pytest.mark.parametrize("model", ["gpt-5", "gpt-5-mini", "gpt-5.4-nano", "o3", "o3-pro-2025-06-10", "o4-mini", "o1"])

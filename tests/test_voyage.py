@@ -153,6 +153,25 @@ def test_rerank_request_scores_and_usage() -> None:
     assert (result.usage.prompt_tokens, result.usage.total_tokens, result.usage.estimated) == (26, 26, False)
 
 
+def test_rerank_above_1000_documents_is_split_and_merged() -> None:
+    """Voyage: "The number of documents cannot exceed 1,000." 2,500 documents go as 1,000 + 1,000 +
+    500; each answer's (best-first, batch-relative) indexes land on the right documents."""
+    documents = [f"document {i}" for i in range(2500)]
+
+    def answer(start: int, n: int) -> httpx.Response:
+        data = [{"relevance_score": (start + i) / 10_000, "index": i} for i in reversed(range(n))]
+        return httpx.Response(200, json={"object": "list", "data": data, "model": "rerank-2.5", "usage": {"total_tokens": n}})
+
+    recorder = Recorder(answer(0, 1000), answer(1000, 1000), answer(2000, 500))
+    result = provider("rerank", "Voyage AI", recorder, model="rerank-2.5", api_key=KEY).similarity("q", documents)
+
+    assert [len(recorder.json(i)["documents"]) for i in range(3)] == [1000, 1000, 500]
+    assert [recorder.json(i)["top_k"] for i in range(3)] == [1000, 1000, 500]
+    assert recorder.json(2)["documents"][0] == "document 2000"
+    np.testing.assert_allclose(result.scores, np.arange(2500) / 10_000, rtol=1e-6)
+    assert (result.usage.total_tokens, result.usage.estimated) == (2500, False)
+
+
 def test_rerank_without_usage_is_estimated() -> None:
     recorder = Recorder(httpx.Response(200, json={"object": "list", "data": [{"relevance_score": 0.9, "index": 0}]}))
     model = provider("rerank", "Voyage AI", recorder, model="rerank-2.5-lite", api_key=KEY)
