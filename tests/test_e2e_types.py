@@ -169,12 +169,14 @@ def test_a_refused_chat_item_fails_with_refusal_keeping_its_text_and_usage(
     assert (final["items"]["succeeded"], final["items"]["failed"]) == (1, 1)
     assert final["errors"] == [{"custom_id": "no", "code": "REFUSAL", "message": FAKE_REFUSAL}]
     assert (no.status, no.error_code, no.error_message) == ("failed", "REFUSAL", FAKE_REFUSAL)
+    usage = no.result.pop("usage")  # the refused call's own usage, as every chat item's result carries it
     assert no.result == {"text": "", "tool_calls": [], "finish_reason": "refusal", "refusal": FAKE_REFUSAL}
     assert yes.status == "succeeded" and yes.result["text"] == fake_reply(answered)
     refused_tokens = fake_tokens([refused[0]["content"]]) + fake_tokens([FAKE_REFUSAL])
     answered_tokens = fake_tokens([answered[0]["content"]]) + fake_tokens([fake_reply(answered)])
     assert sorted(r.total_tokens for r in usage_rows(final["id"])) == sorted([refused_tokens, answered_tokens])
     assert final["total_tokens"] == refused_tokens + answered_tokens == used_tokens(tenant, "chat")
+    assert usage["total_tokens"] == refused_tokens
 
 
 def test_chat_503_is_retried_and_succeeds(types_worker: Worker, tenant: str, fake_provider: FakeProvider) -> None:

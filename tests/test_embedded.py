@@ -23,6 +23,23 @@ def _embedded_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+def _run_worker(data_dir: Path, job_id: str, *pool: str) -> tuple[dict, Path]:
+    """A worker on the embedded broker until the job ends: (its final status, the worker's log)."""
+    from tasks import producer
+
+    log = data_dir / "worker.log"
+    with open(log, "wb") as fh:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding", *pool, "-l", "info"],
+            cwd=ROOT, env=_embedded_env(data_dir), stdout=fh, stderr=subprocess.STDOUT,
+        )
+    try:
+        return producer.wait(job_id, timeout=120, poll=0.2), log
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Path]:
     """This process pointed at an embedded data dir; the previous environment restored after."""
@@ -46,17 +63,7 @@ def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fa
     texts = [f"embedded text {i} about {i % 7}" for i in range(150)]
     job_id = producer.submit_embedding(tenant, "text-embedding-3-small@OpenAI", texts, chunk_size=16)
 
-    log = embedded / "worker.log"
-    with open(log, "wb") as fh:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding", "-P", "solo", "-l", "info"],
-            cwd=ROOT, env=_embedded_env(embedded), stdout=fh, stderr=subprocess.STDOUT,
-        )
-    try:
-        final = producer.wait(job_id, timeout=120, poll=0.2)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+    final, log = _run_worker(embedded, job_id, "-P", "solo")
     assert final["status"] == "succeeded", log.read_text()
     assert (embedded / "broker.sqlite").exists() and (embedded / "modelyard.sqlite").exists()
     res = producer.results(job_id)
@@ -82,17 +89,7 @@ def test_the_embedded_default_still_limits(embedded: Path, fake_provider) -> Non
         set_llm_limits(s, tenant, model, "embedding", rpm=120)
     job_id = producer.submit_embedding(tenant, model, [f"limited text {i}" for i in range(24)], chunk_size=4)
 
-    log = embedded / "worker.log"
-    with open(log, "wb") as fh:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding", "-P", "threads", "-c", "4", "-l", "info"],
-            cwd=ROOT, env=_embedded_env(embedded), stdout=fh, stderr=subprocess.STDOUT,
-        )
-    try:
-        final = producer.wait(job_id, timeout=120, poll=0.2)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+    final, log = _run_worker(embedded, job_id, "-P", "threads", "-c", "4")
     assert final["status"] == "succeeded", log.read_text()
     times = sorted(c.time for c in fake_provider.calls if c.route == "embeddings")
     assert len(times) == 6
