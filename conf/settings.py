@@ -90,6 +90,12 @@ class Settings:
     api_wait_seconds: float
 
     @property
+    def chunk_lease_seconds(self) -> float:
+        """How long a running chunk is held without a renewal (renewed every third of it while
+        its worker lives): one provider call and then some, so only a dead worker loses it."""
+        return 2 * self.llm_timeout_seconds + 10
+
+    @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Insert, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Insert, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,7 @@ class ChunkWork:
     model: str
     options: dict[str, Any]
     items: list[WorkItem]
+    release: int = 0  # the release this execution claimed
 
 
 @dataclass
@@ -72,13 +73,20 @@ class ItemOutcome:
     error_message: str | None = None
 
 
+class Sent(NamedTuple):
+    """A chunk to send a message for, and which release of it the message is."""
+
+    chunk_id: int
+    release: int
+
+
 @dataclass
 class ChunkDone:
     """What finishing a chunk changed: for the caller to send messages and log."""
 
     applied: bool  # False: the chunk was already finished or cancelled; nothing written
     cancelled: bool = False  # the job was cancelled while the chunk ran: its tokens were still spent
-    released: list[int] = field(default_factory=list)
+    released: list[Sent] = field(default_factory=list)
     job_status: str | None = None
 
 
@@ -179,8 +187,9 @@ def insert_chunks(session: Session, job_id: str, n_items: int, chunk_size: int) 
     return len(rows)
 
 
-def release_chunks(session: Session, job_id: str, n: int, stall_seconds: float) -> list[int]:
-    """Mark up to ``n`` pending chunks queued (in order); the caller sends their messages after commit."""
+def release_chunks(session: Session, job_id: str, n: int, stall_seconds: float) -> list[Sent]:
+    """Mark up to ``n`` pending chunks queued (in order), as their first release; the caller
+    sends their messages after commit."""
     if n <= 0:
         return []
     pending = (
@@ -190,29 +199,58 @@ def release_chunks(session: Session, job_id: str, n: int, stall_seconds: float) 
         .limit(n)
         .with_for_update(skip_locked=True)  # two finishing chunks never release the same one
     )
-    released = session.scalars(
+    released = session.execute(
         update(job_chunks)
         .where(job_chunks.c.id.in_(pending.scalar_subquery()))
         .values(status="queued", releases=job_chunks.c.releases + 1, deadline_at=utcnow() + timedelta(seconds=stall_seconds))
-        .returning(job_chunks.c.id)
-    )
-    return sorted(released)  # ids grow with seq: the release order
+        .returning(job_chunks.c.id, job_chunks.c.releases)
+    ).all()
+    return sorted(Sent(r.id, r.releases) for r in released)  # ids grow with seq: the release order
 
 
-def load_chunk(session: Session, chunk_id: int) -> ChunkWork | None:
-    """The chunk's inputs, or None if it is no longer waiting for work (done, cancelled, gone).
+# Why a message was dropped without calling the provider (the task's result, logged).
+SKIPPED = "skipped"  # the chunk is done, cancelled or gone
+SUPERSEDED = "superseded"  # the sweeper sent a newer release of the chunk since
+CLAIMED = "claimed"  # another execution of the same release holds the chunk's lease
+
+
+def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seconds: float) -> ChunkWork | str:
+    """Claim the chunk for this message and return its inputs, or why the message is dropped
+    (:data:`SKIPPED`, :data:`SUPERSEDED`, :data:`CLAIMED`): at most one execution of a
+    release reaches the provider.
+
+    The claim is the chunk's lease: status ``running`` until ``deadline_at`` (now +
+    ``lease_seconds``; the caller renews it while it runs). A message of the current release
+    claims a ``queued`` chunk, or a ``running`` one whose lease expired (its holder died).
+    ``release`` None is a message from before releases were sent: taken as the current one.
     Marks the job running on its first chunk."""
+    now = utcnow()
     row = session.execute(
-        select(job_chunks.c.job_id, job_chunks.c.status, job_chunks.c.first_item, job_chunks.c.item_count,
+        select(job_chunks.c.job_id, job_chunks.c.status, job_chunks.c.releases, job_chunks.c.deadline_at,
+               job_chunks.c.first_item, job_chunks.c.item_count,
                jobs.c.tenant_id, jobs.c.model_type, jobs.c.model, jobs.c.options, jobs.c.status.label("job_status"))
         .join(jobs, jobs.c.id == job_chunks.c.job_id)
         .where(job_chunks.c.id == chunk_id)
+        .with_for_update(of=job_chunks)  # two messages of one release: the second waits, then sees the claim
     ).first()
-    if row is None or row.status != "queued" or row.job_status in TERMINAL:
-        return None
+    if row is None or row.status not in ("queued", "running") or row.job_status in TERMINAL:
+        return SKIPPED
+    if release is not None and release < row.releases:
+        return SUPERSEDED
+    if row.status == "running" and row.deadline_at is not None and _aware(row.deadline_at) > now:
+        return CLAIMED
+    claimed = session.execute(  # conditional too: SQLite has no FOR UPDATE
+        update(job_chunks)
+        .where(job_chunks.c.id == chunk_id, job_chunks.c.releases == row.releases,
+               or_(job_chunks.c.status == "queued",
+                   and_(job_chunks.c.status == "running", job_chunks.c.deadline_at <= now)))
+        .values(status="running", deadline_at=now + timedelta(seconds=lease_seconds))
+    )
+    if claimed.rowcount == 0:
+        return CLAIMED
     if row.job_status == "queued":
         session.execute(
-            update(jobs).where(jobs.c.id == row.job_id, jobs.c.status == "queued").values(status="running", started_at=utcnow())
+            update(jobs).where(jobs.c.id == row.job_id, jobs.c.status == "queued").values(status="running", started_at=now)
         )
     items = [
         WorkItem(r.id, r.seq, r.custom_id, r.text, r.payload, r.blob)
@@ -223,14 +261,34 @@ def load_chunk(session: Session, chunk_id: int) -> ChunkWork | None:
             .order_by(job_items.c.seq)
         )
     ]
-    return ChunkWork(chunk_id, row.job_id, row.tenant_id, row.model_type, row.model, row.options or {}, items)
+    return ChunkWork(chunk_id, row.job_id, row.tenant_id, row.model_type, row.model, row.options or {}, items,
+                     release=row.releases)
 
 
-def postpone_chunk(session: Session, chunk_id: int, seconds: float) -> None:
-    """A retry is scheduled: the sweeper must not think the chunk stalled before then."""
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def renew_lease(session: Session, chunk_id: int, release: int, lease_seconds: float) -> bool:
+    """Extend a running chunk's lease; False if this release no longer holds it (finished,
+    cancelled, or re-sent after the lease expired)."""
+    renewed = session.execute(
+        update(job_chunks)
+        .where(job_chunks.c.id == chunk_id, job_chunks.c.status == "running", job_chunks.c.releases == release)
+        .values(deadline_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return renewed.rowcount > 0
+
+
+def postpone_chunk(session: Session, chunk_id: int, release: int, seconds: float) -> None:
+    """The chunk goes back to the queue (a retry or a wait for rate budget): it gives up its
+    lease, and the sweeper must not think it stalled for ``seconds``."""
     session.execute(
-        update(job_chunks).where(job_chunks.c.id == chunk_id, job_chunks.c.status == "queued")
-        .values(deadline_at=utcnow() + timedelta(seconds=seconds))
+        update(job_chunks)
+        .where(job_chunks.c.id == chunk_id, job_chunks.c.status.in_(("queued", "running")),
+               job_chunks.c.releases == release)
+        .values(status="queued", deadline_at=utcnow() + timedelta(seconds=seconds))
     )
 
 
@@ -262,7 +320,9 @@ def finish_chunk(
     too, so the two cannot deadlock."""
     failed = isinstance(outcome, ChunkError)
     guard = session.execute(
-        update(job_chunks).where(job_chunks.c.id == work.chunk_id, job_chunks.c.status == "queued")
+        # Not only this release's claim: an execution whose lease expired meanwhile still
+        # applies if it finishes first (its call was paid for), and the newer message is skipped.
+        update(job_chunks).where(job_chunks.c.id == work.chunk_id, job_chunks.c.status.in_(("queued", "running")))
         .values(status="failed" if failed else "succeeded", deadline_at=None)
     )
     if guard.rowcount == 0:
@@ -333,7 +393,7 @@ def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> s
         return job["status"]
     # Chunks first, the job's row last: the lock order of finish_chunk (no deadlock between them).
     session.execute(
-        update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.status.in_(("pending", "queued")))
+        update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.status.in_(("pending", "queued", "running")))
         .values(status="cancelled", deadline_at=None)
     )
     session.execute(
@@ -343,23 +403,31 @@ def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> s
     return "cancelled"
 
 
-def stalled_chunks(session: Session, stall_seconds: float, limit: int = 500) -> list[tuple[int, str]]:
-    """Queued chunks past their deadline (their message was lost): re-mark and return them."""
+def stalled_chunks(session: Session, stall_seconds: float, limit: int = 500) -> list[tuple[Sent, str]]:
+    """Chunks whose message was lost or whose holder died -- ``queued`` past their deadline, or
+    ``running`` past their lease -- as a new release, with their model type. A message of an
+    older release is dropped when a worker takes it, so a copy still waiting in the queue never
+    reaches the provider. The next deadline doubles with each release (up to 16 x
+    ``stall_seconds``): a queue that takes longer than the deadline to drain is re-sent to a
+    few times, not forever."""
     now = utcnow()
     rows = session.execute(
-        select(job_chunks.c.id, jobs.c.model_type)
+        select(job_chunks.c.id, job_chunks.c.releases, jobs.c.model_type)
         .join(jobs, jobs.c.id == job_chunks.c.job_id)
-        .where(job_chunks.c.status == "queued", job_chunks.c.deadline_at < now)
+        .where(job_chunks.c.status.in_(("queued", "running")), job_chunks.c.deadline_at < now)
         .order_by(job_chunks.c.deadline_at)
         .limit(limit)
         .with_for_update(skip_locked=True, of=job_chunks)
     ).all()
-    if rows:
+    stalled = []
+    for r in rows:
+        wait = stall_seconds * 2 ** min(max(r.releases, 1), 4)
         session.execute(
-            update(job_chunks).where(job_chunks.c.id.in_([r.id for r in rows]))
-            .values(releases=job_chunks.c.releases + 1, deadline_at=now + timedelta(seconds=stall_seconds))
+            update(job_chunks).where(job_chunks.c.id == r.id)
+            .values(status="queued", releases=r.releases + 1, deadline_at=now + timedelta(seconds=wait))
         )
-    return [(r.id, r.model_type) for r in rows]
+        stalled.append((Sent(r.id, r.releases + 1), r.model_type))
+    return stalled
 
 
 def get_job(session: Session, job_id: str, tenant_id: str | None = None) -> dict[str, Any]:

@@ -131,11 +131,12 @@ job_chunks = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("seq", Integer, nullable=False),
-    Column("status", String(16), nullable=False, default="pending"),  # pending|queued|succeeded|failed|cancelled
+    # pending|queued (its message sent)|running (claimed: deadline_at is the lease)|succeeded|failed|cancelled
+    Column("status", String(16), nullable=False, default="pending"),
     Column("first_item", Integer, nullable=False),  # job_items.seq of its first item
     Column("item_count", Integer, nullable=False),
     Column("releases", Integer, nullable=False, default=0),  # times a message was sent for it
-    Column("deadline_at", DateTime(timezone=True)),  # no progress by then: the sweeper re-releases it
+    Column("deadline_at", DateTime(timezone=True)),  # passed: the sweeper sends a new release
     UniqueConstraint("job_id", "seq"),
     Index("ix_job_chunks_status_deadline", "status", "deadline_at"),
     # The next chunk to release, without walking past the job's finished ones.

@@ -18,12 +18,13 @@ log = logging.getLogger("modelyard.maintenance")
 def sweep_stalled() -> int:
     """Re-send chunks whose messages were lost (a killed worker, a broker restarted empty).
 
-    The database is the source of truth: a chunk still ``queued`` after its deadline gets
-    a new message. A duplicate execution is harmless: finishing a chunk is guarded."""
+    The database is the source of truth: a chunk still ``queued`` after its deadline, or
+    ``running`` after its lease, gets a message for a new release; a worker that takes the
+    old release's message (still waiting in the queue) drops it without calling the provider."""
     with session_scope() as session:
         stalled = stalled_chunks(session, get_settings().stall_seconds)
-    for chunk_id, model_type in stalled:
-        send_chunks(model_type, [chunk_id])
+    for sent, model_type in stalled:
+        send_chunks(model_type, [sent])
     if stalled:
         log.warning("re-released %d stalled chunks", len(stalled))
     return len(stalled)

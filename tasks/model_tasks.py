@@ -11,8 +11,9 @@ from tasks.runner import Handler, run_chunk
 def _define(model_type: str, handler: Handler) -> Task:
     # max_retries=None: no limit of Celery's own; LLM_MAX_RETRIES is applied in tasks.runner.
     @app.task(name=TASK_NAMES[model_type], bind=True, max_retries=None)
-    def run(self: Task, chunk_id: int, tries: int = 0) -> str:
-        return run_chunk(self, chunk_id, handler, tries=tries)
+    # release None: a message sent before messages carried their release (taken as the current one).
+    def run(self: Task, chunk_id: int, tries: int = 0, release: int | None = None) -> str:
+        return run_chunk(self, chunk_id, handler, tries=tries, release=release)
 
     return run
 

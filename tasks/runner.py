@@ -1,6 +1,8 @@
 """Running one chunk: the path every model type's task shares.
 
-1. load the chunk's inputs (skip if it is done or cancelled: a redelivered message);
+1. claim the chunk (models.jobs.claim_chunk): a message of a superseded release, or of a
+   release another execution is running, or for a chunk that is done or cancelled, is dropped
+   without calling the provider; the claim is a lease that tasks.lease renews while we run;
 2. resolve the tenant's LLMBundle; take the call's budget from the fleet-wide limiter
    (tasks.limits): a short wait is slept, a longer one sends the chunk back to the queue with
    a countdown -- a wait, not a try;
@@ -12,6 +14,8 @@
 ``tries`` (in the message) counts the provider's real answers to this chunk: only they
 count against ``LLM_MAX_RETRIES``. The tasks are declared with Celery's ``max_retries=None``
 (no limit of Celery's own), so a wait or a retry never raises ``MaxRetriesExceededError``.
+``release`` (in the message) is which release of the chunk it is; a message sent back to the
+queue keeps it, and gives up the lease until it is taken again.
 """
 from __future__ import annotations
 
@@ -28,10 +32,10 @@ from conf.settings import get_settings
 from models.bundle import LLMBundle
 from models.crypto import SecretKeyError
 from models.db import session_scope
-from models.jobs import ChunkError, ChunkWork, ItemOutcome, finish_chunk, load_chunk, postpone_chunk
+from models.jobs import SKIPPED, ChunkError, ChunkWork, ItemOutcome, claim_chunk, finish_chunk, postpone_chunk
 from providers.base import Usage
 from providers.errors import ErrorCode, ProviderError, classify, scrub
-from tasks import limits
+from tasks import lease, limits
 from tasks.orchestrate import send_chunks
 from tasks.retry import retry_countdown
 
@@ -47,22 +51,30 @@ class HandlerResult:
 Handler = Callable[[LLMBundle, ChunkWork], HandlerResult]
 
 
-def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0) -> str:
+def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0, release: int | None = None) -> str:
     settings = get_settings()
     with session_scope() as session:
-        work = load_chunk(session, chunk_id)
-        if work is None:
-            return "skipped"
+        work = claim_chunk(session, chunk_id, release, settings.chunk_lease_seconds)
+        if isinstance(work, str):
+            if work != SKIPPED:
+                log.info("chunk %s: message of release %s dropped without a provider call: %s",
+                         chunk_id, release, work)
+            return work
         bundle, refused = _open_bundle(session, work)
-    if bundle is None:
-        return _fail(work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
+    with lease.holding(work.chunk_id, work.release, settings.chunk_lease_seconds):
+        if bundle is None:
+            return _fail(work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
+        return _call(task, work, bundle, handler, tries)
 
+
+def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, tries: int) -> str:
+    settings = get_settings()
     attempt = f"{task.request.id}:{task.request.retries}"
     cost = limits.estimate(work, bundle) if limits.applies(bundle) else None
     if cost is not None:
         countdown = limits.wait_for_budget(bundle, cost, attempt)
         if countdown is not None:
-            log.info("chunk %s waits %.1fs for its key's rate budget", chunk_id, countdown)
+            log.info("chunk %s waits %.1fs for its key's rate budget", work.chunk_id, countdown)
             _requeue(task, work, countdown, tries)
 
     started = time.perf_counter()
@@ -81,7 +93,7 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0) ->
                             record_usage=lambda: bundle.record_usage(session, result.usage, task_attempt=attempt,
                                                                      job_id=work.job_id, latency_ms=latency_ms))
     if not done.applied:
-        log.info("chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", chunk_id, attempt)
+        log.info("chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", work.chunk_id, attempt)
         return "discarded"
     send_chunks(work.model_type, done.released)
     return "done"
@@ -102,8 +114,8 @@ def _open_bundle(session: Session, work: ChunkWork) -> tuple[LLMBundle | None, s
 def _requeue(task: Task, work: ChunkWork, countdown: float, tries: int) -> None:
     """Send the chunk back to its queue to run in ``countdown`` seconds (raises Celery's Retry)."""
     with session_scope() as session:
-        postpone_chunk(session, work.chunk_id, countdown + get_settings().stall_seconds)
-    raise task.retry(countdown=countdown, kwargs={"tries": tries})
+        postpone_chunk(session, work.chunk_id, work.release, countdown + get_settings().stall_seconds)
+    raise task.retry(countdown=countdown, kwargs={"tries": tries, "release": work.release})
 
 
 def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception, *, tries: int,

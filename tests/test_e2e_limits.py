@@ -249,3 +249,26 @@ def test_tenants_sharing_one_key_share_its_budget(stack: Stack, worker_factory, 
     assert most_in_one_second([c.time for c in calls]) <= 5
     assert len({row["key"] for t in tenants for row in cli_json(stack, "limits", "--tenant", t)}) == 1
     assert ledger(jobs[0], tenants[0])["events"] == 12
+
+
+def test_a_key_that_must_wait_does_not_hold_up_other_keys(
+    stack: Stack, worker_factory, fake_provider: FakeProvider
+) -> None:
+    """Key A allows 6 calls a minute (one every 10 s); key B has no limit. With two worker threads
+    and A's chunks queued first, B's job still finishes in seconds: A's chunks go back to the
+    queue to wait instead of sleeping on the threads."""
+    from tasks import producer
+
+    slow, fast = make_tenant(fake_provider.base_url), make_tenant(fake_provider.base_url, api_key="sk-other-key-0002")
+    fake_provider.keys = None  # accept both keys
+    set_limits(slow, rpm=6)
+    slow_job = producer.submit_embedding(slow, MODEL, corpus(16, "slow"), chunk_size=4)
+    fast_job = producer.submit_embedding(fast, MODEL, corpus(16, "fast"), chunk_size=4)
+    worker_factory(pool="threads", concurrency=2)
+    started = time.monotonic()
+
+    assert wait_for(fast_job, timeout=30)["status"] == "succeeded"
+    assert time.monotonic() - started < 10
+    from tasks.producer import status
+
+    assert status(slow_job)["items"]["succeeded"] <= 8  # A is still being paced

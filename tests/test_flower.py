@@ -4,7 +4,7 @@ Flower builds its task list from the events the producer (``task-sent``) and the
 (``task-received``, ``task-succeeded``...) publish on the broker, and finds workers through a
 broadcast ``inspect``. What it proves: ``modelyard flower`` starts Flower on the configured
 broker behind ``MODELYARD_FLOWER_BASIC_AUTH``; the worker and the job's tasks show up in its
-HTTP API; and what Flower shows its users -- every task's arguments -- holds chunk ids only,
+HTTP API; and what Flower shows its users -- every task's arguments -- holds chunk ids and release numbers only,
 never a tenant's API key.
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
     stack: Stack, flower: Flower, worker_factory, fake_provider,  # noqa: ANN001
 ) -> None:
     """A worker appears in ``/api/workers``; an embedding job's chunks appear in ``/api/tasks``
-    as ``modelyard.embedding.run_chunk`` tasks whose only argument is a chunk id of that job;
+    as ``modelyard.embedding.run_chunk`` tasks whose arguments are a chunk id of that job and its release (1);
     and the API key is nowhere in what Flower serves."""
     from models.db import session_scope
     from models.tables import job_chunks
@@ -142,7 +142,7 @@ def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
     for task in tasks:
         args = ast.literal_eval(task["args"])
         assert isinstance(args, (list, tuple)) and len(args) == 1 and isinstance(args[0], int), task["args"]
-        assert ast.literal_eval(task["kwargs"]) == {}, task["kwargs"]
+        assert ast.literal_eval(task["kwargs"]) == {"release": 1}, task["kwargs"]
         shown_args.add(args[0])
     assert shown_args == chunk_ids
 

@@ -544,7 +544,7 @@ class Breakdown:
 
 STAGES = (
     ("tasks/runner.py", "run_chunk"),
-    ("models/jobs.py", "load_chunk"),
+    ("models/jobs.py", "claim_chunk"),
     ("models/bundle.py", "open"),
     ("tasks/handlers.py", "embedding"),
     ("models/jobs.py", "finish_chunk"),
