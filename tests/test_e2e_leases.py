@@ -226,24 +226,24 @@ def test_a_worker_killed_mid_call_has_its_chunk_rerun_after_the_lease_expires_no
 def test_a_long_running_chunk_renews_its_lease_and_is_never_resent(
     stack: Stack, worker_factory, fake_provider: FakeProvider
 ) -> None:
-    """A query-mode chunk makes one call per text: 14 calls of 1.2 s each run longer than the
-    14 s lease. The worker's heartbeat renews the lease, so the sweeper (every 0.3 s, 1 s stall
+    """A chunk of 140 texts for a model whose requests carry at most 10 (Tongyi-Qianwen's
+    text-embedding-v3) makes 14 calls: 1.2 s each, longer than the 14 s lease. The worker's heartbeat renews the lease, so the sweeper (every 0.3 s, 1 s stall
     deadline) never re-sends the chunk: 14 calls in all, one release."""
     from models.db import session_scope
     from models.tenants import create_tenant, save_llm
     from tasks import producer
 
-    model = "solar-embedding-1-large-passage@Upstage"
+    model = "text-embedding-v3@Tongyi-Qianwen"
     with session_scope() as session:
         tenant_id = create_tenant(session, f"e2e-{uuid.uuid4().hex[:10]}", defaults=False)
         save_llm(session, tenant_id, model, "embedding", api_key=KEY, api_base=fake_provider.base_url)
     env = {"LLM_TIMEOUT_SECONDS": "2", "MODELYARD_STALL_SECONDS": "1"}
     fake_provider.latency_ms = 1200
-    queries = [f"query number {i}" for i in range(14)]
+    texts = [f"text number {i}" for i in range(140)]
     with env_overrides(stack, **env):
         worker_factory(concurrency=2, extra_env=env)
         with sweeping():
-            job_id = producer.submit_embedding(tenant_id, model, queries, input_type="query")
+            job_id = producer.submit_embedding(tenant_id, model, texts, chunk_size=140)
             final = wait_for(job_id, timeout=JOB_TIMEOUT)
 
     assert final["status"] == "succeeded", final
