@@ -70,6 +70,12 @@ class Settings:
     langfuse_public_key: str
     langfuse_secret_key: str
     langfuse_host: str
+    # Input limits (tasks/validation.py): each refusal names the variable.
+    max_custom_id_chars: int = 256  # job_items.custom_id is varchar(256): the most it can be
+    max_payload_bytes: int = 4 * 1024 * 1024  # one item's text + JSON payload; also the longest input line
+    max_blob_bytes: int = 25 * 1024 * 1024  # one image / audio item (providers' own caps are 20-25 MB)
+    max_payload_depth: int = 32  # nesting of a JSON payload (or a .jsonl line)
+    max_chat_messages: int = 1000  # messages in one chat item
 
     @property
     def embedded_broker(self) -> bool:
@@ -113,6 +119,11 @@ def _load() -> Settings:
         langfuse_public_key=os.environ.get("LANGFUSE_PUBLIC_KEY", "").strip(),
         langfuse_secret_key=os.environ.get("LANGFUSE_SECRET_KEY", "").strip(),
         langfuse_host=os.environ.get("LANGFUSE_HOST", "").strip() or "https://cloud.langfuse.com",
+        max_custom_id_chars=_env_int("MODELYARD_MAX_CUSTOM_ID_CHARS", 256),
+        max_payload_bytes=_env_int("MODELYARD_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024),
+        max_blob_bytes=_env_int("MODELYARD_MAX_BLOB_BYTES", 25 * 1024 * 1024),
+        max_payload_depth=_env_int("MODELYARD_MAX_PAYLOAD_DEPTH", 32),
+        max_chat_messages=_env_int("MODELYARD_MAX_CHAT_MESSAGES", 1000),
     )
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
@@ -122,6 +133,11 @@ def _load() -> Settings:
         raise SettingsError("MODELYARD_JOB_MAX_INFLIGHT and MODELYARD_EMBEDDING_CHUNK_SIZE must be at least 1")
     if s.key_validation_timeout <= 0 or s.key_revalidate_seconds <= 0 or s.key_revalidate_spread_seconds < 0:
         raise SettingsError("MODELYARD_KEY_VALIDATION_TIMEOUT and MODELYARD_KEY_REVALIDATE_SECONDS must be positive")
+    if not 1 <= s.max_custom_id_chars <= 256:
+        raise SettingsError("MODELYARD_MAX_CUSTOM_ID_CHARS must be between 1 and 256 (the custom_id column's width)")
+    if min(s.max_payload_bytes, s.max_blob_bytes, s.max_payload_depth, s.max_chat_messages) < 1:
+        raise SettingsError("MODELYARD_MAX_PAYLOAD_BYTES, MODELYARD_MAX_BLOB_BYTES, MODELYARD_MAX_PAYLOAD_DEPTH and "
+                            "MODELYARD_MAX_CHAT_MESSAGES must be at least 1")
     return s
 
 
