@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -179,6 +180,9 @@ def note(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Our log lines are for workers' logs; a command says what matters itself, in one line (without
+    # this, Python's last-resort handler would print the producer's warnings raw on stderr).
+    logging.getLogger("modelyard").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

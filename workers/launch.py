@@ -18,6 +18,9 @@ from models.locks import BeatLock
 if TYPE_CHECKING:
     from celery import Celery
 
+# A first worker process that exits with an error (not a signal) sooner than this has a setting or
+# start-up problem that a restart would not fix (a broker that is down does not end it: Celery waits).
+STARTUP_SECONDS = 10.0
 # Held for the life of the process (dropping it would release the lock).
 _beat_lock = BeatLock()
 
@@ -67,27 +70,35 @@ def run_celery(app: Celery, argv: list[str]) -> int:
 def supervise_worker(args: argparse.Namespace) -> int:
     """Run the Celery worker in a child process and start a new one whenever it exits non-zero
     (a broker that went away and a library that gave up), with a growing pause (1 s doubling to
-    30 s, back to 1 s after a child that ran a minute). SIGTERM / SIGINT are passed on to the child;
-    then this process exits with the child's code."""
+    30 s, back to 1 s after a child that ran a minute) -- unless the first one fails while
+    starting. SIGTERM is passed on to the child; then this process exits with the child's code."""
     argv = [sys.executable, "-m", "workers.cli", *_worker_argv(args), "--no-restart"]
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 
-    def forward(signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        if child is not None and child.poll() is None:
+        # SIGTERM (compose, systemd, kill) is passed on: a second one is harmless to Celery. A
+        # terminal's Ctrl-C / Ctrl-\ reach the child directly (one process group): passing them on
+        # too would turn its warm shutdown into a cold one.
+        if signum == signal.SIGTERM and child is not None and child.poll() is None:
             child.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, forward)
+        signal.signal(sig, on_signal)
     pause = 1.0
+    first = True
     while True:
         started = time.monotonic()
         child = subprocess.Popen(argv)
         code = _wait(child)
         if stopping or code == 0:
             return code
+        if first and code < 128 and time.monotonic() - started < STARTUP_SECONDS:
+            _say(f"the worker process failed while starting (status {code}); not restarting it")
+            return code
+        first = False
         if time.monotonic() - started > 60:
             pause = 1.0
         _say(f"the worker process exited with status {code}; starting a new one in {pause:.0f}s")
