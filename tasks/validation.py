@@ -51,10 +51,10 @@ def custom_id(value: Any, where: str, limits: Limits) -> str:
     if len(value) > limits.custom_id_chars:
         raise InvalidRequest(f"{where}: custom_id is {len(value):,} characters; the limit is "
                              f"{limits.custom_id_chars:,} (MODELYARD_MAX_CUSTOM_ID_CHARS)")
-    for pos, ch in enumerate(value):
-        if unicodedata.category(ch) in ("Cc", "Cs"):
-            raise InvalidRequest(f"{where}: custom_id holds {_char(ch)} at character {pos + 1}; "
-                                 "control characters are not allowed in a custom id")
+    pos = _control_at(value)
+    if pos is not None:
+        raise InvalidRequest(f"{where}: custom_id holds {_char(value[pos])} at character {pos + 1}; "
+                             "control characters are not allowed in a custom id")
     return value
 
 
@@ -116,10 +116,17 @@ def name(value: Any, what: str, *, max_chars: int = 256) -> str:
         raise InvalidRequest(f"{what} must be a non-empty string, got {_kind(value)}")
     if len(value) > max_chars:
         raise InvalidRequest(f"{what} is {len(value):,} characters; the limit is {max_chars:,}")
-    for pos, ch in enumerate(value):
-        if unicodedata.category(ch) in ("Cc", "Cs"):
-            raise InvalidRequest(f"{what} holds {_char(ch)} at character {pos + 1}; control characters are not allowed")
+    pos = _control_at(value)
+    if pos is not None:
+        raise InvalidRequest(f"{what} holds {_char(value[pos])} at character {pos + 1}; control characters are not allowed")
     return value
+
+
+def _control_at(value: str) -> int | None:
+    """Where the first control character (or lone surrogate) is, if any."""
+    if value.isprintable():  # the common case, in C: printable excludes every Cc and Cs character
+        return None
+    return next((pos for pos, ch in enumerate(value) if unicodedata.category(ch) in ("Cc", "Cs")), None)
 
 
 def _json_only(root: dict[str, Any], where: str, max_depth: int) -> None:
