@@ -119,6 +119,8 @@ def _checked(model_type: str, index: int, row: ItemRow, limits: Limits) -> ItemR
     if not isinstance(row, ItemRow):
         raise InvalidRequest(f"item {index}: expected an ItemRow, got {type(row).__name__}")
     where = f"item {validation.custom_id(row.custom_id, f'item {index}', limits)!r}"
+    if model_type == "tts" and (not isinstance(row.text, str) or not row.text.strip()):
+        raise InvalidRequest(f"{where}: tts needs a non-empty text")
     if row.text is not None:
         validation.text(row.text, where, limits)
     validation.payload(row.payload, where, limits, extra_bytes=len(row.text.encode("utf-8")) if row.text else 0)
@@ -138,10 +140,8 @@ def _checked(model_type: str, index: int, row: ItemRow, limits: Limits) -> ItemR
         if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
             raise InvalidRequest(f'{where}: rerank needs "documents", a non-empty list of strings')
     elif model_type in ("image2text", "speech2text"):
-        blob = validation.blob(row.blob, where, limits, "image" if model_type == "image2text" else "audio")
+        blob = validation.blob(row.blob, where, limits, model_type, "image" if model_type == "image2text" else "audio")
         return ItemRow(row.custom_id, row.text, row.payload, blob)
-    elif model_type == "tts" and row.text is None:
-        raise InvalidRequest(f"{where}: tts needs a non-empty text")
     if row.blob is not None:
         raise InvalidRequest(f"{where}: {model_type} takes no binary input (blob)")
     return row

@@ -100,9 +100,9 @@ def payload(value: Any, where: str, limits: Limits, *, extra_bytes: int = 0) -> 
                              f"{limits.payload_bytes:,} (MODELYARD_MAX_PAYLOAD_BYTES)")
 
 
-def blob(value: Any, where: str, limits: Limits, what: str) -> bytes:
+def blob(value: Any, where: str, limits: Limits, model_type: str, what: str) -> bytes:
     if not isinstance(value, (bytes, bytearray, memoryview)) or not len(value):
-        raise InvalidRequest(f"{where}: needs the {what} bytes, got {_kind(value)}")
+        raise InvalidRequest(f"{where}: {model_type} needs the {what} bytes, got {_kind(value)}")
     data = bytes(value)
     if len(data) > limits.blob_bytes:
         raise InvalidRequest(f"{where}: the {what} is {len(data):,} bytes; the limit is {limits.blob_bytes:,} "
