@@ -94,6 +94,12 @@ class Settings:
         """How long a running chunk is held without a renewal (renewed every third of it while
         its worker lives): one provider call and then some, so only a dead worker loses it."""
         return 2 * self.llm_timeout_seconds + 10
+    # Input limits (tasks/validation.py): each refusal names the variable.
+    max_custom_id_chars: int = 256  # job_items.custom_id is varchar(256): the most it can be
+    max_payload_bytes: int = 4 * 1024 * 1024  # one item's text + JSON payload; also the longest input line
+    max_blob_bytes: int = 25 * 1024 * 1024  # one image / audio item (providers' own caps are 20-25 MB)
+    max_payload_depth: int = 32  # nesting of a JSON payload (or a .jsonl line)
+    max_chat_messages: int = 1000  # messages in one chat item
 
     @property
     def embedded_broker(self) -> bool:
@@ -143,6 +149,11 @@ def _load() -> Settings:
         api_port=_env_int("MODELYARD_API_PORT", 8000),
         api_max_upload_bytes=_env_int("MODELYARD_API_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
         api_wait_seconds=_env_float("MODELYARD_API_WAIT_SECONDS", 60.0),
+        max_custom_id_chars=_env_int("MODELYARD_MAX_CUSTOM_ID_CHARS", 256),
+        max_payload_bytes=_env_int("MODELYARD_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024),
+        max_blob_bytes=_env_int("MODELYARD_MAX_BLOB_BYTES", 25 * 1024 * 1024),
+        max_payload_depth=_env_int("MODELYARD_MAX_PAYLOAD_DEPTH", 32),
+        max_chat_messages=_env_int("MODELYARD_MAX_CHAT_MESSAGES", 1000),
     )
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
@@ -159,6 +170,11 @@ def _load() -> Settings:
     if not 0 < s.api_port < 65536 or s.api_max_upload_bytes < 1 or s.api_wait_seconds <= 0:
         raise SettingsError("MODELYARD_API_PORT must be a port, MODELYARD_API_MAX_UPLOAD_BYTES and "
                             "MODELYARD_API_WAIT_SECONDS positive")
+    if not 1 <= s.max_custom_id_chars <= 256:
+        raise SettingsError("MODELYARD_MAX_CUSTOM_ID_CHARS must be between 1 and 256 (the custom_id column's width)")
+    if min(s.max_payload_bytes, s.max_blob_bytes, s.max_payload_depth, s.max_chat_messages) < 1:
+        raise SettingsError("MODELYARD_MAX_PAYLOAD_BYTES, MODELYARD_MAX_BLOB_BYTES, MODELYARD_MAX_PAYLOAD_DEPTH and "
+                            "MODELYARD_MAX_CHAT_MESSAGES must be at least 1")
     return s
 
 

@@ -159,6 +159,8 @@ def _insert_batch(session: Session, stmt: Insert, buf: list[dict[str, Any]]) -> 
             session.execute(stmt, buf)
     except IntegrityError:
         dup = _duplicate_custom_id(session, buf)
+        if dup is None:  # another constraint: not the caller's duplicate
+            raise
         raise Conflict(f"custom_id {dup!r} is used by more than one item; custom_id values must be unique "
                        "within a job") from None
 
@@ -468,3 +470,13 @@ def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[
             return
         yield from rows
         last = rows[-1].seq
+
+
+def sweep_soon(session: Session, chunk_ids: list[int]) -> None:
+    """Their messages could not be sent (the broker is down): make the chunks due for the next
+    sweep instead of waiting out their deadline. Only chunks still ``queued`` are touched."""
+    if chunk_ids:
+        session.execute(
+            update(job_chunks).where(job_chunks.c.id.in_(chunk_ids), job_chunks.c.status == "queued")
+            .values(deadline_at=utcnow())
+        )

@@ -20,6 +20,8 @@ SWEEP_TASK = "modelyard.maintenance.sweep_stalled"
 REVALIDATE_ALL_TASK = "modelyard.maintenance.revalidate_keys"
 REVALIDATE_TASK = "modelyard.maintenance.revalidate_key"
 MAINTENANCE_TASKS = (SWEEP_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK)
+# kombu's retry policy for one publish: 4 tries over about 2 s, then the caller hears of it.
+PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.4, "interval_max": 1.0}
 
 
 def make_app(settings: Settings) -> Celery:
@@ -33,6 +35,8 @@ def configure(app: Celery, settings: Settings) -> None:
     # kombu's SQLAlchemy transport hands its transport options to create_engine(): it gets
     # none (it has no visibility timeout; the sweeper re-sends what a dead worker held).
     transport_options = {} if settings.embedded_broker else {"visibility_timeout": settings.broker_visibility_timeout}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        transport_options["socket_connect_timeout"] = 5  # an unreachable host fails a publish, never hangs it
     app.conf.update(
         broker_url=settings.broker_url,
         task_acks_late=True,
@@ -50,6 +54,12 @@ def configure(app: Celery, settings: Settings) -> None:
                      **{name: {"queue": "maintenance"} for name in MAINTENANCE_TASKS}},
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        # A publish to a broker that is down gives up after about 2 s (see tasks.orchestrate).
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        # A task running when the connection drops finishes (its result is in the database);
+        # its message is redelivered and skipped as done. Cancelling would waste a paid call.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,

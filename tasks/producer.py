@@ -7,6 +7,7 @@ rest follow as earlier ones finish (at most ``MODELYARD_JOB_MAX_INFLIGHT`` in fl
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,10 +34,21 @@ from models.jobs import (
 from models.tenants import get_tenant_model, resolve_tenant
 from providers.base import MODEL_TYPES
 from providers.registry import UnsupportedModel, get_provider_class
+from tasks import validation
 from tasks.orchestrate import send_chunks
+from tasks.validation import Limits
 
 Input = str | dict[str, Any] | ItemRow
 EMBEDDING_INPUT_TYPES = ("document", "query")
+log = logging.getLogger("modelyard.producer")
+
+
+class JobId(str):
+    """A submitted job's id. ``unsent``: how many of its chunk messages the broker did not take
+    (it was down). The job is saved all the same and the sweeper sends them when the broker is
+    back: do not submit it again."""
+
+    unsent: int = 0
 
 
 def submit_embedding(
@@ -47,7 +59,7 @@ def submit_embedding(
     idempotency_key: str | None = None,
     chunk_size: int | None = None,
     input_type: str = "document",
-) -> str:
+) -> JobId:
     """Submit a batch embedding job; returns its id at once.
 
     ``texts``: strings (custom ids "0", "1", ...) or ``{"custom_id": ..., "text": ...}`` dicts.
@@ -55,16 +67,16 @@ def submit_embedding(
     with the provider's query mode where it has one -- Cohere's ``search_query``, Jina's
     ``retrieval.query``, Gemini's ``RETRIEVAL_QUERY``...).
     """
-    if isinstance(texts, (str, bytes)):  # iterating it would embed each character
-        raise InvalidRequest("texts must be a list (or other iterable) of texts, not a single string")
     settings = get_settings()
-    size = chunk_size or settings.embedding_chunk_size
-    if size < 1:
-        raise InvalidRequest("chunk size must be at least 1")
+    size = settings.embedding_chunk_size if chunk_size is None else chunk_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidRequest(f"chunk size must be a whole number of at least 1; got {size!r}"[:200])
     if input_type not in EMBEDDING_INPUT_TYPES:
-        raise InvalidRequest(f"input_type must be one of {', '.join(EMBEDDING_INPUT_TYPES)}; got {input_type!r}")
-    return _submit(tenant, "embedding", model, (_embedding_row(i, t, settings.max_text_chars) for i, t in enumerate(texts)),
-                   chunk_size=size, idempotency_key=idempotency_key, options={"input_type": input_type})
+        raise InvalidRequest(f"input_type must be one of {', '.join(EMBEDDING_INPUT_TYPES)}; got {input_type!r}"[:200])
+    limits = Limits.of(settings)
+    rows = (_embedding_row(i, t, limits) for i, t in enumerate(_items(texts, "texts")))
+    return _submit(tenant, "embedding", model, rows, chunk_size=size, idempotency_key=idempotency_key,
+                   options={"input_type": input_type})
 
 
 def submit(
@@ -74,7 +86,7 @@ def submit(
     items: Iterable[ItemRow],
     *,
     idempotency_key: str | None = None,
-) -> str:
+) -> JobId:
     """Submit a job of any type; each non-embedding item is one provider call (one chunk).
 
     Item shapes (``ItemRow`` fields) per type:
@@ -86,25 +98,41 @@ def submit(
     """
     if model_type == "embedding":
         return submit_embedding(tenant, model, items, idempotency_key=idempotency_key)
-    if model_type not in MODEL_TYPES:
-        raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
-    max_chars = get_settings().max_text_chars
-    rows = (_checked(model_type, i, row, max_chars) for i, row in enumerate(items))
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+        raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}"[:200])
+    limits = Limits.of(get_settings())
+    rows = (_checked(model_type, i, row, limits) for i, row in enumerate(_items(items, "items")))
     return _submit(tenant, model_type, model, rows, chunk_size=1, idempotency_key=idempotency_key)
 
 
-def _checked(model_type: str, index: int, row: ItemRow, max_chars: int) -> ItemRow:
+def _items(values: Any, what: str) -> Iterator[Any]:
+    if isinstance(values, (str, bytes, bytearray, dict)):  # iterating it would embed each character (or key)
+        raise InvalidRequest(f"{what} must be a list (or other iterable) of items, not a single string or object")
+    try:
+        return iter(values)
+    except TypeError:
+        raise InvalidRequest(f"{what} must be a list (or other iterable) of items, got {type(values).__name__}") from None
+
+
+def _checked(model_type: str, index: int, row: ItemRow, limits: Limits) -> ItemRow:
     """Validate one non-embedding item; the message names the item."""
     if not isinstance(row, ItemRow):
         raise InvalidRequest(f"item {index}: expected an ItemRow, got {type(row).__name__}")
-    where = f"item {row.custom_id!r}"
-    p = row.payload if isinstance(row.payload, dict) else {}
-    if row.payload is not None and not isinstance(row.payload, dict):
-        raise InvalidRequest(f"{where}: payload must be an object")
+    where = f"item {validation.custom_id(row.custom_id, f'item {index}', limits)!r}"
+    if model_type == "tts" and (not isinstance(row.text, str) or not row.text.strip()):
+        raise InvalidRequest(f"{where}: tts needs a non-empty text")
+    if row.text is not None:
+        validation.text(row.text, where, limits)
+    validation.payload(row.payload, where, limits, extra_bytes=len(row.text.encode("utf-8")) if row.text else 0)
+    p = row.payload or {}
     if model_type == "chat":
         msgs = p.get("messages")
-        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
+        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                             for m in msgs):
             raise InvalidRequest(f'{where}: chat needs "messages", a non-empty list of {{"role", "content"}} objects')
+        if len(msgs) > limits.chat_messages:
+            raise InvalidRequest(f"{where}: chat has {len(msgs):,} messages; the limit is {limits.chat_messages:,} "
+                                 "(MODELYARD_MAX_CHAT_MESSAGES)")
     elif model_type == "rerank":
         docs = p.get("documents")
         if not isinstance(p.get("query"), str) or not p["query"].strip():
@@ -112,37 +140,24 @@ def _checked(model_type: str, index: int, row: ItemRow, max_chars: int) -> ItemR
         if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
             raise InvalidRequest(f'{where}: rerank needs "documents", a non-empty list of strings')
     elif model_type in ("image2text", "speech2text"):
-        if not row.blob:
-            raise InvalidRequest(f"{where}: {model_type} needs the {'image' if model_type == 'image2text' else 'audio'} bytes")
-    elif model_type == "tts":
-        if not isinstance(row.text, str) or not row.text.strip():
-            raise InvalidRequest(f"{where}: tts needs a non-empty text")
-    if isinstance(row.text, str) and len(row.text) > max_chars:
-        raise InvalidRequest(f"{where}: text is {len(row.text):,} characters; the limit is {max_chars:,}")
+        blob = validation.blob(row.blob, where, limits, model_type, "image" if model_type == "image2text" else "audio")
+        return ItemRow(row.custom_id, row.text, row.payload, blob)
+    if row.blob is not None:
+        raise InvalidRequest(f"{where}: {model_type} takes no binary input (blob)")
     return row
 
 
-def _embedding_row(index: int, item: Input, max_chars: int) -> ItemRow:
+def _embedding_row(index: int, item: Input, limits: Limits) -> ItemRow:
     if isinstance(item, ItemRow):
-        row = item
+        custom_id, value = item.custom_id, item.text
     elif isinstance(item, str):
-        row = ItemRow(custom_id=str(index), text=item)
+        custom_id, value = str(index), item
     elif isinstance(item, dict):
-        custom_id = item.get("custom_id", str(index))
-        row = ItemRow(custom_id=str(custom_id), text=item.get("text"))
+        custom_id, value = item.get("custom_id", str(index)), item.get("text")
     else:
         raise InvalidRequest(f"item {index}: expected a string or an object with \"text\", got {type(item).__name__}")
-    if not isinstance(row.text, str):
-        raise InvalidRequest(f"item {row.custom_id!r}: \"text\" must be a string")
-    if not row.text.strip():
-        raise InvalidRequest(f"item {row.custom_id!r}: text is empty")
-    if len(row.text) > max_chars:
-        raise InvalidRequest(
-            f"item {row.custom_id!r}: text is {len(row.text):,} characters; the limit is {max_chars:,} (MODELYARD_MAX_TEXT_CHARS)"
-        )
-    if not row.custom_id or len(row.custom_id) > 256:
-        raise InvalidRequest(f"item {index}: custom_id must be 1 to 256 characters")
-    return row
+    where = f"item {validation.custom_id(custom_id, f'item {index}', limits)!r}"
+    return ItemRow(custom_id=custom_id, text=validation.text(value, where, limits))
 
 
 def _capped(rows: Iterator[ItemRow], limit: int) -> Iterator[ItemRow]:
@@ -153,8 +168,12 @@ def _capped(rows: Iterator[ItemRow], limit: int) -> Iterator[ItemRow]:
 
 
 def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *, chunk_size: int,
-            idempotency_key: str | None, options: dict[str, Any] | None = None) -> str:
+            idempotency_key: str | None, options: dict[str, Any] | None = None) -> JobId:
     settings = get_settings()
+    validation.name(tenant, "tenant")
+    validation.name(model, "model", max_chars=400)
+    if idempotency_key is not None:
+        validation.name(idempotency_key, "idempotency key")
     job_id = secrets.token_hex(8)
     with session_scope() as session:
         tenant_id = resolve_tenant(session, tenant)
@@ -171,14 +190,18 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
                               model=tm.full_name, options={"chunk_size": chunk_size, **(options or {})},
                               idempotency_key=idempotency_key)
         if existing:
-            return existing
+            return JobId(existing)
         n_items = insert_items(session, job_id, _capped(rows, settings.max_job_items))
         if n_items == 0:
             raise InvalidRequest("a job needs at least one input")
         insert_chunks(session, job_id, n_items, chunk_size)
         released = release_chunks(session, job_id, settings.job_max_inflight_chunks, settings.stall_seconds)
-    send_chunks(model_type, released)
-    return job_id
+    submitted = JobId(job_id)
+    submitted.unsent = len(send_chunks(model_type, released))
+    if submitted.unsent:
+        log.warning("job %s is saved, but the broker did not take its %d chunk message(s); the sweeper sends them "
+                    "when the broker is back", job_id, submitted.unsent)
+    return submitted
 
 
 def status(job_id: str, *, max_errors: int = 1000) -> dict[str, Any]:

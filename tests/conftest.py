@@ -132,14 +132,15 @@ class Worker:
 
 
 def start_worker(stack: Stack, log_dir: Path, *, queues: str = "embedding,maintenance", pool: str = "prefork",
-                 concurrency: int = 2, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Worker:
+                 concurrency: int = 2, extra_env: dict[str, str] | None = None, timeout: float = 60.0,
+                 extra_args: tuple[str, ...] = ()) -> Worker:
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = log_dir / f"{name.split('@')[0]}.log"
     env = {**os.environ, **stack.env, **(extra_env or {})}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
-             "-n", name, "-l", "info"],
+             "-n", name, "-l", "info", *extra_args],
             cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
         )
     worker = Worker(proc, name, log, env)

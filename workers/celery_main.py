@@ -4,5 +4,6 @@ from tasks.app import app
 from workers import startup
 
 startup.install()
+startup.add_consumer_steps(app)
 
 __all__ = ["app"]

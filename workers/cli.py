@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--loglevel", default="info")
     p.add_argument("-n", "--hostname", default=None, help="node name (default: celery@HOST)")
     p.add_argument("-B", "--beat", action="store_true", help="also run the beat scheduler in this worker")
+    p.add_argument("--no-restart", action="store_true",
+                   help="run Celery in this process and exit with its status (for a supervisor that restarts it); "
+                        "default: run it in a child process and start a new one if it exits non-zero")
     p.set_defaults(func=launch.worker)
 
     p = sub.add_parser("beat", help="run the celery beat scheduler (sweeps stalled chunks)")
@@ -226,7 +230,14 @@ def error(message: str) -> None:
     sys.stderr.write(f"modelyard: error: {message}\n")
 
 
+def note(message: str) -> None:
+    sys.stderr.write(f"modelyard: note: {message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Our log lines are for workers' logs; a command says what matters itself, in one line (without
+    # this, Python's last-resort handler would print the producer's warnings raw on stderr).
+    logging.getLogger("modelyard").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -238,10 +249,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         error("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, not a stack trace; details at debug level
-        from providers.errors import scrub
-
-        error(f"{type(exc).__name__}: {scrub(str(exc))}")
+        error(internal_error_line(exc))
         return 1
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """A bug or an outage in one line: the driver's own first line for a database error (never
+    SQLAlchemy's statement and parameters, which would echo inputs), scrubbed of secrets."""
+    from providers.errors import scrub
+
+    orig = getattr(exc, "orig", None)  # sqlalchemy.exc.DBAPIError wraps the driver's exception
+    shown = orig if isinstance(orig, BaseException) else exc
+    first = (str(shown).strip().splitlines() or [""])[0]
+    return f"{type(shown).__name__}: {scrub(first)[:300]}"
 
 
 if __name__ == "__main__":

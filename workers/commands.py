@@ -12,7 +12,7 @@ from models.tables import tenants
 from models.tenants import create_tenant, resolve_tenant
 from models.usage import usage_summary
 from tasks import producer
-from workers.cli import print_json
+from workers.cli import note, print_json
 from workers.inputs import read_inputs
 from workers.progress import job_progress
 from workers.tables import out, table
@@ -50,6 +50,9 @@ def embed(args: argparse.Namespace) -> int:
     job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files),
                                        idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
                                        input_type="query" if args.queries else "document")
+    if job_id.unsent:
+        note(f"job {job_id} is saved, but the broker is not reachable: its messages will be sent when the broker "
+             "is back (by the sweeper; see docs/operations.md). Do not submit it again.")
     if not args.wait:
         if args.json:
             print_json({"job_id": job_id})

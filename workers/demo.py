@@ -91,7 +91,7 @@ def _start_worker() -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
         return subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding,maintenance", "-P", "solo",
-             "-l", "info", "-n", f"demo-{os.getpid()}@%h"],
+             "-l", "info", "-n", f"demo-{os.getpid()}@%h", "--no-restart"],  # the demo stops it itself
             stdout=fh, stderr=subprocess.STDOUT,
         )
 

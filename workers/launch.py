@@ -2,28 +2,46 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
 
 from conf.errors import InvalidRequest
 from conf.settings import get_settings
 from models.locks import BeatLock
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+# A first worker process that exits with an error (not a signal) sooner than this has a setting or
+# start-up problem that a restart would not fix (a broker that is down does not end it: Celery waits).
+STARTUP_SECONDS = 10.0
 # Held for the life of the process (dropping it would release the lock).
 _beat_lock = BeatLock()
 
 
-def worker(args: argparse.Namespace) -> None:
+def worker(args: argparse.Namespace) -> int:
     from tasks.app import QUEUES
-    from workers.celery_main import app
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise InvalidRequest(f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}")
+    if not args.no_restart:
+        return supervise_worker(args)
+    from workers.celery_main import app
+
     # Provider calls wait on the network: as many threads as one job may have chunks in flight.
     concurrency = args.concurrency or get_settings().job_max_inflight_chunks
-    argv = ["worker", "-Q", ",".join(queues), "-P", args.pool, "-c", str(concurrency), "-l", args.loglevel]
+    # Gossip and mingle are worker-to-worker chatter modelyard does not use; Gossip's event
+    # consumer is where kombu's Redis channel fails on a lost connection (celery/kombu#582).
+    argv = ["worker", "-Q", ",".join(queues), "-P", args.pool, "-c", str(concurrency), "-l", args.loglevel,
+            "--without-gossip", "--without-mingle"]
     if args.hostname:
         argv += ["-n", args.hostname]
     if args.beat:
@@ -31,7 +49,82 @@ def worker(args: argparse.Namespace) -> None:
             argv += ["-B", "-s", str(_beat_schedule_file())]
         else:
             _say("another beat holds the schedule lock; this worker starts without -B")
-    app.worker_main(argv)
+    return run_celery(app, argv)
+
+
+def run_celery(app: Celery, argv: list[str]) -> int:
+    """``app.start(argv)``, keeping the exit code: Celery's ``worker_main`` and ``start`` drop it,
+    so a worker that gave up ("Unrecoverable error") used to exit 0 and no supervisor restarted it."""
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app
+    try:
+        code = celery_command.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    finally:
+        celery_command.params[0].default = None
+    return code if isinstance(code, int) else 0
+
+
+def supervise_worker(args: argparse.Namespace) -> int:
+    """Run the Celery worker in a child process and start a new one whenever it exits non-zero
+    (a broker that went away and a library that gave up), with a growing pause (1 s doubling to
+    30 s, back to 1 s after a child that ran a minute) -- unless the first one fails while
+    starting. SIGTERM is passed on to the child; then this process exits with the child's code."""
+    argv = [sys.executable, "-m", "workers.cli", *_worker_argv(args), "--no-restart"]
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        # SIGTERM (compose, systemd, kill) is passed on: a second one is harmless to Celery. A
+        # terminal's Ctrl-C / Ctrl-\ reach the child directly (one process group): passing them on
+        # too would turn its warm shutdown into a cold one.
+        if signum == signal.SIGTERM and child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, on_signal)
+    pause = 1.0
+    first = True
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(argv)
+        code = _wait(child)
+        if stopping or code == 0:
+            return code
+        if first and code < 128 and time.monotonic() - started < STARTUP_SECONDS:
+            _say(f"the worker process failed while starting (status {code}); not restarting it")
+            return code
+        first = False
+        if time.monotonic() - started > 60:
+            pause = 1.0
+        _say(f"the worker process exited with status {code}; starting a new one in {pause:.0f}s")
+        deadline = time.monotonic() + pause
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if stopping:
+            return code
+        pause = min(pause * 2, 30.0)
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    """The child's exit status, shell-style (128 + N for a child killed by signal N)."""
+    code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["worker", "-Q", args.queues, "-P", args.pool, "-l", args.loglevel]
+    if args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    if args.hostname:
+        argv += ["-n", args.hostname]
+    if args.beat:
+        argv.append("-B")
+    return argv
 
 
 def _say(message: str) -> None:
@@ -45,12 +138,12 @@ def _beat_schedule_file() -> Path:
     return settings.data_dir / "celerybeat-schedule"
 
 
-def beat(args: argparse.Namespace) -> None:
+def beat(args: argparse.Namespace) -> int:
     from workers.celery_main import app
 
     # Before the scheduler opens its schedule file: a standby beat must not touch it.
     _beat_lock.acquire(on_wait=lambda: _say("another beat holds the schedule lock; standing by until it stops"))
-    app.start(["beat", "-l", args.loglevel, "-s", str(_beat_schedule_file())])
+    return run_celery(app, ["beat", "-l", args.loglevel, "-s", str(_beat_schedule_file())])
 
 
 def flower(args: argparse.Namespace) -> None:

@@ -7,7 +7,9 @@ process, arq-style), with the timeout from settings.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from conf.settings import get_settings
@@ -15,6 +17,9 @@ from models import tracing
 from models.bundle import clear_bundle_cache
 from models.db import reset_engine
 from providers import http
+from tasks.app import SWEEP_TASK
+
+log = logging.getLogger("modelyard.worker")
 
 
 def init_process(**_: object) -> None:
@@ -32,3 +37,26 @@ def install() -> None:
     worker_process_shutdown.connect(tracing.shutdown, weak=False)  # each prefork child, on its way out
     worker_shutdown.connect(tracing.shutdown, weak=False)  # the main process
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines only at debug level
+
+
+class SweepOnConnect(bootsteps.StartStopStep):
+    """Ask for a sweep each time the consumer (re)connects to the broker.
+
+    A broker that restarted without persistence has lost the messages of chunks that are
+    still ``queued`` in the database; the sweep re-sends the ones it judges lost without
+    waiting for beat's next round. Every worker asks (a sweep is cheap and concurrent sweeps
+    skip each other's rows); the request expires if no maintenance worker takes it soon."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        try:
+            c.app.send_task(SWEEP_TASK, expires=60, retry=False)
+        except Exception as exc:  # noqa: BLE001 - the next reconnect or beat's round will ask again
+            log.warning("could not ask for a sweep after connecting: %s", type(exc).__name__)
+        else:
+            log.info("connected: asked for a sweep of chunks whose messages may have been lost")
+
+
+def add_consumer_steps(app: Celery) -> None:
+    app.steps["consumer"].add(SweepOnConnect)
