@@ -432,6 +432,27 @@ def stalled_chunks(session: Session, stall_seconds: float, limit: int = 500) -> 
     return stalled
 
 
+def lost_chunks(session: Session, stall_seconds: float, after_id: int = 0, limit: int = 500) -> list[tuple[Sent, str]]:
+    """The broker lost every message (it restarted empty): every ``queued`` chunk, whatever its
+    deadline, as a new release, in id order from ``after_id`` (call again from the last id until
+    none are left). ``running`` chunks keep their lease: their workers are still at them."""
+    now = utcnow()
+    rows = session.execute(
+        select(job_chunks.c.id, job_chunks.c.releases, jobs.c.model_type)
+        .join(jobs, jobs.c.id == job_chunks.c.job_id)
+        .where(job_chunks.c.status == "queued", job_chunks.c.id > after_id)
+        .order_by(job_chunks.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=job_chunks)
+    ).all()
+    for r in rows:
+        session.execute(
+            update(job_chunks).where(job_chunks.c.id == r.id)
+            .values(releases=r.releases + 1, deadline_at=now + timedelta(seconds=stall_seconds))
+        )
+    return [(Sent(r.id, r.releases + 1), r.model_type) for r in rows]
+
+
 def get_job(session: Session, job_id: str, tenant_id: str | None = None) -> dict[str, Any]:
     cond = jobs.c.id == job_id
     if tenant_id is not None:

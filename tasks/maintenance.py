@@ -6,7 +6,7 @@ import logging
 from conf.settings import get_settings
 from models.crypto import SecretKeyError
 from models.db import session_scope
-from models.jobs import stalled_chunks
+from models.jobs import Sent, lost_chunks, stalled_chunks
 from models.keycheck import keys_to_revalidate, revalidate
 from tasks.app import REVALIDATE_ALL_TASK, REVALIDATE_TASK, SWEEP_TASK, app
 from tasks.orchestrate import send_chunks
@@ -15,18 +15,27 @@ log = logging.getLogger("modelyard.maintenance")
 
 
 @app.task(name=SWEEP_TASK)
-def sweep_stalled() -> int:
+def sweep_stalled(lost: bool = False) -> int:
     """Re-send chunks whose messages were lost (a killed worker, a broker restarted empty).
 
     The database is the source of truth: a chunk still ``queued`` after its deadline, or
     ``running`` after its lease, gets a message for a new release; a worker that takes the
-    old release's message (still waiting in the queue) drops it without calling the provider."""
+    old release's message (still waiting in the queue) drops it without calling the provider.
+    ``lost``: the broker is known to have lost its messages (tasks.broker_epoch), so every
+    ``queued`` chunk is re-sent at once instead of at its deadline."""
+    stall = get_settings().stall_seconds
+    stalled: list[tuple[Sent, str]] = []
+    while lost:  # first: their new deadlines keep them out of the usual sweep below
+        with session_scope() as session:
+            batch = lost_chunks(session, stall, after_id=stalled[-1][0].chunk_id if stalled else 0)
+        stalled += batch
+        lost = bool(batch)
     with session_scope() as session:
-        stalled = stalled_chunks(session, get_settings().stall_seconds)
+        stalled += stalled_chunks(session, stall)
     for sent, model_type in stalled:
         send_chunks(model_type, [sent])
     if stalled:
-        log.warning("re-released %d stalled chunks", len(stalled))
+        log.warning("re-released %d chunks", len(stalled))
     return len(stalled)
 
 

@@ -18,6 +18,7 @@ from models.bundle import clear_bundle_cache
 from models.db import reset_engine
 from providers import http
 from tasks.app import SWEEP_TASK
+from tasks.broker_epoch import broker_lost_messages
 
 log = logging.getLogger("modelyard.worker")
 
@@ -51,9 +52,14 @@ class SweepOnConnect(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         try:
-            c.app.send_task(SWEEP_TASK, expires=60, retry=False)
+            lost = broker_lost_messages(get_settings().broker_url)
+            c.app.send_task(SWEEP_TASK, kwargs={"lost": lost}, expires=60, retry=False)
         except Exception as exc:  # noqa: BLE001 - the next reconnect or beat's round will ask again
             log.warning("could not ask for a sweep after connecting: %s", type(exc).__name__)
+            return
+        if lost:
+            log.warning("connected to a broker that has lost its messages (or is new): asked for every queued "
+                        "chunk to be sent again")
         else:
             log.info("connected: asked for a sweep of chunks whose messages may have been lost")
 
