@@ -198,8 +198,8 @@ def add_llm(tenant: str, model: str, model_type: str, api_key: str | None = None
         if not outcome.ok:
             raise KeyRejected(f"{model} did not accept it", [outcome])
     with session_scope() as session:
-        tm = save_llm(session, tenant_id, model, model_type, api_key=key, api_base=base_url, max_tokens=max_tokens,
-                      key_state="valid" if check else "unchecked", hint=hint)
+        save_llm(session, tenant_id, model, model_type, api_key=key, api_base=base_url, max_tokens=max_tokens,
+                 key_state="valid" if check else "unchecked", hint=hint)
         return set_llm_limits(session, tenant_id, model, model_type, **(limits or {}))
 
 

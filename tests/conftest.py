@@ -97,15 +97,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     services.drop_database(database_url)
 
 
+def empty_broker(redis_url: str) -> None:
+    """Drop every message (and limiter state) between tests, as a broker that *kept* its data:
+    the sentinel that says so is put back (tasks.broker_epoch), so that a worker starting next
+    does not take the emptied queue for a broker restart and re-send every queued chunk."""
+    import redis
+
+    from tasks.broker_epoch import EPOCH_KEY
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.set(EPOCH_KEY, "tests")
+    client.close()
+
+
 @pytest.fixture
 def clean_broker(stack: Stack) -> Iterator[None]:
     """An empty broker before and after the test (no leftover retries or messages)."""
-    import redis
-
-    client = redis.Redis.from_url(stack.redis_url)
-    client.flushdb()
+    empty_broker(stack.redis_url)
     yield
-    client.flushdb()
+    empty_broker(stack.redis_url)
 
 
 @dataclass

@@ -7,7 +7,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import openai
@@ -15,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.api_stack import CHAT_MODEL, EMBED_MODEL, ApiServer, make_tenant, make_token, start_api
-from tests.conftest import Stack, Worker, start_worker
+from tests.conftest import Stack, Worker, empty_broker, start_worker
 from tests.fakeprovider import FakeProvider, fake_reply, fake_tokens, fake_vectors
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -38,9 +37,7 @@ def api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiS
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    import redis
-
-    redis.Redis.from_url(stack.redis_url).flushdb()
+    empty_broker(stack.redis_url)
     w = start_worker(stack, tmp_path_factory.mktemp("workers"), queues="embedding,chat,maintenance", pool="threads",
                      concurrency=4)
     yield w

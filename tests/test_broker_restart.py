@@ -139,7 +139,7 @@ def closed_port_url() -> str:
 def test_cli_submit_with_the_broker_down_prints_the_job_id_and_a_note(stack: Stack) -> None:
     """The job is saved: its id on stdout, exit 0, a note on stderr, within seconds (no hang);
     its chunks are left due for the sweeper."""
-    from tests.test_cli import cli, tenant_with_model
+    from tests.test_cli import tenant_with_model
 
     tenant_id, name = tenant_with_model()
     env = {**stack.env, "MODELYARD_BROKER_URL": closed_port_url()}

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT, Stack, Worker, start_worker
+from tests.conftest import ROOT, Stack, Worker, empty_broker, start_worker
 from tests.fakeprovider import FakeProvider, fake_tokens, fake_vector
 
 KEY = "sk-test-valid-key-0001"
@@ -75,13 +75,11 @@ def tenant_with_model(base_url: str = "http://127.0.0.1:9/v1", model: str = MODE
 @pytest.fixture(scope="module")
 def embedding_worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker on the embedding queue for this module's ``embed`` tests (an empty broker first)."""
-    import redis
-
-    redis.Redis.from_url(stack.redis_url).flushdb()
+    empty_broker(stack.redis_url)
     worker = start_worker(stack, tmp_path_factory.mktemp("cli-worker"), queues="embedding", concurrency=2)
     yield worker
     worker.stop()
-    redis.Redis.from_url(stack.redis_url).flushdb()
+    empty_broker(stack.redis_url)
     assert KEY not in worker.log_text()
 
 

@@ -162,6 +162,11 @@ def test_a_superseded_message_is_dropped_without_a_provider_call(
         assert sweep_stalled() == 0  # its new deadline is ahead
     assert chunk_rows(job_id)[0].releases == 2
     assert queue_length(stack) == 3  # the legacy message, release 1 still waiting, then release 2
+    from models.db import session_scope
+    from models.jobs import postpone_chunk
+
+    with session_scope() as session:  # release 2 now waits in the queue: not for the sweep a starting worker asks for
+        postpone_chunk(session, chunk.id, 2, 600)
 
     worker = worker_factory(concurrency=1)
     final = wait_for(job_id)

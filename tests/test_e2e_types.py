@@ -22,7 +22,7 @@ from sqlalchemy import select
 from conf.errors import InvalidRequest
 from models.jobs import ItemRow
 from providers.base import estimate_tokens
-from tests.conftest import Stack, Worker, start_worker
+from tests.conftest import Stack, Worker, empty_broker, start_worker
 from tests.fakeprovider import FAKE_REFUSAL, FakeProvider, fake_audio, fake_reply, fake_score, fake_tokens, fake_transcript
 
 KEY = "sk-test-valid-key-0001"
@@ -62,9 +62,7 @@ def small_wav() -> bytes:
 @pytest.fixture(scope="module")
 def types_worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker for the whole module, on the five non-embedding queues (an empty broker first)."""
-    import redis
-
-    redis.Redis.from_url(stack.redis_url).flushdb()
+    empty_broker(stack.redis_url)
     worker = start_worker(stack, tmp_path_factory.mktemp("types-worker"),
                           queues="chat,rerank,image2text,speech2text,tts", pool="threads", concurrency=4)
     yield worker

@@ -28,7 +28,7 @@ from pathlib import Path
 from tests import services
 from tests.bench.pipeline import API_KEY, MODEL, configure_tenant, text_for
 from tests.bench.run import load_average, machine, make_stack
-from tests.conftest import Stack, Worker, apply_env, start_worker
+from tests.conftest import Stack, Worker, apply_env, empty_broker, start_worker
 from tests.fakeprovider import RemoteFakeProvider, fake_tokens, spawn_fake_provider
 
 CHUNK = 64  # the default MODELYARD_EMBEDDING_CHUNK_SIZE
@@ -89,9 +89,7 @@ def run_scenario(stack: Stack, fake: RemoteFakeProvider, log_dir: Path, *, jobs:
     if tenant_limits:
         with session_scope() as session:
             set_llm_limits(session, tenant, MODEL, "embedding", **tenant_limits)
-    import redis
-
-    redis.Redis.from_url(stack.redis_url).flushdb()  # no queued messages, no limiter state from the last run
+    empty_broker(stack.redis_url)  # no queued messages, no limiter state from the last run
     workers: list[Worker] = [start_worker(stack, log_dir, queues="embedding", pool="threads", concurrency=8,
                                           extra_env=env) for _ in range(2)]
     try:

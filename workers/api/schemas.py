@@ -1,7 +1,7 @@
 """The OpenAI-compatible request and response shapes (what the OpenAPI schema shows)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
