@@ -97,10 +97,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     services.drop_database(database_url)
 
 
+def cancel_unfinished_jobs() -> None:
+    """Cancel the jobs earlier tests left unfinished in the session's database: a worker asks
+    for a sweep when it connects, and another test's stalled chunk would be re-sent to it."""
+    from sqlalchemy import select
+
+    from models.db import session_scope
+    from models.jobs import TERMINAL, cancel_job
+    from models.tables import jobs
+
+    with session_scope() as session:
+        for job_id in session.scalars(select(jobs.c.id).where(jobs.c.status.not_in(TERMINAL))).all():
+            cancel_job(session, job_id)
+
+
 def empty_broker(redis_url: str) -> None:
     """Drop every message (and limiter state) between tests, as a broker that *kept* its data:
     the sentinel that says so is put back (tasks.broker_epoch), so that a worker starting next
-    does not take the emptied queue for a broker restart and re-send every queued chunk."""
+    does not take the emptied queue for a broker restart and re-send every queued chunk. The
+    jobs whose messages were dropped are cancelled."""
     import redis
 
     from tasks.broker_epoch import EPOCH_KEY
@@ -109,6 +124,7 @@ def empty_broker(redis_url: str) -> None:
     client.flushdb()
     client.set(EPOCH_KEY, "tests")
     client.close()
+    cancel_unfinished_jobs()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import Stack
+from tests.conftest import Stack, cancel_unfinished_jobs
 from tests.fakeprovider import FakeProvider, fake_tokens
 from tests.test_e2e_embedding import (
     JOB_TIMEOUT,
@@ -43,15 +43,8 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 @pytest.fixture(autouse=True)
 def no_leftover_jobs(stack: Stack) -> None:
-    """Cancel what earlier tests left unfinished: these tests sweep the whole database, and
-    another test's stalled chunk would be re-sent to their workers."""
-    from models.db import session_scope
-    from models.jobs import TERMINAL, cancel_job
-    from models.tables import jobs
-
-    with session_scope() as session:
-        for job_id in session.scalars(select(jobs.c.id).where(jobs.c.status.not_in(TERMINAL))).all():
-            cancel_job(session, job_id)
+    """These tests sweep the whole database: another test's stalled chunk would be re-sent to their workers."""
+    cancel_unfinished_jobs()
 
 
 @pytest.fixture
