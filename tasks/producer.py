@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from conf.errors import InvalidRequest
 from conf.settings import get_settings
@@ -39,6 +40,7 @@ from tasks.orchestrate import send_chunks
 from tasks.validation import Limits
 
 Input = str | dict[str, Any] | ItemRow
+WithJob = Callable[[Session, str], None]  # the caller's rows about a job, in the job's transaction
 EMBEDDING_INPUT_TYPES = ("document", "query")
 log = logging.getLogger("modelyard.producer")
 
@@ -59,6 +61,7 @@ def submit_embedding(
     idempotency_key: str | None = None,
     chunk_size: int | None = None,
     input_type: str = "document",
+    with_job: WithJob | None = None,
 ) -> JobId:
     """Submit a batch embedding job; returns its id at once.
 
@@ -66,6 +69,8 @@ def submit_embedding(
     ``input_type``: ``"document"`` (passages to index) or ``"query"`` (search queries: embedded
     with the provider's query mode where it has one -- Cohere's ``search_query``, Jina's
     ``retrieval.query``, Gemini's ``RETRIEVAL_QUERY``...).
+    ``with_job(session, job_id)``: the caller's own rows about the job (the HTTP API's batch),
+    written in the job's transaction: both are saved, or neither.
     """
     settings = get_settings()
     size = settings.embedding_chunk_size if chunk_size is None else chunk_size
@@ -76,7 +81,7 @@ def submit_embedding(
     limits = Limits.of(settings)
     rows = (_embedding_row(i, t, limits) for i, t in enumerate(_items(texts, "texts")))
     return _submit(tenant, "embedding", model, rows, chunk_size=size, idempotency_key=idempotency_key,
-                   options={"input_type": input_type})
+                   options={"input_type": input_type}, with_job=with_job)
 
 
 def submit(
@@ -86,6 +91,7 @@ def submit(
     items: Iterable[ItemRow],
     *,
     idempotency_key: str | None = None,
+    with_job: WithJob | None = None,
 ) -> JobId:
     """Submit a job of any type; each non-embedding item is one provider call (one chunk).
 
@@ -97,12 +103,12 @@ def submit(
     tts: ``text=str, payload={"voice"?: str, "format"?: "mp3"}``.
     """
     if model_type == "embedding":
-        return submit_embedding(tenant, model, items, idempotency_key=idempotency_key)
+        return submit_embedding(tenant, model, items, idempotency_key=idempotency_key, with_job=with_job)
     if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}"[:200])
     limits = Limits.of(get_settings())
     rows = (_checked(model_type, i, row, limits) for i, row in enumerate(_items(items, "items")))
-    return _submit(tenant, model_type, model, rows, chunk_size=1, idempotency_key=idempotency_key)
+    return _submit(tenant, model_type, model, rows, chunk_size=1, idempotency_key=idempotency_key, with_job=with_job)
 
 
 def _items(values: Any, what: str) -> Iterator[Any]:
@@ -168,7 +174,8 @@ def _capped(rows: Iterator[ItemRow], limit: int) -> Iterator[ItemRow]:
 
 
 def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *, chunk_size: int,
-            idempotency_key: str | None, options: dict[str, Any] | None = None) -> JobId:
+            idempotency_key: str | None, options: dict[str, Any] | None = None,
+            with_job: WithJob | None = None) -> JobId:
     settings = get_settings()
     validation.name(tenant, "tenant")
     validation.name(model, "model", max_chars=400)
@@ -195,6 +202,8 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
         if n_items == 0:
             raise InvalidRequest("a job needs at least one input")
         insert_chunks(session, job_id, n_items, chunk_size)
+        if with_job is not None:
+            with_job(session, job_id)
         released = release_chunks(session, job_id, settings.job_max_inflight_chunks, settings.stall_seconds)
     submitted = JobId(job_id)
     submitted.unsent = len(send_chunks(model_type, released))

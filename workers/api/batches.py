@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
 
 from conf.errors import Conflict, InvalidRequest, NotFound
 from models import files as store
@@ -60,17 +61,20 @@ def create_batch(req: BatchCreate, tenant_id: str = Depends(jobs_tenant)) -> Bat
     model_type = MODEL_TYPES[req.endpoint]
     with store.open_file(tenant_id, req.input_file_id) as fh:
         parsed = read_batch(fh, req.endpoint)
+
+        def batch_row(session: Session, job_id: str) -> None:  # in the job's transaction: both or neither
+            insert_batch(session, job_id=job_id, tenant_id=tenant_id, endpoint=req.endpoint,
+                         input_file_id=req.input_file_id, completion_window=req.completion_window,
+                         metadata=req.metadata, encoding_format=parsed.encoding_format)
+
         try:
             if model_type == "embedding":
-                job_id = producer.submit_embedding(tenant_id, parsed.model, parsed.items)
+                job_id = producer.submit_embedding(tenant_id, parsed.model, parsed.items, with_job=batch_row)
             else:
-                job_id = producer.submit(tenant_id, model_type, parsed.model, parsed.items)
+                job_id = producer.submit(tenant_id, model_type, parsed.model, parsed.items, with_job=batch_row)
         except (NotFound, Conflict) as exc:  # a model, a repeated custom_id: faults in the file
             raise InvalidRequest(str(exc)) from None
     with session_scope() as session:
-        insert_batch(session, job_id=job_id, tenant_id=tenant_id, endpoint=req.endpoint,
-                     input_file_id=req.input_file_id, completion_window=req.completion_window,
-                     metadata=req.metadata, encoding_format=parsed.encoding_format)
         return batch_object(get_batch(session, tenant_id, job_id))
 
 
