@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from conf.errors import InvalidRequest
+from conf.errors import BudgetSpent, InvalidRequest
 from conf.settings import get_settings
+from models import budgets
 from models.db import session_scope
 from models.jobs import (
     TERMINAL,
@@ -47,6 +48,7 @@ def submit_embedding(
     idempotency_key: str | None = None,
     chunk_size: int | None = None,
     input_type: str = "document",
+    cache: bool = True,
 ) -> str:
     """Submit a batch embedding job; returns its id at once.
 
@@ -54,6 +56,7 @@ def submit_embedding(
     ``input_type``: ``"document"`` (passages to index) or ``"query"`` (search queries: embedded
     with the provider's query mode where it has one -- Cohere's ``search_query``, Jina's
     ``retrieval.query``, Gemini's ``RETRIEVAL_QUERY``...).
+    ``cache``: False to call the provider even for texts the embedding cache holds.
     """
     if isinstance(texts, (str, bytes)):  # iterating it would embed each character
         raise InvalidRequest("texts must be a list (or other iterable) of texts, not a single string")
@@ -64,7 +67,8 @@ def submit_embedding(
     if input_type not in EMBEDDING_INPUT_TYPES:
         raise InvalidRequest(f"input_type must be one of {', '.join(EMBEDDING_INPUT_TYPES)}; got {input_type!r}")
     return _submit(tenant, "embedding", model, (_embedding_row(i, t, settings.max_text_chars) for i, t in enumerate(texts)),
-                   chunk_size=size, idempotency_key=idempotency_key, options={"input_type": input_type})
+                   chunk_size=size, idempotency_key=idempotency_key,
+                   options={"input_type": input_type, **({} if cache else {"cache": False})})
 
 
 def submit(
@@ -167,6 +171,9 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
             get_provider_class(model_type, tm.factory)
         except UnsupportedModel as exc:
             raise InvalidRequest(str(exc)) from None
+        spent = budgets.refusal(session, tenant_id, tm.full_name)
+        if spent:
+            raise BudgetSpent(f"job refused: {spent}")
         existing = insert_job(session, job_id=job_id, tenant_id=tenant_id, tenant_llm_id=tm.id, model_type=model_type,
                               model=tm.full_name, options={"chunk_size": chunk_size, **(options or {})},
                               idempotency_key=idempotency_key)

@@ -14,6 +14,9 @@ _beat_lock = BeatLock()
 
 
 def worker(args: argparse.Namespace) -> None:
+    from workers.metrics import prepare_worker
+
+    prepare_worker()  # before the tasks (and prometheus_client) are imported
     from tasks.app import QUEUES
     from workers.celery_main import app
 
@@ -62,6 +65,9 @@ def flower(args: argparse.Namespace) -> None:
         if ":" not in auth:
             raise InvalidRequest("MODELYARD_FLOWER_BASIC_AUTH must be user:password (comma-separate several)")
         argv.append(f"--basic-auth={auth}")
+        from workers.metrics import protect_flower_metrics
+
+        protect_flower_metrics()
     app.start(argv)
 
 
