@@ -3,13 +3,16 @@
 1. claim the chunk (models.jobs.claim_chunk): a message of a superseded release, or of a
    release another execution is running, or for a chunk that is done or cancelled, is dropped
    without calling the provider; the claim is a lease that tasks.lease renews while we run;
-2. resolve the tenant's LLMBundle; take the call's budget from the fleet-wide limiter
-   (tasks.limits): a short wait is slept, a longer one sends the chunk back to the queue with
-   a countdown -- a wait, not a try;
+2. resolve the tenant's LLMBundle; serve what the embedding cache holds (tasks.embed_cache);
+   reserve the rest's estimated spend on the tenant's budgets (tasks.spend: a spent budget
+   fails the items ``BUDGET`` without a call); take the call's budget from the fleet-wide
+   limiter (tasks.limits): a short wait is slept, a longer one sends the chunk back to the
+   queue with a countdown -- a wait, not a try;
 3. call the provider through the type's handler;
-4. success: one transaction writes results, the usage event, counters, and releases the
-   job's next chunk; failure: classify, then either ``self.retry(countdown=...)`` (the
-   policy in tasks.retry) or fail the chunk's items with the code and a scrubbed message.
+4. success: one transaction writes results, the priced usage event (the budget reservation
+   settled to it), counters, and releases the job's next chunk; failure: classify, then
+   either ``self.retry(countdown=...)`` (the policy in tasks.retry) or fail the chunk's items
+   with the code and a scrubbed message (the reservation given back either way).
 
 ``tries`` (in the message) counts the provider's real answers to this chunk: only they
 count against ``LLM_MAX_RETRIES``. The tasks are declared with Celery's ``max_retries=None``
