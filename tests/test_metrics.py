@@ -94,6 +94,18 @@ def test_worker_metrics_count_a_known_job_and_refuse_an_unauthenticated_scrape(
         api_got = samples(api_scrape.text)
         assert value(api_got, "modelyard_provider_calls_total", code="OK", **model) == 3
         assert ("modelyard_queue_depth", frozenset({("queue", "embedding")})) in api_got
+
+        # Usage and budgets through the API, with the tenant's token (scope models).
+        tenant_api = httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {tenant_token}"}, timeout=10)
+        (day,) = tenant_api.get("/api/usage", params={"by": "day"}).json()
+        assert day["calls"] == 3 and day["total_tokens"] == tokens and day["cost"] == pytest.approx(cost)
+        assert tenant_api.get("/api/usage", params={"since": "not a date"}).status_code == 400
+        put = tenant_api.put("/api/budgets", json={"period": "day", "tokens": tokens})
+        assert put.status_code == 200 and put.json()["spent_tokens"] == tokens and put.json()["exhausted"]
+        refused = tenant_api.post("/v1/embeddings", json={"model": MODEL, "input": "one more"})
+        assert refused.status_code == 429 and "daily budget" in refused.json()["error"]["message"]
+        assert tenant_api.delete("/api/budgets").status_code == 200
+        assert tenant_api.get("/api/budgets").json() == []
     finally:
         api.stop()
 

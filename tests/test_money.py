@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.conftest import ROOT, Stack
 from tests.fakeprovider import FakeProvider, fake_tokens, fake_vectors
@@ -230,3 +230,22 @@ def test_cache_of_tenant_a_never_serves_tenant_b(
     before = inputs_sent(fake_provider)
     assert wait_for(submit(other, items, chunk_size=20))["status"] == "succeeded"
     assert inputs_sent(fake_provider) - before == 40
+
+
+def test_cache_is_bounded_and_can_be_shared_when_the_operator_says_so(
+    stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str
+) -> None:
+    from models.db import session_scope
+    from models.tables import embedding_cache
+
+    worker_factory(concurrency=1, extra_env={"MODELYARD_EMBED_CACHE": "shared", "MODELYARD_EMBED_CACHE_MAX_ENTRIES": "20"})
+    items = corpus(100, "bounded")
+    assert wait_for(submit(tenant, items, chunk_size=10))["status"] == "succeeded"
+    with session_scope() as session:
+        held = session.scalar(select(func.count()).select_from(embedding_cache).where(embedding_cache.c.scope == "*"))
+    assert 0 < held <= 20  # evicted down to the bound after each chunk (a tenth of it)
+
+    other = make_tenant(fake_provider.base_url, KEY)  # shared: the most recent texts serve another tenant
+    before = inputs_sent(fake_provider)
+    assert wait_for(submit(other, items[-held:], chunk_size=10))["status"] == "succeeded"
+    assert inputs_sent(fake_provider) == before
