@@ -11,6 +11,7 @@ by what the chunks already admitted really use -- at most one chunk per worker s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -49,9 +50,11 @@ def describe(row: Any) -> str:
     return f"the {'daily' if row.period == 'day' else 'monthly'} budget for {scope} ({', '.join(x for x in limits if x)})"
 
 
-def _spent(row: Any) -> bool:
-    return ((row.token_limit is not None and row.spent_tokens >= row.token_limit)
-            or (row.cost_limit is not None and row.spent_cost >= row.cost_limit))
+def _spent(row: Any, fresh: bool = False) -> bool:
+    """Whether the budget is used up (``fresh``: its period has just started, nothing spent)."""
+    tokens, cost = (0, 0.0) if fresh else (row.spent_tokens, row.spent_cost)
+    return ((row.token_limit is not None and tokens >= row.token_limit)
+            or (row.cost_limit is not None and cost >= row.cost_limit))
 
 
 def _ledger_spend(session: Session, tenant_id: str, model: str, since: datetime) -> tuple[int, float]:
@@ -135,23 +138,27 @@ def _rows_for_update(session: Session, tenant_id: str, model: str) -> list[Any]:
     return list(session.execute(query))
 
 
-def reserve(session: Session, tenant_id: str, model: str, tokens: int, cost: float) -> Reservation | str:
-    """Reserve a call's estimated spend on every budget it falls under, or (reserving
-    nothing) the name of the budget that is spent. Atomic across workers: the rows are
-    locked, checked and moved in the caller's one transaction."""
+def reserve(session: Session, tenant_id: str, model: str, tokens: int,
+            cost_of: Callable[[int], float]) -> Reservation | str:
+    """Reserve a call's estimated spend (``tokens``, and ``cost_of(tokens)`` USD) on every
+    budget it falls under, or (reserving nothing) the name of the budget that is spent.
+    Atomic across workers: the rows are locked, checked and moved in the caller's one
+    transaction."""
     rows = _rows_for_update(session, tenant_id, model)
     if not rows:
         return Reservation()
     now = utcnow()
-    held = Reservation(tokens=tokens, cost=cost)
+    held = Reservation(tokens=tokens, cost=cost_of(tokens))
     for row in rows:
         start, _ = period_bounds(row.period, now)
-        if _aware(row.period_start) < start:  # a new day or month: the spend starts over
+        fresh = _aware(row.period_start) < start
+        if _spent(row, fresh):
+            return describe(row)
+        if fresh:  # a new day or month: the spend starts over
             session.execute(update(budgets).where(budgets.c.id == row.id)
                             .values(period_start=start, spent_tokens=0, spent_cost=0.0))
-        elif _spent(row):
-            return describe(row)
         held.rows.append((row.id, start))
+    cost = held.cost
     for budget_id, start in held.rows:
         session.execute(update(budgets).where(budgets.c.id == budget_id, budgets.c.period_start == start).values(
             spent_tokens=budgets.c.spent_tokens + tokens, spent_cost=budgets.c.spent_cost + cost))

@@ -137,6 +137,7 @@ class LLMBundle:
         task_attempt: str,
         job_id: str | None = None,
         latency_ms: float | None = None,
+        cached: bool = False,
         cached_tokens: int = 0,
     ) -> "Recorded | None":
         """Append the usage event, priced now, and add the tokens to ``used_tokens``, in the
@@ -144,7 +145,7 @@ class LLMBundle:
         price, _ = price_of(session, self.model)
         cost = price.cost(usage) if price is not None else None
         if not record_usage(session, self.tenant_model, usage, task_attempt=task_attempt, job_id=job_id,
-                            latency_ms=latency_ms, cost=cost, cached_tokens=cached_tokens):
+                            latency_ms=latency_ms, cost=cost, cached=cached, cached_tokens=cached_tokens):
             return None
         return Recorded(usage.total_tokens, cost)
 

@@ -24,10 +24,11 @@ def record_usage(
     job_id: str | None = None,
     latency_ms: float | None = None,
     cost: float | None = None,
+    cached: bool = False,
     cached_tokens: int = 0,
 ) -> bool:
-    """Append the event (``cost`` in USD at the moment's price, None when unpriced; a cached
-    event bills nothing and notes in ``cached_tokens`` what the cache saved)."""
+    """Append the event (``cost`` in USD at the moment's price, None when unpriced; a
+    ``cached`` event bills nothing and notes in ``cached_tokens`` what the cache saved)."""
     values = dict(
         task_attempt=task_attempt,
         tenant_id=tm.tenant_id,
@@ -41,7 +42,7 @@ def record_usage(
         estimated=usage.estimated,
         latency_ms=latency_ms,
         cost=cost,
-        cached=cached_tokens > 0,
+        cached=cached,
         cached_tokens=cached_tokens,
     )
     if session.get_bind().dialect.name == "postgresql":

@@ -77,12 +77,17 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
     served = embed_cache.serve(bundle, work)  # what the embedding cache holds is not asked for again
     asked = served.rest if served is not None else work
     if not asked.items:
-        return _finish(task, work, bundle, HandlerResult([], Usage()), attempt, served, Reservation(), None)
+        return _finish(work, bundle, HandlerResult([], Usage()), attempt, served, Reservation(), None)
     estimate = limits.estimate(asked, bundle)
     held = spend.reserve(bundle, estimate.tokens)  # the tenant's budgets, before the call (atomic)
     if isinstance(held, str):
         log.info("chunk %s: %s is spent; its items fail BUDGET without a call", work.chunk_id, held)
-        return _fail(work, ErrorCode.BUDGET, f"{held} is spent; the call was not made", settings.stall_seconds)
+        message = f"{held} is spent; the call was not made"
+        if served is not None and served.outcomes:  # what the cache served is still had, free
+            refused = [ItemOutcome(item.id, error_code=ErrorCode.BUDGET.value, error_message=message)
+                       for item in asked.items]
+            return _finish(work, bundle, HandlerResult(refused, Usage()), attempt, served, Reservation(), None)
+        return _fail(work, ErrorCode.BUDGET, message, settings.stall_seconds)
     try:
         cost = estimate if limits.applies(bundle) else None
         if cost is not None:
@@ -103,12 +108,12 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
             limits.settle(bundle, cost, attempt, usage=result.usage, headers=bundle.provider.rate_limits)
         if served is not None:
             embed_cache.remember(served, result.outcomes, result.usage)
-        return _finish(task, work, bundle, result, attempt, served, held, seconds * 1000.0)
+        return _finish(work, bundle, result, attempt, served, held, seconds * 1000.0)
     finally:
         spend.release(held)  # unless the usage event settled it
 
 
-def _finish(task: Task, work: ChunkWork, bundle: LLMBundle, result: HandlerResult, attempt: str,
+def _finish(work: ChunkWork, bundle: LLMBundle, result: HandlerResult, attempt: str,
             served: embed_cache.Served | None, held: Reservation, latency_ms: float | None) -> str:
     """One transaction: the results (with what the cache served), the usage events, the counters."""
     settings = get_settings()
@@ -122,7 +127,7 @@ def _finish(task: Task, work: ChunkWork, bundle: LLMBundle, result: HandlerResul
                                          job_id=work.job_id, latency_ms=latency_ms))
         if hits:  # what the cache served: zero billed tokens, and what it saved
             bundle.record_usage(session, Usage(), task_attempt=f"{attempt}:cached", job_id=work.job_id,
-                                cached_tokens=max(1, served.cached_tokens))
+                                cached=True, cached_tokens=served.cached_tokens)
         return latency_ms is not None or hits
 
     with session_scope() as session:
@@ -137,7 +142,8 @@ def _finish(task: Task, work: ChunkWork, bundle: LLMBundle, result: HandlerResul
     if not done.applied:
         log.info("chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", work.chunk_id, attempt)
         return "discarded"
-    metrics.chunk_finished(work.model_type, "succeeded", done.job_status)
+    metrics.chunk_finished(work.model_type, "partial" if any(o.error_code for o in outcomes) else "succeeded",
+                           done.job_status)
     send_chunks(work.model_type, done.released)
     return "done"
 

@@ -118,7 +118,7 @@ def test_budget_gauge_shows_the_spent_share(stack: Stack, fake_provider: FakePro
     tenant = make_tenant(fake_provider.base_url)
     with session_scope() as session:
         set_budget(session, tenant, period="day", tokens=1000, cost=1.0)
-        reserve(session, tenant, MODEL, 900, 0.25)
+        reserve(session, tenant, MODEL, 900, lambda _: 0.25)
     got = samples(exposition()[0].decode())
     assert value(got, "modelyard_budget_spent_ratio", tenant=tenant, limit="tokens", period="day") == pytest.approx(0.9)
     assert value(got, "modelyard_budget_spent_ratio", tenant=tenant, limit="cost", period="day") == pytest.approx(0.25)
