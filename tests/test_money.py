@@ -249,3 +249,25 @@ def test_cache_is_bounded_and_can_be_shared_when_the_operator_says_so(
     before = inputs_sent(fake_provider)
     assert wait_for(submit(other, items[-held:], chunk_size=10))["status"] == "succeeded"
     assert inputs_sent(fake_provider) == before
+
+
+def test_a_spent_budget_still_serves_what_the_cache_holds(
+    stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str
+) -> None:
+    from models.budgets import set_budget
+    from models.db import session_scope
+
+    worker = worker_factory(concurrency=1)
+    seen, unseen = corpus(10, "kept"), corpus(10, "refused")
+    assert wait_for(submit(tenant, seen, chunk_size=20))["status"] == "succeeded"
+    worker.stop()
+    job = submit(tenant, seen + unseen, chunk_size=20)  # submitted while the budget still had room
+    with session_scope() as session:
+        set_budget(session, tenant, period="day", tokens=1)  # today's ledger already spent it
+    before = len(embedding_calls(fake_provider))
+    worker_factory(concurrency=1)
+    final = wait_for(job)
+    assert final["status"] == "partial" and final["items"]["succeeded"] == 10
+    assert {e["custom_id"] for e in final["errors"]} == {x["custom_id"] for x in unseen}
+    assert {e["code"] for e in final["errors"]} == {"BUDGET"}
+    assert len(embedding_calls(fake_provider)) == before
