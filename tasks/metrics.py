@@ -29,6 +29,7 @@ CACHE_HITS = Counter("modelyard_embedding_cache_hits", "Texts served by the embe
 CHUNKS = Counter("modelyard_chunks", "Chunks finished, by status", ["model_type", "status"])
 JOBS = Counter("modelyard_jobs_finished", "Jobs finished, by final status", ["model_type", "status"])
 
+ALL = (CALLS, LATENCY, PAUSES, PAUSE_SECONDS, RETRIES, TOKENS, COST, CACHE_HITS, CHUNKS, JOBS)
 FINAL = ("succeeded", "partial", "failed")
 
 

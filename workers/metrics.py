@@ -48,24 +48,19 @@ def prepare_worker() -> None:
 def registry() -> Any:
     """Everything to expose: the worker processes' counts (multiprocess, when this process has
     a directory) or this process's own, and the state read now."""
-    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    reg = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        reg = CollectorRegistry()
         MultiProcessCollector(reg)
     else:
-        import tasks.metrics  # noqa: F401 - this process's counters are registered when defined
+        from tasks.metrics import ALL
 
-        reg = CollectorRegistry()
-        for collector in _modelyard_collectors(REGISTRY):
-            reg.register(collector)
+        for metric in ALL:
+            reg.register(metric)
     reg.register(StateCollector())
     return reg
-
-
-def _modelyard_collectors(reg: Any) -> Iterable[Any]:
-    return [c for c, names in list(reg._collector_to_names.items()) if any(n.startswith("modelyard_") for n in names)]
 
 
 def exposition() -> tuple[bytes, str]:
