@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,24 @@ def cache_key(fingerprint: bytes, text: str) -> bytes:
     return h.digest()
 
 
+# Postgres, on every embedding chunk: one statement with the keys as one array parameter
+# (not a bind parameter per key), so that the worker's CPU is not spent building SQL.
+_LOOKUP_PG = text("SELECT key, vector, tokens, used_at FROM embedding_cache WHERE scope = :scope AND key = ANY(:keys)")
+_STORE_PG = text(
+    "INSERT INTO embedding_cache (scope, key, vector, tokens, used_at)"
+    " SELECT :scope, k, v, t, :now FROM unnest(CAST(:keys AS bytea[]), CAST(:vectors AS bytea[]), CAST(:tokens AS int[]))"
+    " AS e(k, v, t) ORDER BY k ON CONFLICT (scope, key) DO NOTHING"
+)
+
+
+def _select(session: Session, scope: str, keys: list[bytes]) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return session.execute(_LOOKUP_PG, {"scope": scope, "keys": keys})
+    return session.execute(select(embedding_cache.c.key, embedding_cache.c.vector, embedding_cache.c.tokens,
+                                  embedding_cache.c.used_at)
+                           .where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(keys)))
+
+
 def lookup(session: Session, scope: str, keys: Sequence[bytes]) -> dict[bytes, tuple[bytes, int]]:
     """The stored (vector, tokens) of the keys the cache holds."""
     found: dict[bytes, tuple[bytes, int]] = {}
@@ -47,11 +64,7 @@ def lookup(session: Session, scope: str, keys: Sequence[bytes]) -> dict[bytes, t
     cutoff = utcnow() - _TOUCH_EVERY
     unique = list(dict.fromkeys(keys))
     for i in range(0, len(unique), _LOOKUP_BATCH):
-        rows = session.execute(select(embedding_cache.c.key, embedding_cache.c.vector, embedding_cache.c.tokens,
-                                      embedding_cache.c.used_at)
-                               .where(embedding_cache.c.scope == scope,
-                                      embedding_cache.c.key.in_(unique[i:i + _LOOKUP_BATCH])))
-        for r in rows:
+        for r in _select(session, scope, unique[i:i + _LOOKUP_BATCH]):
             found[bytes(r.key)] = (bytes(r.vector), int(r.tokens))
             used = r.used_at if r.used_at.tzinfo else r.used_at.replace(tzinfo=cutoff.tzinfo)
             if used < cutoff:
@@ -67,11 +80,14 @@ def store(session: Session, scope: str, entries: Sequence[tuple[bytes, bytes, in
     if not entries:
         return 0
     now = utcnow()
-    rows: dict[bytes, dict[str, Any]] = {k: {"scope": scope, "key": k, "vector": v, "tokens": t, "used_at": now}
-                                         for k, v, t in entries}
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(embedding_cache).on_conflict_do_nothing(index_elements=["scope", "key"]), list(rows.values()))
-    return len(rows)
+    unique = {k: (v, t) for k, v, t in entries}
+    if session.get_bind().dialect.name == "postgresql":  # keys in order: concurrent stores cannot deadlock
+        session.execute(_STORE_PG, {"scope": scope, "now": now, "keys": list(unique),
+                                    "vectors": [v for v, _ in unique.values()], "tokens": [t for _, t in unique.values()]})
+        return len(unique)
+    rows = [{"scope": scope, "key": k, "vector": v, "tokens": t, "used_at": now} for k, (v, t) in sorted(unique.items())]
+    session.execute(sqlite_insert(embedding_cache).on_conflict_do_nothing(index_elements=["scope", "key"]), rows)
+    return len(unique)
 
 
 def evict(session: Session, scope: str, max_entries: int) -> int:

@@ -78,3 +78,28 @@ def test_dashboard_and_alerts_name_only_series_that_exist() -> None:
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = {re.sub(r"_(total|bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"modelyard_[a-z_]+", e)}
     assert used and used <= defined, used - defined
+
+
+def test_cache_store_lookup_and_eviction_on_sqlite(tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from models import embed_cache
+    from models.db import make_engine
+    from models.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    upgrade(engine)
+    fp = embed_cache.model_fingerprint("OpenAI", "m", "", "document", None, 0)
+    keys = [embed_cache.cache_key(fp, f"text {i}") for i in range(30)]
+    with Session(engine) as session, session.begin():
+        assert embed_cache.store(session, "t1", [(k, bytes([i]) * 4, i) for i, k in enumerate(keys)]) == 30
+        assert embed_cache.store(session, "t1", [(keys[0], b"new!", 99)]) == 1  # present: kept as it was
+    with Session(engine) as session, session.begin():
+        found = embed_cache.lookup(session, "t1", keys + keys[:3])
+        assert found[keys[0]] == (b"\0" * 4, 0) and len(found) == 30
+        assert embed_cache.lookup(session, "t2", keys) == {}  # another scope sees nothing
+        assert embed_cache.evict(session, "t1", 10) == 20
+        assert len(embed_cache.lookup(session, "t1", keys)) == 10
+    assert embed_cache.cache_key(fp, "a") != embed_cache.cache_key(
+        embed_cache.model_fingerprint("OpenAI", "m", "", "query", None, 0), "a")
+    engine.dispose()
