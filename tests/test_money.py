@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,17 @@ def set_price(value: float) -> None:
         store(session, MODEL, input_cost=value)
 
 
+@pytest.fixture
+def priced(stack: Stack) -> Iterator[None]:
+    """The operator's price overrides MODEL's for the test only (other tests expect the catalog's)."""
+    yield
+    from models.db import session_scope
+    from models.tables import model_prices
+
+    with session_scope() as session:
+        session.execute(model_prices.delete().where(model_prices.c.model == MODEL))
+
+
 def submit(tenant: str, items: list[dict[str, str]], **kw: Any) -> str:
     from tasks import producer
 
@@ -64,7 +76,7 @@ def tenant(stack: Stack, fake_provider: FakeProvider) -> str:
 
 
 def test_cost_is_tokens_times_price_and_a_price_change_keeps_history(
-    stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str
+    stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str, priced: None
 ) -> None:
     worker_factory(concurrency=2)
     set_price(PRICE)
@@ -99,10 +111,9 @@ def test_cost_is_tokens_times_price_and_a_price_change_keeps_history(
 
 def test_catalog_prices_come_from_the_published_data_and_an_override_wins(stack: Stack) -> None:
     from models.db import session_scope
-    from models.prices import clear_price, price_of
+    from models.prices import price_of
 
     with session_scope() as session:
-        clear_price(session, MODEL) if price_of(session, MODEL)[1] == "override" else None
         price, source = price_of(session, MODEL)
         assert source == "catalog" and price is not None and price.input_cost_per_token == pytest.approx(2e-8)
         assert price.input_cost_per_token_batches == pytest.approx(1e-8)
@@ -271,3 +282,20 @@ def test_a_spent_budget_still_serves_what_the_cache_holds(
     assert {e["custom_id"] for e in final["errors"]} == {x["custom_id"] for x in unseen}
     assert {e["code"] for e in final["errors"]} == {"BUDGET"}
     assert len(embedding_calls(fake_provider)) == before
+
+
+def test_budget_and_price_commands_refuse_bad_input_with_one_line_and_write_nothing(stack: Stack, tenant: str) -> None:
+    for args in (["budget", "set", "--tenant", tenant, "--period", "day"],  # no limit
+                 ["budget", "set", "--tenant", tenant, "--period", "week", "--tokens", "5"],
+                 ["budget", "set", "--tenant", tenant, "--period", "day", "--cost", "-1"],
+                 ["budget", "set", "--tenant", tenant, "--period", "day", "--tokens", "5", "--model", "no-factory"],
+                 ["budget", "clear", "--tenant", tenant],  # none set
+                 ["price", "set", "--model", MODEL, "--input", "2"],  # not USD per token
+                 ["price", "set", "--model", "no-factory", "--input", "1e-6"]):
+        done = cli(stack, *args)
+        assert done.returncode != 0 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, args
+    assert json.loads(cli(stack, "budget", "show", "--tenant", tenant, "--json").stdout) == []
+    shown = json.loads(cli(stack, "price", "show", "--model", MODEL, "--json").stdout)
+    assert shown["source"] in ("catalog", "override") and shown["model"] == MODEL
+    text = cli(stack, "budget", "set", "--tenant", tenant, "--cost", "2.5", "--period", "month")
+    assert text.returncode == 0 and "2.5000 USD" in text.stdout
