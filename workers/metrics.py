@@ -33,11 +33,15 @@ log = logging.getLogger("modelyard.metrics")
 
 def prepare_worker() -> None:
     """Before the worker imports its tasks: the multiprocess directory, and the server."""
+    from conf.errors import InvalidRequest
     from conf.settings import get_settings
 
     settings = get_settings()
     if not settings.metrics_port:
         return
+    if not settings.metrics_basic_auth and settings.metrics_host not in ("127.0.0.1", "localhost", "::1"):
+        raise InvalidRequest(f"MODELYARD_METRICS_HOST={settings.metrics_host} exposes /metrics beyond this host: "
+                             "set MODELYARD_METRICS_BASIC_AUTH=user:password too")
     directory = settings.data_dir / "metrics" / f"worker-{settings.metrics_port}"
     shutil.rmtree(directory, ignore_errors=True)  # a previous run's counts would be summed in
     directory.mkdir(parents=True, exist_ok=True)
