@@ -82,3 +82,10 @@ def find_model(full_name: str) -> CatalogModel | None:
         if f.name == factory:
             return next((m for m in f.models if m.name == name), None)
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def catalog_prices() -> dict[str, dict[str, float]]:
+    """Published USD-per-token prices by model name (``conf/prices.json``, see conf.price_import)."""
+    raw = json.loads(resources.files("conf").joinpath("prices.json").read_text(encoding="utf-8"))
+    return raw["prices"]

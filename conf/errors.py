@@ -20,3 +20,9 @@ class InvalidRequest(UserError):
 
 class Conflict(UserError):
     exit_code = 4
+
+
+class BudgetSpent(UserError):
+    """A tenant's budget is spent for its period: the request is refused (HTTP 429)."""
+
+    exit_code = 6

@@ -88,6 +88,14 @@ class Settings:
     api_port: int
     api_max_upload_bytes: int
     api_wait_seconds: float
+    # The embedding cache: "tenant" (each tenant its own; the default), "shared" (between
+    # tenants), "off"; and the most vectors one scope keeps (least recently used evicted).
+    embed_cache: str = "tenant"
+    embed_cache_max_entries: int = 1_000_000
+    # Prometheus: the worker's /metrics port (0: not served) and its basic auth (user:password).
+    metrics_port: int = 0
+    metrics_basic_auth: str = ""
+    metrics_host: str = "127.0.0.1"
 
     @property
     def chunk_lease_seconds(self) -> float:
@@ -154,7 +162,17 @@ def _load() -> Settings:
         max_blob_bytes=_env_int("MODELYARD_MAX_BLOB_BYTES", 25 * 1024 * 1024),
         max_payload_depth=_env_int("MODELYARD_MAX_PAYLOAD_DEPTH", 32),
         max_chat_messages=_env_int("MODELYARD_MAX_CHAT_MESSAGES", 1000),
+        embed_cache=os.environ.get("MODELYARD_EMBED_CACHE", "").strip().lower() or "tenant",
+        embed_cache_max_entries=_env_int("MODELYARD_EMBED_CACHE_MAX_ENTRIES", 1_000_000),
+        metrics_port=_env_int("MODELYARD_METRICS_PORT", 0),
+        metrics_basic_auth=os.environ.get("MODELYARD_METRICS_BASIC_AUTH", "").strip(),
+        metrics_host=os.environ.get("MODELYARD_METRICS_HOST", "").strip() or "127.0.0.1",
     )
+    if s.embed_cache not in ("tenant", "shared", "off") or s.embed_cache_max_entries < 1:
+        raise SettingsError("MODELYARD_EMBED_CACHE must be tenant, shared or off, and "
+                            "MODELYARD_EMBED_CACHE_MAX_ENTRIES at least 1")
+    if not 0 <= s.metrics_port < 65536 or (s.metrics_basic_auth and ":" not in s.metrics_basic_auth):
+        raise SettingsError("MODELYARD_METRICS_PORT must be a port (0: off) and MODELYARD_METRICS_BASIC_AUTH user:password")
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
     if s.llm_base_delay <= 0 or s.llm_max_delay < s.llm_base_delay:

@@ -8,6 +8,7 @@ inside the worker process; it is never written to a message, a result or a log.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from conf.errors import InvalidRequest
 from models import tracing
 from models.crypto import keyed_hash
 from models.tenants import TenantModel, get_tenant_model, load_key
+from models.prices import price_of
 from models.usage import record_usage
 from providers.base import (
     AudioResult,
@@ -135,10 +137,25 @@ class LLMBundle:
         task_attempt: str,
         job_id: str | None = None,
         latency_ms: float | None = None,
-    ) -> bool:
-        """Append the usage event and add the tokens to ``used_tokens``, in the caller's
-        transaction. Returns False (and changes nothing) if this attempt was already counted."""
-        return record_usage(session, self.tenant_model, usage, task_attempt=task_attempt, job_id=job_id, latency_ms=latency_ms)
+        cached: bool = False,
+        cached_tokens: int = 0,
+    ) -> "Recorded | None":
+        """Append the usage event, priced now, and add the tokens to ``used_tokens``, in the
+        caller's transaction. None (and nothing changed) if this attempt was already counted."""
+        price, _ = price_of(session, self.model)
+        cost = price.cost(usage) if price is not None else None
+        if not record_usage(session, self.tenant_model, usage, task_attempt=task_attempt, job_id=job_id,
+                            latency_ms=latency_ms, cost=cost, cached=cached, cached_tokens=cached_tokens):
+            return None
+        return Recorded(usage.total_tokens, cost)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A usage event written: its billed tokens and its cost (None: the model has no price)."""
+
+    tokens: int
+    cost: float | None
 
 
 class _BundleCache:

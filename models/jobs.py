@@ -309,7 +309,7 @@ def finish_chunk(
     *,
     tokens: int,
     stall_seconds: float,
-    record_usage: Callable[[], bool] | None = None,
+    record_usage: Callable[[], object] | None = None,
 ) -> ChunkDone:
     """Write a chunk's results (or its error) and advance the job, in the caller's
     transaction. ``applied`` is False if another execution finished the chunk first.

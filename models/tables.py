@@ -180,6 +180,12 @@ usage_events = Table(
     Column("estimated", Boolean, nullable=False, default=False),
     Column("latency_ms", Float),
     _now(),
+    # USD at the prices of the moment of the call (NULL: the model has no price); never rewritten.
+    Column("cost", Float),
+    # Served from the embedding cache: no provider call, zero billed tokens; cached_tokens is
+    # what the provider would have billed (an estimate), so reports show what the cache saved.
+    Column("cached", Boolean, nullable=False, default=False, server_default=text("false")),
+    Column("cached_tokens", Integer, nullable=False, default=0, server_default=text("0")),
     Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
 )
 
@@ -236,4 +242,48 @@ api_batches = Table(
     Column("encoding_format", String(16)),  # embeddings: float | base64
     _now(),
     Index("ix_api_batches_tenant_created", "tenant_id", "created_at"),
+)
+
+# An operator's price for a model (USD per token), over the catalog's conf/prices.json.
+model_prices = Table(
+    "model_prices",
+    metadata,
+    Column("model", String(400), primary_key=True),  # llm_name@factory
+    Column("input_cost_per_token", Float, nullable=False),
+    Column("output_cost_per_token", Float, nullable=False),
+    Column("input_cost_per_token_batches", Float),
+    Column("output_cost_per_token_batches", Float),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A tenant's spending limit per day or month, for every model ('') or one. spent_* is what
+# the current period has used, with the estimates of calls in flight reserved in advance and
+# corrected after them (models/budgets.py): a chunk may start only while it is under the limit.
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(400), nullable=False, default=""),
+    Column("period", String(8), nullable=False),  # day | month (UTC)
+    Column("token_limit", BigInteger),
+    Column("cost_limit", Float),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("spent_tokens", BigInteger, nullable=False, default=0),
+    Column("spent_cost", Float, nullable=False, default=0.0),
+    _now(),
+    UniqueConstraint("tenant_id", "model"),
+)
+
+# The embedding cache: vectors by a hash of (factory, model, input type, dimensions, text),
+# per scope (a tenant id, or '*' when an operator shares it between tenants).
+embedding_cache = Table(
+    "embedding_cache",
+    metadata,
+    Column("scope", String(32), primary_key=True),
+    Column("key", LargeBinary(32), primary_key=True),  # sha256
+    Column("vector", LargeBinary, nullable=False),
+    Column("tokens", Integer, nullable=False, default=0),  # what computing it was billed (estimated)
+    Column("used_at", DateTime(timezone=True), nullable=False),  # eviction drops the least recently used
+    Index("ix_embedding_cache_scope_used", "scope", "used_at"),
 )

@@ -35,6 +35,7 @@ class ErrorCode(str, enum.Enum):
     GENERIC = "GENERIC"
     MAX_RETRIES = "MAX_RETRIES"
     MAX_ROUNDS = "MAX_ROUNDS"
+    BUDGET = "BUDGET"  # the tenant's budget was spent before the call: not made, the item keeps its input
 
     @property
     def retryable(self) -> bool:

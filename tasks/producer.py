@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from conf.errors import InvalidRequest
+from conf.errors import BudgetSpent, InvalidRequest
 from conf.settings import get_settings
+from models import budgets
 from models.db import session_scope
 from models.jobs import (
     TERMINAL,
@@ -62,6 +63,7 @@ def submit_embedding(
     chunk_size: int | None = None,
     input_type: str = "document",
     with_job: WithJob | None = None,
+    cache: bool = True,
 ) -> JobId:
     """Submit a batch embedding job; returns its id at once.
 
@@ -71,6 +73,7 @@ def submit_embedding(
     ``retrieval.query``, Gemini's ``RETRIEVAL_QUERY``...).
     ``with_job(session, job_id)``: the caller's own rows about the job (the HTTP API's batch),
     written in the job's transaction: both are saved, or neither.
+    ``cache``: False to call the provider even for texts the embedding cache holds.
     """
     settings = get_settings()
     size = settings.embedding_chunk_size if chunk_size is None else chunk_size
@@ -81,7 +84,8 @@ def submit_embedding(
     limits = Limits.of(settings)
     rows = (_embedding_row(i, t, limits) for i, t in enumerate(_items(texts, "texts")))
     return _submit(tenant, "embedding", model, rows, chunk_size=size, idempotency_key=idempotency_key,
-                   options={"input_type": input_type}, with_job=with_job)
+                   options={"input_type": input_type, **({} if cache else {"cache": False})},
+                   with_job=with_job)
 
 
 def submit(
@@ -193,6 +197,9 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
             get_provider_class(model_type, tm.factory)
         except UnsupportedModel as exc:
             raise InvalidRequest(str(exc)) from None
+        spent = budgets.refusal(session, tenant_id, tm.full_name)
+        if spent:
+            raise BudgetSpent(f"job refused: {spent}")
         existing = insert_job(session, job_id=job_id, tenant_id=tenant_id, tenant_llm_id=tm.id, model_type=model_type,
                               model=tm.full_name, options={"chunk_size": chunk_size, **(options or {})},
                               idempotency_key=idempotency_key)

@@ -225,8 +225,10 @@ def test_embed_files_wait_then_status_results_and_usage(stack: Stack, embedding_
     np.testing.assert_allclose(np.load(out), np.stack([fake_vector(t) for t in texts]), rtol=1e-6)
 
     usage = ok_json(cli(stack, "usage", "--tenant", tenant_id, "--json"))
-    assert usage == [{"model": MODEL, "model_type": "embedding", "calls": 3, "prompt_tokens": fake_tokens(texts),
-                      "completion_tokens": 0, "total_tokens": fake_tokens(texts), "estimated_calls": 0,
+    assert usage == [{"model": MODEL, "model_type": "embedding", "calls": 3, "cached_calls": 0,
+                      "prompt_tokens": fake_tokens(texts), "completion_tokens": 0, "total_tokens": fake_tokens(texts),
+                      "cached_tokens": 0, "estimated_calls": 0, "unpriced_calls": 0,
+                      "cost": pytest.approx(fake_tokens(texts) * 2e-8),  # the catalog's published price
                       "used_tokens": fake_tokens(texts)}]
 
 

@@ -96,11 +96,14 @@ def flower(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator[Flower]
 
 
 def test_flower_requires_its_password(flower: Flower) -> None:
-    """No credentials, or the wrong ones, get 401 from the API and the dashboard."""
-    for path in ("/api/workers", "/api/tasks", "/"):
+    """No credentials, or the wrong ones, get 401 from the API, the dashboard and the Prometheus
+    metrics (which Flower itself serves without asking)."""
+    for path in ("/api/workers", "/api/tasks", "/", "/metrics"):
         assert flower.get(path, auth=None).status_code == 401, path
         assert flower.get(path, auth=("user", "wrong")).status_code == 401, path
     assert flower.get("/api/tasks").status_code == 200
+    metrics = flower.get("/metrics")
+    assert metrics.status_code == 200 and "# HELP" in metrics.text
 
 
 def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(

@@ -306,7 +306,8 @@ def test_a_worker_flushes_its_traces_when_it_stops(
         "LANGFUSE_PUBLIC_KEY": f"pk-lf-{uuid.uuid4().hex}", "LANGFUSE_SECRET_KEY": f"sk-lf-{uuid.uuid4().hex}",
         "LANGFUSE_HOST": fake_langfuse.url, "LANGFUSE_FLUSH_INTERVAL": "3600",
     })
-    job_id = producer.submit_embedding(tenant_id, model, TEXTS * 2, chunk_size=3)
+    # The same texts twice, two chunks: with the cache off, so that both reach the provider.
+    job_id = producer.submit_embedding(tenant_id, model, TEXTS * 2, chunk_size=3, cache=False)
     assert producer.wait(job_id, timeout=60)["status"] == "succeeded"
     assert fake_langfuse.exports == []  # nothing yet: the periodic flush is an hour away
 

@@ -39,6 +39,26 @@ def _count(value: str) -> int:
     return n
 
 
+def _usd_per_token(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError(f"a price is USD per token, at least 0 and below 1: {value!r}")
+    return number
+
+
+def _usd(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"an amount in USD is 0 or more: {value!r}")
+    return number
+
+
 def _limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=_count, default=None, help="requests per minute on this model's key (0: none set)")
     p.add_argument("--tpm", type=_count, default=None, help="tokens per minute on this model's key (0: none set)")
@@ -174,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)")
     p.add_argument("--queries", action="store_true",
                    help="the texts are search queries: use the provider's query mode (default: documents)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="call the provider for every text, even those the embedding cache holds")
     _json_flag(p)
     p.set_defaults(func=c.embed)
 
@@ -214,10 +236,47 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(func=t.token_revoke)
 
-    p = sub.add_parser("usage", help="a tenant's token usage per model")
+    p = sub.add_parser("usage", help="a tenant's calls, tokens and cost, per model, day or job")
     p.add_argument("--tenant", required=True)
+    p.add_argument("--since", default=None, help="from this UTC date or ISO 8601 time (inclusive)")
+    p.add_argument("--until", default=None, help="to this UTC date or ISO 8601 time (exclusive)")
+    p.add_argument("--by", choices=("model", "day", "job"), default=None, help="group by (default: model)")
     _json_flag(p)
     p.set_defaults(func=c.usage)
+
+    budget = sub.add_parser("budget", help="a tenant's spending limits per day or month")
+    budget_sub = budget.add_subparsers(dest="budget_command", required=True)
+    p = budget_sub.add_parser("set", help="set (or replace) a token and/or cost limit per day or month")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--tokens", type=_count, default=None, help="token limit per period")
+    p.add_argument("--cost", type=_usd, default=None, help="cost limit in USD per period")
+    p.add_argument("--period", choices=("day", "month"), required=True, help="UTC day or month")
+    p.add_argument("--model", default=None, help="NAME@FACTORY: a budget for this model only (default: all)")
+    _json_flag(p)
+    p.set_defaults(func=c.budget_action, action="set")
+    for action, what in (("show", "limit, spent, remaining and period end of each budget"),
+                         ("clear", "remove a budget")):
+        p = budget_sub.add_parser(action, help=what)
+        p.add_argument("--tenant", required=True)
+        if action == "clear":
+            p.add_argument("--model", default=None, help="the model's own budget (default: the tenant-wide one)")
+        _json_flag(p)
+        p.set_defaults(func=c.budget_action, action=action)
+
+    price = sub.add_parser("price", help="a model's price (USD per token): show, or an operator's override")
+    price_sub = price.add_subparsers(dest="price_command", required=True)
+    for action in ("show", "set", "clear"):
+        p = price_sub.add_parser(action, help={"show": "the price that applies and where it comes from",
+                                               "set": "override the price for calls from now on",
+                                               "clear": "drop the override (the catalog's price applies)"}[action])
+        p.add_argument("--model", required=True, help="NAME@FACTORY")
+        if action == "set":
+            p.add_argument("--input", type=_usd_per_token, required=True, help="USD per input token")
+            p.add_argument("--output", type=_usd_per_token, default=0.0, help="USD per output token")
+            p.add_argument("--batch-input", type=_usd_per_token, default=None, help="batch-API USD per input token")
+            p.add_argument("--batch-output", type=_usd_per_token, default=None, help="batch-API USD per output token")
+        _json_flag(p)
+        p.set_defaults(func=c.price_action, action=action)
     return parser
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from models import budgets
 from models.db import get_engine, session_scope
 from models.tables import tenants
 from models.tenants import create_tenant, resolve_tenant
-from models.usage import usage_summary
+from models.prices import clear_price, describe_price, set_price
+from models.usage import parse_moment, usage_report, usage_summary
 from tasks import producer
 from workers.cli import note, print_json
 from workers.inputs import read_inputs
@@ -49,7 +51,7 @@ def tenant_list(args: argparse.Namespace) -> None:
 def embed(args: argparse.Namespace) -> int:
     job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files),
                                        idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
-                                       input_type="query" if args.queries else "document")
+                                       input_type="query" if args.queries else "document", cache=not args.no_cache)
     if job_id.unsent:
         note(f"job {job_id} is saved, but the broker is not reachable: its messages will be sent when the broker "
              "is back (by the sweeper; see docs/operations.md). Do not submit it again.")
@@ -123,11 +125,71 @@ def result_row(item: producer.ItemResult) -> dict[str, Any]:
 
 
 def usage(args: argparse.Namespace) -> None:
+    since, until = parse_moment(args.since, "--since"), parse_moment(args.until, "--until")
     with session_scope() as session:
-        rows = usage_summary(session, resolve_tenant(session, args.tenant))
+        tenant_id = resolve_tenant(session, args.tenant)
+        if args.by is None and since is None and until is None:
+            rows = usage_summary(session, tenant_id)
+        else:
+            rows = usage_report(session, tenant_id, by=args.by or "model", since=since, until=until)
     if args.json:
         print_json(rows)
         return
-    table("usage", ["model", "type", "calls", "prompt", "completion", "total", "used_tokens"],
-           [[r["model"], r["model_type"], r["calls"], f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}",
-             f"{r['total_tokens']:,}", f"{r['used_tokens']:,}"] for r in rows])
+    first = {"day": ["day"], "job": ["job_id", "model"]}.get(args.by or "model", ["model", "model_type"])
+    table("usage", [*first, "calls", "cached", "prompt", "completion", "total", "cached tokens", "cost USD"],
+          [[*(str(r[k]) for k in first), f"{r['calls']:,}", f"{r['cached_calls']:,}", f"{r['prompt_tokens']:,}",
+            f"{r['completion_tokens']:,}", f"{r['total_tokens']:,}", f"{r['cached_tokens']:,}",
+            _usd(r["cost"], r["unpriced_calls"])] for r in rows])
+
+
+def _usd(cost: float, unpriced: int) -> str:
+    text = f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0"
+    return f"{text} (+{unpriced:,} unpriced)" if unpriced else text
+
+
+def price_action(args: argparse.Namespace) -> None:
+    with session_scope() as session:
+        if args.action == "set":
+            set_price(session, args.model, input_cost=args.input, output_cost=args.output,
+                      batch_input_cost=args.batch_input, batch_output_cost=args.batch_output)
+        elif args.action == "clear":
+            clear_price(session, args.model)
+        row = describe_price(session, args.model)
+    if args.json:
+        print_json(row)
+        return
+    if row["source"] == "none":
+        out.print(f"{args.model}: no price (its calls are recorded without a cost)")
+        return
+    out.print(f"{args.model} ({row['source']}): input {row['input_cost_per_token']:.4g}, "
+              f"output {row['output_cost_per_token']:.4g} USD per token")
+
+
+def budget_action(args: argparse.Namespace) -> None:
+    with session_scope() as session:
+        tenant_id = resolve_tenant(session, args.tenant)
+        if args.action == "set":
+            budgets.set_budget(session, tenant_id, period=args.period, tokens=args.tokens, cost=args.cost,
+                               model=args.model or "")
+        elif args.action == "clear":
+            budgets.clear_budget(session, tenant_id, args.model or "")
+        rows = budgets.show_budgets(session, tenant_id)
+    if args.json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no budgets")
+        return
+    table("budgets", ["model", "period", "limit", "spent", "remaining", "period ends"],
+          [[r["model"] or "(all)", r["period"], _limits(r, "token_limit", "cost_limit"),
+            _limits(r, "spent_tokens", "spent_cost", always=True), _limits(r, "remaining_tokens", "remaining_cost"),
+            r["period_end"]] for r in rows])
+
+
+def _limits(r: dict[str, Any], tokens: str, cost: str, always: bool = False) -> str:
+    parts = []
+    if r[tokens] is not None and (always or r["token_limit"] is not None):
+        parts.append(f"{r[tokens]:,} tokens")
+    if r[cost] is not None and (always or r["cost_limit"] is not None):
+        parts.append(f"{r[cost]:.4f} USD")
+    return ", ".join(parts)

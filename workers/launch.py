@@ -26,6 +26,9 @@ _beat_lock = BeatLock()
 
 
 def worker(args: argparse.Namespace) -> int:
+    from workers.metrics import prepare_worker
+
+    prepare_worker()  # before the tasks (and prometheus_client) are imported
     from tasks.app import QUEUES
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
@@ -155,6 +158,9 @@ def flower(args: argparse.Namespace) -> None:
         if ":" not in auth:
             raise InvalidRequest("MODELYARD_FLOWER_BASIC_AUTH must be user:password (comma-separate several)")
         argv.append(f"--basic-auth={auth}")
+        from workers.metrics import protect_flower_metrics
+
+        protect_flower_metrics()
     app.start(argv)
 
 

@@ -10,13 +10,13 @@ from workers.api import errors
 
 
 def create_app() -> FastAPI:
-    from workers.api import batches, embeddings, files, jobs, manage
+    from workers.api import batches, embeddings, files, jobs, manage, money
 
     app = FastAPI(title="modelyard", version="0.1.0",
                   description="AI model jobs for many tenants: OpenAI-compatible files, batches and embeddings "
                               "under /v1; jobs of every model type, model management and usage under /api.")
     errors.install(app)
-    for module in (files, batches, embeddings, jobs, manage):
+    for module in (files, batches, embeddings, jobs, manage, money):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conf.errors import Conflict, InvalidRequest, NotFound, UserError
+from conf.errors import BudgetSpent, Conflict, InvalidRequest, NotFound, UserError
 from conf.settings import SettingsError
 from models.files import TooLarge
 from providers.errors import scrub
@@ -60,6 +60,8 @@ def error_response(status: int, message: str, code: str | None = None, param: st
 
 
 def status_of(exc: UserError) -> int:
+    if isinstance(exc, BudgetSpent):
+        return 429
     if isinstance(exc, TooLarge):
         return 413
     if isinstance(exc, NotFound):

@@ -13,7 +13,7 @@ from models.db import session_scope
 from models.tables import tenants
 from models.tenants import create_tenant, delete_factory, delete_llm, set_llm_status
 from models.tokens import Principal
-from models.usage import usage_summary
+from models.usage import parse_moment, usage_report, usage_summary
 from providers.base import MODEL_TYPES
 from workers.api.auth import models_tenant, operator
 from workers.api.errors import ERROR_RESPONSES
@@ -115,10 +115,15 @@ def my_llms(tenant_id: str = Depends(models_tenant)) -> dict[str, list[dict[str,
     return {factory: [model_json(m) for m in models] for factory, models in grouped.items()}
 
 
-@router.get("/usage", tags=["models"], summary="The tenant's token usage per model")
-def usage(tenant_id: str = Depends(models_tenant)) -> list[dict[str, Any]]:
+@router.get("/usage", tags=["models"], summary="The tenant's calls, tokens and cost per model, day or job")
+def usage(by: Literal["model", "day", "job"] | None = None, since: str | None = Query(default=None, max_length=40),
+          until: str | None = Query(default=None, max_length=40),
+          tenant_id: str = Depends(models_tenant)) -> list[dict[str, Any]]:
+    start, end = parse_moment(since, "since"), parse_moment(until, "until")
     with session_scope() as session:
-        return usage_summary(session, tenant_id)
+        if by is None and start is None and end is None:
+            return usage_summary(session, tenant_id)
+        return usage_report(session, tenant_id, by=by or "model", since=start, until=end)
 
 
 @router.post("/tenants", tags=["tenants"], summary="Create a tenant (operator tokens: scope admin)")
