@@ -5,15 +5,14 @@ import argparse
 import base64
 from typing import Any
 
-import numpy as np
-
 from models.db import get_engine, session_scope
 from models.tables import tenants
 from models.tenants import create_tenant, resolve_tenant
 from models.usage import usage_summary
 from tasks import producer
 from workers.cli import note, print_json
-from workers.inputs import read_inputs
+from workers.inputs import Columns, read_inputs
+from workers.outputs import write_results
 from workers.progress import job_progress
 from workers.tables import out, table
 
@@ -47,7 +46,7 @@ def tenant_list(args: argparse.Namespace) -> None:
 
 
 def embed(args: argparse.Namespace) -> int:
-    job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files),
+    job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files, Columns(args.text_column, args.id_column)),
                                        idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
                                        input_type="query" if args.queries else "document")
     if job_id.unsent:
@@ -97,13 +96,11 @@ def job_action(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
+    """Results as JSON lines (or to a file): for a retry, its lineage's (see workers.outputs)."""
     if args.output:
-        res = producer.results(args.job_id)
-        np.save(args.output, res.vectors)
-        out.print(f"wrote {res.vectors.shape[0]:,} x {res.vectors.shape[1]} vectors to {args.output}; "
-                  f"{len(res.errors):,} items failed")
+        out.print(write_results(args.job_id, args.output, result_row), markup=False)
         return 0
-    for item in producer.iter_results(args.job_id):
+    for item in producer.iter_results(args.job_id, lineage=True):
         print_json(result_row(item))
     return 0
 
