@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from conf.errors import InvalidRequest, NotFound
 from conf.settings import get_settings
@@ -162,7 +162,7 @@ def _jsonl_row(line: str, where: str, limits: Limits) -> ItemRow:
     except RecursionError:
         raise InvalidRequest(f"{where}: the JSON is nested more than {limits.depth} levels deep "
                              "(MODELYARD_MAX_PAYLOAD_DEPTH)") from None
-    if isinstance(obj, dict) and "text" not in obj and "body" in obj:
+    if isinstance(obj, dict) and "text" not in obj and isinstance(obj.get("body"), dict):
         return _batch_request_row(obj, where, limits)
     if not isinstance(obj, dict) or "text" not in obj:
         raise InvalidRequest(f'{where}: expected an object with "text" (and optionally "custom_id"), or an OpenAI '
@@ -173,14 +173,13 @@ def _jsonl_row(line: str, where: str, limits: Limits) -> ItemRow:
     return ItemRow(custom_id=custom_id, text=validation.text(obj["text"], f"{where} (item {custom_id!r})", limits))
 
 
-def _batch_request_row(obj: dict, where: str, limits: Limits) -> ItemRow:
+def _batch_request_row(obj: dict[str, Any], where: str, limits: Limits) -> ItemRow:
     """OpenAI's batch-request line: ``{"custom_id", "method": "POST", "url": "/v1/embeddings",
     "body": {"model", "input"}}``; ``--model`` chooses the model, not the line's ``body.model``."""
     url = obj.get("url", "/v1/embeddings")
     if url != "/v1/embeddings":
         raise InvalidRequest(f"{where}: a batch request for {str(url)[:60]!r}; embed takes /v1/embeddings requests")
-    body = obj["body"]
-    value = body.get("input") if isinstance(body, dict) else None
+    value = obj["body"].get("input")
     if isinstance(value, list):
         if len(value) != 1:
             raise InvalidRequest(f'{where}: "body.input" holds {len(value)} texts; give one text per line '
