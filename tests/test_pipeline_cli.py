@@ -290,6 +290,7 @@ def test_retention_purges_items_keeps_usage_and_delete_removes_the_job(
     listed = {r["id"]: r for r in ok_json(cli(stack, "job", "list", "--tenant", name, "--json"))}
     assert listed[old]["purged_at"] is not None and listed[old]["items_succeeded"] == 10
     assert_one_line_error(cli(stack, "job", "retry", old), 4, "purged")
+    assert_one_line_error(cli(stack, "job", "results", old), 4, "purged")
 
     deleted = ok_json(cli(stack, "job", "delete", keep, "--json"))
     assert deleted["deleted"] is True

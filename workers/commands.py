@@ -5,6 +5,7 @@ import argparse
 import base64
 from typing import Any
 
+from conf.errors import Conflict
 from models.db import get_engine, session_scope
 from models.tables import tenants
 from models.tenants import create_tenant, resolve_tenant
@@ -97,6 +98,9 @@ def job_action(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     """Results as JSON lines (or to a file): for a retry, its lineage's (see workers.outputs)."""
+    purged = producer.status(args.job_id, max_errors=0)["purged_at"]
+    if purged:
+        raise Conflict(f"job {args.job_id}'s results were purged at {purged[:19]} (MODELYARD_JOB_RETENTION)")
     if args.output:
         out.print(write_results(args.job_id, args.output, result_row), markup=False)
         return 0

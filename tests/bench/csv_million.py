@@ -62,6 +62,16 @@ def wait_job(job_id: str, timeout: float) -> tuple[float, dict]:
     return time.perf_counter() - started, final
 
 
+def items_bytes() -> int:
+    """``job_items`` with its TOAST and indexes, on disk (Postgres)."""
+    from sqlalchemy import text
+
+    from models.db import session_scope
+
+    with session_scope() as session:
+        return int(session.scalar(text("SELECT pg_total_relation_size('job_items')")))
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.1f} (5 min {five:.1f})"
@@ -101,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             assert final["status"] == "succeeded", final["status"]
             rows.append(f"| job runs ({args.workers} workers x threads -c {args.concurrency}, chunks of "
                         f"{args.chunk_size}) | {secs:,.1f} | - | {args.rows / secs:,.0f} items/s; load {load()} |")
+
+            rows.append(f"| `job_items` on disk after the job (dim {args.dim}) | - | - | {items_bytes() / MB:,.0f} MB "
+                        f"= {items_bytes() / args.rows:,.0f} bytes per text |")
 
             npy = tmp / "out.npy"
             secs, peak, _ = run_cli(env, "job", "results", job_id, "-o", str(npy))
