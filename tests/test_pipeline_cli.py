@@ -73,6 +73,15 @@ def test_job_results_into_a_closed_pipe_exits_quietly(stack: Stack, clean_broker
     assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as the shell reports for `cat`
     assert first["custom_id"] == "0" and stderr == ""
 
+    # A short output, buffered until exit (as it is unless PYTHONUNBUFFERED is set), into a pipe
+    # already closed: the same quiet exit, not "Exception ignored ... BrokenPipeError" and status 120.
+    buffered = {k: v for k, v in {**os.environ, **stack.env}.items() if k != "PYTHONUNBUFFERED"}
+    small = subprocess.Popen([sys.executable, "-m", "workers", "job", "list", "--json"], cwd=ROOT,
+                             env=buffered, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert small.stdout is not None and small.stderr is not None
+    small.stdout.close()
+    assert small.stderr.read().decode() == "" and small.wait(timeout=60) == 141
+
 
 # --------------------------------------------------------------------------- job list
 

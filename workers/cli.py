@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", default=None, help="table inputs: the custom id's column (default: custom_id if "
                                                       "there is one, else the file and row)")
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
-    p.add_argument("--idempotency-key", default=None, help="resubmitting with the same key returns the same job")
+    p.add_argument("--idempotency-key", default=None, help="the same key with the same input returns the same job; with another input "
+                                                              "it is refused (exit 4)")
     p.add_argument("--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)")
     p.add_argument("--queries", action="store_true",
                    help="the texts are search queries: use the provider's query mode (default: documents)")
@@ -194,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
         if action == "results":
             p.add_argument("--output", "-o", default=None,
-                           help="write to this file instead: .jsonl (custom_id, vector, usage), .npy (vectors, with "
-                                "a sibling .ids.txt) or .parquet (needs the parquet extra)")
+                           help="write to this file instead: .jsonl (the lines printed without -o), .npy (the "
+                                "vectors; their custom ids in NAME.ids.txt beside it) or .parquet (the parquet extra)")
         p.set_defaults(func=c.job_action, action=action)
 
     from workers import token_commands as t
@@ -264,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is a closed pipe below
+        return code
     except UserError as exc:
         error(str(exc))
         return exc.exit_code
