@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from conf.errors import Conflict
@@ -70,15 +70,12 @@ def iter_failed_inputs(session: Session, job_id: str, *, batch: int = 2000) -> I
         last = rows[-1].seq
 
 
-def purge_batch(session: Session, job_id: str, batch: int) -> int:
-    """Delete up to ``batch`` of the job's items (then, when none are left, its chunks); returns
-    how many rows went. The caller commits after each call: short transactions."""
-    ids = select(job_items.c.id).where(job_items.c.job_id == job_id).limit(batch).scalar_subquery()
-    gone = session.execute(delete(job_items).where(job_items.c.id.in_(ids))).rowcount
-    if gone:
-        return gone
-    ids = select(job_chunks.c.id).where(job_chunks.c.job_id == job_id).limit(batch).scalar_subquery()
-    return session.execute(delete(job_chunks).where(job_chunks.c.id.in_(ids))).rowcount
+def purge_batch(session: Session, job_id: str, table: Table, first_seq: int, batch: int) -> int:
+    """Delete the job's rows of ``table`` (``job_items`` or ``job_chunks``) with ``seq`` in
+    ``[first_seq, first_seq + batch)``: a range of the ``(job_id, seq)`` index, so a batch never
+    walks past the index entries of rows an earlier batch deleted. The caller commits after each."""
+    return session.execute(delete(table).where(table.c.job_id == job_id, table.c.seq >= first_seq,
+                                               table.c.seq < first_seq + batch)).rowcount
 
 
 def mark_purged(session: Session, job_id: str) -> None:
@@ -115,17 +112,21 @@ def delete_job_row(session: Session, job_id: str) -> None:
 
 
 def purge_job(job_id: str, *, batch: int = 5000, delete_row: bool = False, deadline: float | None = None) -> int:
-    """Delete the job's items and chunks, ``batch`` rows per transaction; then mark the job
+    """Delete the job's items, then its chunks, ``batch`` rows per transaction; then mark the job
     purged (or, with ``delete_row``, delete it). Returns the number of rows deleted. Past
     ``deadline`` (``time.monotonic()``) it stops between batches; the next call goes on."""
     total = 0
-    while deadline is None or time.monotonic() < deadline:
+    for table in (job_items, job_chunks):
         with session_scope() as session:
-            gone = purge_batch(session, job_id, batch)
-            if not gone:
-                (delete_job_row if delete_row else mark_purged)(session, job_id)
+            low, high = session.execute(select(func.min(table.c.seq), func.max(table.c.seq))
+                                        .where(table.c.job_id == job_id)).one()
+        for first in range(low, high + 1, batch) if low is not None else ():
+            if deadline is not None and time.monotonic() > deadline:
                 return total
-        total += gone
+            with session_scope() as session:
+                total += purge_batch(session, job_id, table, first, batch)
+    with session_scope() as session:
+        (delete_job_row if delete_row else mark_purged)(session, job_id)
     return total
 
 
