@@ -260,6 +260,11 @@ def test_retry_embeds_only_the_failed_items_and_results_read_together(
     assert table.column("custom_id").to_pylist() == [f"c{i}" for i in range(6)]
     np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), np.stack([fake_vector(t) for t in texts]),
                                rtol=1e-6)
+    partial = tmp_path / "first.parquet"  # the original alone: its failed items have no vector
+    assert cli(stack, "job", "results", first["job_id"], "-o", str(partial)).returncode == 0
+    first_rows = pq.read_table(partial).to_pylist()
+    assert sorted(r["custom_id"] for r in first_rows if r["vector"] is None) == failed_ids
+    assert {r["error_code"] for r in first_rows if r["vector"] is None} == {"INVALID_REQUEST"}
     jsonl = tmp_path / "all.jsonl"
     assert cli(stack, "job", "results", retry["job_id"], "-o", str(jsonl)).returncode == 0
     assert [json.loads(x)["custom_id"] for x in jsonl.read_text().splitlines()] == [f"c{i}" for i in range(6)]
