@@ -91,7 +91,8 @@ def _write_parquet(pq: Any, items: Iterator[producer.ItemResult], target: Path, 
                         ("error_code", pa.string()), ("error_message", pa.string())])
     group = max(1, min(PARQUET_ROWS, (16 * 1024 * 1024) // max(4 * dim, 1)))
     counts = {"rows": 0, "failed": 0}
-    with pq.ParquetWriter(target, schema) as writer:
+    # Vectors are not dictionary-encoded: floats seldom repeat, and the attempt buffers a dictionary.
+    with pq.ParquetWriter(target, schema, use_dictionary=["status", "error_code", "error_message"]) as writer:
         for page in _batched(items, group):
             block = np.zeros((len(page), dim), dtype=np.float32)
             has_vector = np.zeros(len(page), dtype=bool)
