@@ -13,7 +13,7 @@ from models.usage import usage_summary
 from tasks import producer
 from workers.cli import note, print_json
 from workers.inputs import Columns, read_inputs
-from workers.outputs import write_results
+from workers.outputs import check_target, write_results
 from workers.progress import job_progress
 from workers.tables import out, table
 
@@ -98,6 +98,8 @@ def job_action(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     """Results as JSON lines (or to a file): for a retry, its lineage's (see workers.outputs)."""
+    if args.output:
+        check_target(args.output)
     purged = producer.status(args.job_id, max_errors=0)["purged_at"]
     if purged:
         raise Conflict(f"job {args.job_id}'s results were purged at {purged[:19]} (MODELYARD_JOB_RETENTION)")

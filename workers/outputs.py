@@ -31,15 +31,23 @@ def ids_path(npy: Path) -> Path:
     return npy.with_name(npy.name.removesuffix(npy.suffix) + ".ids.txt")
 
 
+def check_target(path: str) -> str:
+    """The output's format (its suffix), or one line saying why it cannot be written."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidRequest(f"{path}: expected a .jsonl, .npy or .parquet file name")
+    if suffix == ".parquet":
+        parquet_module()
+    return suffix
+
+
 def write_results(job_id: str, path: str, row: Any) -> str:
     """Write the results of ``job_id`` to ``path`` (format from its suffix); returns a summary line.
     ``row``: the JSON line of one item (workers.commands.result_row)."""
     target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in FORMATS:
-        raise InvalidRequest(f"{path}: expected a .jsonl, .npy or .parquet file name")
+    suffix = check_target(path)  # before anything is written
     if suffix == ".parquet":
-        pq = parquet_module()  # before anything is written
+        pq = parquet_module()
     n, dim = producer.results_shape(job_id)
     items = producer.iter_results(job_id, lineage=True)
     if suffix == ".npy":
