@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from conf.errors import Conflict
 from models.db import session_scope
 from models.jobs import TERMINAL, get_job, utcnow
-from models.tables import job_chunks, job_items, jobs, tenants
+from models.tables import api_batches, job_chunks, job_items, jobs, tenants, usage_events
 
 LIST_COLUMNS = (jobs.c.id, jobs.c.tenant_id, tenants.c.name.label("tenant"), jobs.c.model, jobs.c.model_type,
                 jobs.c.status, jobs.c.items_total, jobs.c.items_succeeded, jobs.c.items_failed, jobs.c.total_tokens,
@@ -103,8 +103,6 @@ def deletable(session: Session, job_id: str, tenant_id: str | None = None) -> di
 def delete_job_row(session: Session, job_id: str) -> None:
     """The job's row, once its items and chunks are gone; the usage ledger keeps its rows
     (their ``job_id`` is set to NULL by the foreign key, or here where SQLite does not enforce it)."""
-    from models.tables import api_batches, usage_events
-
     session.execute(delete(api_batches).where(api_batches.c.job_id == job_id))
     session.execute(update(usage_events).where(usage_events.c.job_id == job_id).values(job_id=None))
     session.execute(update(jobs).where(jobs.c.retry_of == job_id).values(retry_of=None))
@@ -128,10 +126,6 @@ def purge_job(job_id: str, *, batch: int = 5000, delete_row: bool = False, deadl
     with session_scope() as session:
         (delete_job_row if delete_row else mark_purged)(session, job_id)
     return total
-
-
-def count_items(session: Session, job_id: str) -> int:
-    return session.scalar(select(func.count()).select_from(job_items).where(job_items.c.job_id == job_id)) or 0
 
 
 def vector_dimension(session: Session, job_ids: list[str]) -> int:

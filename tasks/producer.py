@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-
 from sqlalchemy.orm import Session
 
 from conf.errors import Conflict, InvalidRequest
