@@ -55,6 +55,7 @@ class JobId(str):
     back: do not submit it again."""
 
     unsent: int = 0
+    existing: bool = False  # the idempotency key's job, submitted before with this same request
 
 
 def submit_embedding(
@@ -209,7 +210,9 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow] | 
                               model=tm.full_name, options=options, idempotency_key=idempotency_key, retry_of=retry_of)
         if existing:
             _same_request(session, existing, idempotency_key or "", digest, _capped(items, settings.max_job_items))
-            return JobId(existing)
+            found = JobId(existing)
+            found.existing = True
+            return found
         n_items = insert_items(session, job_id, digest.feed(_capped(items, settings.max_job_items)))
         if n_items == 0:
             raise InvalidRequest("a job needs at least one input")

@@ -126,7 +126,8 @@ def test_an_idempotency_key_with_another_input_is_a_conflict_and_writes_nothing(
     args = ("embed", "--tenant", name, "--model", MODEL, "--idempotency-key", "nightly-7", "--json")
     job_id = ok_json(cli(stack, *args, str(first_file)))["job_id"]
     sent = queued_messages(stack)
-    assert ok_json(cli(stack, *args, str(first_file)))["job_id"] == job_id
+    again = cli(stack, *args, str(first_file))
+    assert ok_json(again)["job_id"] == job_id and "with this same input: that job, not a new one" in again.stderr
     assert ok_json(cli(stack, *args, "--chunk-size", "1", str(first_file)))["job_id"] == job_id  # not part of it
 
     line = assert_one_line_error(cli(stack, *args, str(second_file)), 4, "nightly-7", job_id, "different request")

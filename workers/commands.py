@@ -50,6 +50,9 @@ def embed(args: argparse.Namespace) -> int:
     job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files, Columns(args.text_column, args.id_column)),
                                        idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
                                        input_type="query" if args.queries else "document")
+    if job_id.existing:
+        note(f"idempotency key {args.idempotency_key!r} was used for job {job_id} with this same input: that job, "
+             "not a new one")
     if job_id.unsent:
         note(f"job {job_id} is saved, but the broker is not reachable: its messages will be sent when the broker "
              "is back (by the sweeper; see docs/operations.md). Do not submit it again.")
