@@ -108,6 +108,10 @@ class Settings:
     max_blob_bytes: int = 25 * 1024 * 1024  # one image / audio item (providers' own caps are 20-25 MB)
     max_payload_depth: int = 32  # nesting of a JSON payload (or a .jsonl line)
     max_chat_messages: int = 1000  # messages in one chat item
+    # Retention (tasks/maintenance.py purge_expired): a finished job's items are deleted this
+    # long after it ended (0: kept forever), this many rows per transaction.
+    job_retention_seconds: float = 7 * 86400.0
+    purge_batch_rows: int = 5000
 
     @property
     def embedded_broker(self) -> bool:
@@ -167,6 +171,8 @@ def _load() -> Settings:
         metrics_port=_env_int("MODELYARD_METRICS_PORT", 0),
         metrics_basic_auth=os.environ.get("MODELYARD_METRICS_BASIC_AUTH", "").strip(),
         metrics_host=os.environ.get("MODELYARD_METRICS_HOST", "").strip() or "127.0.0.1",
+        job_retention_seconds=_env_duration("MODELYARD_JOB_RETENTION", 7 * 86400.0),
+        purge_batch_rows=_env_int("MODELYARD_PURGE_BATCH_ROWS", 5000),
     )
     if s.embed_cache not in ("tenant", "shared", "off") or s.embed_cache_max_entries < 1:
         raise SettingsError("MODELYARD_EMBED_CACHE must be tenant, shared or off, and "
@@ -193,7 +199,22 @@ def _load() -> Settings:
     if min(s.max_payload_bytes, s.max_blob_bytes, s.max_payload_depth, s.max_chat_messages) < 1:
         raise SettingsError("MODELYARD_MAX_PAYLOAD_BYTES, MODELYARD_MAX_BLOB_BYTES, MODELYARD_MAX_PAYLOAD_DEPTH and "
                             "MODELYARD_MAX_CHAT_MESSAGES must be at least 1")
+    if s.job_retention_seconds < 0 or s.purge_batch_rows < 1:
+        raise SettingsError("MODELYARD_JOB_RETENTION must be 0 (keep forever) or more; MODELYARD_PURGE_BATCH_ROWS "
+                            "at least 1")
     return s
+
+
+def _env_duration(name: str, default: float) -> float:
+    """Seconds, or a number with a unit: 90s, 30m, 12h, 7d."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(raw[-1])
+    try:
+        return float(raw[:-1] if unit else raw) * (unit or 1)
+    except ValueError:
+        raise SettingsError(f"{name} must be seconds or a duration like 12h or 7d, got {raw!r}") from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -100,6 +100,7 @@ def insert_job(
     model: str,
     options: dict[str, Any],
     idempotency_key: str | None,
+    retry_of: str | None = None,
 ) -> str | None:
     """Insert the job row; returns the existing job's id if the idempotency key is taken."""
     if idempotency_key:
@@ -118,6 +119,7 @@ def insert_job(
                     status="queued",
                     idempotency_key=idempotency_key,
                     options=options,
+                    retry_of=retry_of,
                 )
             )
     except IntegrityError:
@@ -125,6 +127,10 @@ def insert_job(
             return find_by_idempotency_key(session, tenant_id, idempotency_key)
         raise
     return None
+
+
+def set_request_hash(session: Session, job_id: str, request_hash: str) -> None:
+    session.execute(update(jobs).where(jobs.c.id == job_id).values(request_hash=request_hash))
 
 
 def find_by_idempotency_key(session: Session, tenant_id: str, key: str) -> str | None:
@@ -491,6 +497,17 @@ def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[
             return
         yield from rows
         last = rows[-1].seq
+
+
+def items_by_custom_id(session: Session, job_id: str, custom_ids: list[str]) -> list[Any]:
+    """The job's items with these custom ids (the columns of :func:`iter_items`)."""
+    if not custom_ids:
+        return []
+    return session.execute(
+        select(job_items.c.seq, job_items.c.custom_id, job_items.c.status, job_items.c.vector, job_items.c.result,
+               job_items.c.result_blob, job_items.c.error_code, job_items.c.error_message)
+        .where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
+    ).all()
 
 
 def sweep_soon(session: Session, chunk_ids: list[int]) -> None:

@@ -121,7 +121,17 @@ jobs = Table(
     _now(),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    # sha256 of the canonical request (type, model, options, every item): an idempotency key
+    # given again with a different request is a conflict, never the old job (tasks/request_hash.py).
+    Column("request_hash", String(64)),
+    Column("retry_of", String(32)),  # the job whose failed items this job retries (job retry)
+    Column("purged_at", DateTime(timezone=True)),  # inputs and results deleted (retention)
     UniqueConstraint("tenant_id", "idempotency_key"),
+    Index("ix_jobs_tenant_created", "tenant_id", "created_at"),  # job list, newest first
+    Index("ix_jobs_created", "created_at"),
+    Index("ix_jobs_finished_unpurged", "finished_at",  # the retention sweep's candidates
+          postgresql_where=text("purged_at IS NULL"), sqlite_where=text("purged_at IS NULL")),
+    Index("ix_jobs_retry_of", "retry_of"),
 )
 
 # A chunk is the unit of work one task message carries: a slice of a job's items.

@@ -19,7 +19,8 @@ TASK_NAMES = {model_type: f"modelyard.{model_type}.run_chunk" for model_type in 
 SWEEP_TASK = "modelyard.maintenance.sweep_stalled"
 REVALIDATE_ALL_TASK = "modelyard.maintenance.revalidate_keys"
 REVALIDATE_TASK = "modelyard.maintenance.revalidate_key"
-MAINTENANCE_TASKS = (SWEEP_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK)
+PURGE_TASK = "modelyard.maintenance.purge_expired"
+MAINTENANCE_TASKS = (SWEEP_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK, PURGE_TASK)
 # kombu's retry policy for one publish: 4 tries over about 2 s, then the caller hears of it.
 PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.4, "interval_max": 1.0}
 
@@ -66,6 +67,7 @@ def configure(app: Celery, settings: Settings) -> None:
         beat_schedule={
             "sweep-stalled-chunks": {"task": SWEEP_TASK, "schedule": max(5.0, settings.stall_seconds / 4)},
             "revalidate-keys": {"task": REVALIDATE_ALL_TASK, "schedule": settings.key_revalidate_seconds},
+            "purge-expired-jobs": {"task": PURGE_TASK, "schedule": 600.0},
         },
         timezone="UTC",
     )

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 
 from conf.settings import get_settings
 from models.crypto import SecretKeyError
+from models import job_history
 from models.db import session_scope
 from models.jobs import Sent, lost_chunks, stalled_chunks
 from models.keycheck import keys_to_revalidate, revalidate
-from tasks.app import REVALIDATE_ALL_TASK, REVALIDATE_TASK, SWEEP_TASK, app
+from tasks.app import PURGE_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK, SWEEP_TASK, app
 from tasks.orchestrate import send_chunks
 
 log = logging.getLogger("modelyard.maintenance")
@@ -66,3 +69,25 @@ def revalidate_key(tenant_llm_id: int) -> str:
     if outcome is None:
         return "gone"
     return "valid" if outcome.ok else str(outcome.code)
+
+
+@app.task(name=PURGE_TASK)
+def purge_expired(max_seconds: float = 300.0) -> int:
+    """Delete the items and chunks of jobs that ended more than ``MODELYARD_JOB_RETENTION`` ago,
+    ``MODELYARD_PURGE_BATCH_ROWS`` rows per transaction (no long lock: other jobs keep
+    finishing). The job rows stay, marked purged, and so does the usage ledger. Stops after
+    ``max_seconds``; the next run (every 10 minutes) goes on. Returns the rows deleted."""
+    settings = get_settings()
+    if settings.job_retention_seconds <= 0:
+        return 0
+    deadline = time.monotonic() + max_seconds
+    total = 0
+    with session_scope() as session:
+        expired = job_history.expired_jobs(session, timedelta(seconds=settings.job_retention_seconds))
+    for job_id in expired:
+        if time.monotonic() > deadline:
+            break
+        total += job_history.purge_job(job_id, batch=settings.purge_batch_rows, deadline=deadline)
+    if expired:
+        log.info("purged %d rows of %d jobs past MODELYARD_JOB_RETENTION", total, len(expired))
+    return total

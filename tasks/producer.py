@@ -12,14 +12,15 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from conf.errors import BudgetSpent, InvalidRequest
+from conf.errors import BudgetSpent, Conflict, InvalidRequest
 from conf.settings import get_settings
-from models import budgets
+from models import budgets, job_history
 from models.db import session_scope
 from models.jobs import (
     TERMINAL,
@@ -31,13 +32,16 @@ from models.jobs import (
     insert_items,
     insert_job,
     iter_items,
+    items_by_custom_id,
     release_chunks,
+    set_request_hash,
 )
 from models.tenants import get_tenant_model, resolve_tenant
 from providers.base import MODEL_TYPES
 from providers.registry import UnsupportedModel, get_provider_class
 from tasks import validation
 from tasks.orchestrate import send_chunks
+from tasks.request_hash import RequestHash
 from tasks.validation import Limits
 
 Input = str | dict[str, Any] | ItemRow
@@ -52,6 +56,7 @@ class JobId(str):
     back: do not submit it again."""
 
     unsent: int = 0
+    existing: bool = False  # the idempotency key's job, submitted before with this same request
 
 
 def submit_embedding(
@@ -177,15 +182,27 @@ def _capped(rows: Iterator[ItemRow], limit: int) -> Iterator[ItemRow]:
         yield row
 
 
-def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *, chunk_size: int,
-            idempotency_key: str | None, options: dict[str, Any] | None = None,
+RowSource = Callable[[Session], Iterator[ItemRow]]
+
+
+def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow] | RowSource, *, chunk_size: int,
+            idempotency_key: str | None, options: dict[str, Any] | None = None, retry_of: str | None = None,
             with_job: WithJob | None = None) -> JobId:
+    """Write the job, its items and chunks in one transaction, then send its first chunks.
+
+    ``rows``: the items, or a function of the session that yields them (a retry reads its
+    original's failed items in the transaction that writes the new job). With an idempotency
+    key already taken, the request is hashed and compared with the one the key was first used
+    for: the same returns that job; a different one is a :class:`Conflict` (nothing written,
+    nothing sent). ``with_job(session, job_id)``: the caller's own rows about the new job, in its
+    transaction."""
     settings = get_settings()
     validation.name(tenant, "tenant")
     validation.name(model, "model", max_chars=400)
     if idempotency_key is not None:
         validation.name(idempotency_key, "idempotency key")
     job_id = secrets.token_hex(8)
+    options = {"chunk_size": chunk_size, **(options or {})}
     with session_scope() as session:
         tenant_id = resolve_tenant(session, tenant)
         tm = get_tenant_model(session, tenant_id, model, model_type)
@@ -200,14 +217,19 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
         spent = budgets.refusal(session, tenant_id, tm.full_name)
         if spent:
             raise BudgetSpent(f"job refused: {spent}")
+        items = rows(session) if callable(rows) else rows
+        digest = RequestHash(model_type, tm.full_name, {k: v for k, v in options.items() if k != "chunk_size"})
         existing = insert_job(session, job_id=job_id, tenant_id=tenant_id, tenant_llm_id=tm.id, model_type=model_type,
-                              model=tm.full_name, options={"chunk_size": chunk_size, **(options or {})},
-                              idempotency_key=idempotency_key)
+                              model=tm.full_name, options=options, idempotency_key=idempotency_key, retry_of=retry_of)
         if existing:
-            return JobId(existing)
-        n_items = insert_items(session, job_id, _capped(rows, settings.max_job_items))
+            _same_request(session, existing, idempotency_key or "", digest, _capped(items, settings.max_job_items))
+            found = JobId(existing)
+            found.existing = True
+            return found
+        n_items = insert_items(session, job_id, digest.feed(_capped(items, settings.max_job_items)))
         if n_items == 0:
             raise InvalidRequest("a job needs at least one input")
+        set_request_hash(session, job_id, digest.hexdigest())
         insert_chunks(session, job_id, n_items, chunk_size)
         if with_job is not None:
             with_job(session, job_id)
@@ -218,6 +240,64 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow], *
         log.warning("job %s is saved, but the broker did not take its %d chunk message(s); the sweeper sends them "
                     "when the broker is back", job_id, submitted.unsent)
     return submitted
+
+
+def _same_request(session: Session, job_id: str, key: str, digest: RequestHash, items: Iterator[ItemRow]) -> None:
+    """The key was used before: hash this request (every item is still validated) and refuse
+    it unless it is the one the key was first used for. A job from before request hashes were
+    kept (``request_hash`` NULL) is taken as the same."""
+    for _ in digest.feed(items):
+        pass
+    stored = get_job(session, job_id)["request_hash"]
+    if stored is not None and stored != digest.hexdigest():
+        raise Conflict(f"idempotency key {key!r} was used for job {job_id} with a different request (other inputs, "
+                       "model or options); nothing was submitted: use a new key for a new request")
+
+
+def retry(job_id: str, *, tenant_id: str | None = None) -> JobId:
+    """A new job of ``job_id``'s failed (or cancelled) items, with their custom ids, linked to
+    it (``retry_of``): read the results of both together with ``iter_results(new, lineage=True)``.
+    The original must have ended, still hold its inputs, and have no retry still running."""
+    with session_scope() as session:
+        job = get_job(session, job_id, tenant_id)
+        if job["status"] not in TERMINAL:
+            raise Conflict(f"job {job_id} is {job['status']}; a job is retried once it has ended")
+        if job["purged_at"] is not None:
+            raise Conflict(f"job {job_id}'s inputs were purged (MODELYARD_JOB_RETENTION); submit them again")
+        if job["items_succeeded"] >= job["items_total"]:
+            raise InvalidRequest(f"job {job_id} has no failed items to retry")
+        running = job_history.active_retry(session, job_id)
+        if running:
+            raise Conflict(f"job {running} is already retrying job {job_id}; wait for it (modelyard job wait {running})")
+        tenant = job["tenant_id"]
+    model_type, options = job["model_type"], dict(job["options"] or {})
+
+    def failed(session: Session) -> Iterator[ItemRow]:
+        for r in job_history.iter_failed_inputs(session, job_id):
+            yield ItemRow(r.custom_id, r.text, r.payload, r.blob)
+
+    return _submit(tenant, model_type, job["model"], failed, chunk_size=int(options.pop("chunk_size", 1)),
+                   idempotency_key=None, options=options, retry_of=job_id)
+
+
+def delete(job_id: str, *, tenant_id: str | None = None) -> int:
+    """Delete an ended job, its items and chunks (in batches); the usage ledger keeps its rows.
+    Returns the number of item and chunk rows deleted."""
+    with session_scope() as session:
+        job_history.deletable(session, job_id, tenant_id)
+    return job_history.purge_job(job_id, delete_row=True)
+
+
+def list_jobs(*, tenant: str | None = None, status: str | None = None, since: datetime | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    """Jobs newest first with their counts and tokens (``tenant``: an id or a name)."""
+    with session_scope() as session:
+        tenant_id = resolve_tenant(session, tenant) if tenant is not None else None
+        rows = job_history.list_jobs(session, tenant_id=tenant_id, status=status, since=since, limit=limit)
+    for r in rows:
+        for key in ("created_at", "finished_at", "purged_at"):
+            r[key] = _iso(r[key])
+    return rows
 
 
 def status(job_id: str, *, max_errors: int = 1000) -> dict[str, Any]:
@@ -239,6 +319,8 @@ def status(job_id: str, *, max_errors: int = 1000) -> dict[str, Any]:
         "created_at": _iso(job["created_at"]),
         "started_at": _iso(job["started_at"]),
         "finished_at": _iso(job["finished_at"]),
+        "retry_of": job["retry_of"],
+        "purged_at": _iso(job["purged_at"]),
         "errors": errors,
         "errors_total": n_errors,
     }
@@ -258,18 +340,57 @@ class ItemResult:
     result_blob: bytes | None
     error_code: str | None
     error_message: str | None
+    job_id: str | None = None  # the job whose outcome this is (a retry's, with lineage=True)
 
 
-def iter_results(job_id: str) -> Iterator[ItemResult]:
-    """Every item's outcome in item order, streamed from the database."""
+def iter_results(job_id: str, *, lineage: bool = False) -> Iterator[ItemResult]:
+    """Every item's outcome in item order, streamed from the database.
+
+    ``lineage``: for a retry (``job retry``), the original job's items in their order, each
+    with its newest outcome along the chain of retries up to ``job_id``: what succeeded the
+    first time and what a retry made of what had failed, read together."""
     with session_scope() as session:
         get_job(session, job_id)
-        for r in iter_items(session, job_id):
-            yield ItemResult(
-                r.seq, r.custom_id, r.status,
-                np.frombuffer(r.vector, dtype="<f4") if r.vector is not None else None,
-                r.result, r.result_blob, r.error_code, r.error_message,
-            )
+        chain = job_history.lineage(session, job_id) if lineage else [job_id]
+        for page in _pages(iter_items(session, chain[0])):
+            newer = _newer_outcomes(session, chain[1:], [r.custom_id for r in page if r.status != "succeeded"])
+            for r in page:
+                seq = r.seq  # the original's order, whichever job's outcome it is
+                owner, r = newer.get(r.custom_id, (chain[0], r))
+                yield ItemResult(
+                    seq, r.custom_id, r.status,
+                    np.frombuffer(r.vector, dtype="<f4") if r.vector is not None else None,
+                    r.result, r.result_blob, r.error_code, r.error_message, owner,
+                )
+
+
+def results_shape(job_id: str) -> tuple[int, int]:
+    """(items, vector dimension) of ``iter_results(job_id, lineage=True)``; dimension 0 if no
+    item has a vector."""
+    with session_scope() as session:
+        chain = job_history.lineage(session, job_id)
+        n = get_job(session, chain[0])["items_total"]
+        return n, job_history.vector_dimension(session, chain)
+
+
+def _pages(rows: Iterator[Any], size: int = 2000) -> Iterator[list[Any]]:
+    page: list[Any] = []
+    for row in rows:
+        page.append(row)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _newer_outcomes(session: Session, retries: list[str], custom_ids: list[str]) -> dict[str, tuple[str, Any]]:
+    """custom_id -> (job, item row) of the newest retry in ``retries`` (oldest first) that holds it."""
+    found: dict[str, tuple[str, Any]] = {}
+    for retry_id in retries:  # a later retry's outcome replaces an earlier one's
+        for r in items_by_custom_id(session, retry_id, custom_ids):
+            found[r.custom_id] = (retry_id, r)
+    return found
 
 
 @dataclass

@@ -257,7 +257,7 @@ def test_embed_reads_standard_input(stack: Stack, embedding_worker: Worker, fake
         ("bad.jsonl", '{"text": "fine"}\n{"text": "broken\n', 2, "bad.jsonl:2: not valid JSON"),
         ("empty.jsonl", '{"text": "fine"}\n{"custom_id": "e", "text": "   "}\n', 2, "empty.jsonl:2 (item 'e'): text is empty"),
         ("notext.jsonl", '{"custom_id": "x", "body": "no text key"}\n', 2, 'expected an object with "text"'),
-        ("table.csv", "a,b\n", 2, "expected a .txt or .jsonl file"),
+        ("table.xlsx", "a,b\n", 2, "expected a .txt, .jsonl, .csv, .tsv or .parquet file"),
     ],
     ids=["missing-file", "bad-json-line", "empty-text", "no-text-field", "wrong-extension"],
 )

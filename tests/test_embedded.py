@@ -3,6 +3,7 @@ SQLAlchemy transport on a SQLite file, both in MODELYARD_DATA_DIR, with a real w
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -111,3 +112,14 @@ def test_demo_runs_with_no_server_and_prints_search_hits(tmp_path: Path) -> None
     # The retry question finds a passage about retries among its top hits.
     retry_block = proc.stdout.split("? How are rate limit errors retried?")[1].split("?")[0]
     assert "retr" in retry_block.lower(), proc.stdout
+    # Honest numbers: the job's tokens and the queries' are told apart, and add up to the ledger
+    # (a fresh data dir: the ledger holds this run only); the solo worker says it runs one task at a time.
+    said = " ".join(proc.stderr.split())  # rich wraps long lines at 80 columns
+    tokens = re.search(r"tokens: the job's ([\d,]+) \((\d+) chunk calls\) \+ the 4 search queries' ([\d,]+) "
+                       r"\(4 calls", said)
+    ledger = re.search(r"usage ledger[^:]*: [^:]*: (\d+) calls, ([\d,]+) tokens", said)
+    assert tokens and ledger, said[-2000:]
+    job_tokens, chunks, query_tokens = int(tokens[1].replace(",", "")), int(tokens[2]), int(tokens[3].replace(",", ""))
+    assert query_tokens > 0 and int(ledger[1]) == chunks + 4
+    assert int(ledger[2].replace(",", "")) == job_tokens + query_tokens
+    assert "pool solo, concurrency 1 (tasks at once)" in (tmp_path / "data" / "demo-worker.log").read_text()

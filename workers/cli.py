@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     from workers import llm_commands as m
 
     parser = _Parser(prog="modelyard", description="AI model jobs for many tenants on Celery workers.")
+    parser.add_argument("--version", action="version", version=f"modelyard {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
@@ -185,12 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(func=m.limits)
 
-    p = sub.add_parser("embed", help="submit a batch embedding job from .txt / .jsonl files or - (stdin)")
+    p = sub.add_parser("embed", help="submit a batch embedding job from .txt / .jsonl / .csv / .tsv / .parquet files "
+                                      "or - (stdin)")
     p.add_argument("--tenant", required=True)
     p.add_argument("--model", required=True, help="NAME@FACTORY")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--text-column", default=None, help="table inputs (.csv, .tsv, .parquet): the text's column "
+                                                        "(default: text)")
+    p.add_argument("--id-column", default=None, help="table inputs: the custom id's column (default: custom_id if "
+                                                      "there is one, else the file and row)")
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
-    p.add_argument("--idempotency-key", default=None, help="resubmitting with the same key returns the same job")
+    p.add_argument("--idempotency-key", default=None, help="the same key with the same input returns the same job; with another input "
+                                                              "it is refused (exit 4)")
     p.add_argument("--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)")
     p.add_argument("--queries", action="store_true",
                    help="the texts are search queries: use the provider's query mode (default: documents)")
@@ -208,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "wait":
             p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
         if action == "results":
-            p.add_argument("--output", "-o", default=None, help="write vectors to this .npy file instead")
+            p.add_argument("--output", "-o", default=None,
+                           help="write to this file instead: .jsonl (the lines printed without -o), .npy (the "
+                                "vectors; their custom ids in NAME.ids.txt beside it) or .parquet (the parquet extra)")
         p.set_defaults(func=c.job_action, action=action)
 
     from workers import token_commands as t
@@ -235,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", default=None)
     _json_flag(p)
     p.set_defaults(func=t.token_revoke)
+
+    from workers import job_commands as j
+
+    j.add_job_commands(job)
 
     p = sub.add_parser("usage", help="a tenant's calls, tokens and cost, per model, day or job")
     p.add_argument("--tenant", required=True)
@@ -280,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("modelyard")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, default=str)
     sys.stdout.write("\n")
@@ -300,16 +324,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is a closed pipe below
+        return code
     except UserError as exc:
         error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         error("interrupted")
         return 130
+    except BrokenPipeError:
+        return closed_pipe()
     except Exception as exc:  # noqa: BLE001 - one line, not a stack trace; details at debug level
         error(internal_error_line(exc))
         return 1
+
+
+def closed_pipe() -> int:
+    """The reader went away (``modelyard job results J | head``): stop quietly, as ``cat`` does.
+    Standard output is pointed at /dev/null so that the interpreter's last flush finds no pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, the status a shell reports for `cat` in the same place
 
 
 def internal_error_line(exc: BaseException) -> str:

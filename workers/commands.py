@@ -5,17 +5,18 @@ import argparse
 import base64
 from typing import Any
 
-import numpy as np
 
+from conf.errors import Conflict
 from models import budgets
 from models.db import get_engine, session_scope
+from models.prices import clear_price, describe_price, set_price
 from models.tables import tenants
 from models.tenants import create_tenant, resolve_tenant
-from models.prices import clear_price, describe_price, set_price
 from models.usage import parse_moment, usage_report, usage_summary
 from tasks import producer
 from workers.cli import note, print_json
-from workers.inputs import read_inputs
+from workers.inputs import Columns, read_inputs
+from workers.outputs import check_target, write_results
 from workers.progress import job_progress
 from workers.tables import out, table
 
@@ -49,9 +50,12 @@ def tenant_list(args: argparse.Namespace) -> None:
 
 
 def embed(args: argparse.Namespace) -> int:
-    job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files),
+    job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files, Columns(args.text_column, args.id_column)),
                                        idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
                                        input_type="query" if args.queries else "document", cache=not args.no_cache)
+    if job_id.existing:
+        note(f"idempotency key {args.idempotency_key!r} was used for job {job_id} with this same input: that job, "
+             "not a new one")
     if job_id.unsent:
         note(f"job {job_id} is saved, but the broker is not reachable: its messages will be sent when the broker "
              "is back (by the sweeper; see docs/operations.md). Do not submit it again.")
@@ -99,13 +103,16 @@ def job_action(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
+    """Results as JSON lines (or to a file): for a retry, its lineage's (see workers.outputs)."""
     if args.output:
-        res = producer.results(args.job_id)
-        np.save(args.output, res.vectors)
-        out.print(f"wrote {res.vectors.shape[0]:,} x {res.vectors.shape[1]} vectors to {args.output}; "
-                  f"{len(res.errors):,} items failed")
+        check_target(args.output)
+    purged = producer.status(args.job_id, max_errors=0)["purged_at"]
+    if purged:
+        raise Conflict(f"job {args.job_id}'s results were purged at {purged[:19]} (MODELYARD_JOB_RETENTION)")
+    if args.output:
+        out.print(write_results(args.job_id, args.output, result_row), markup=False)
         return 0
-    for item in producer.iter_results(args.job_id):
+    for item in producer.iter_results(args.job_id, lineage=True):
         print_json(result_row(item))
     return 0
 

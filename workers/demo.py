@@ -66,11 +66,13 @@ def run_demo() -> int:
         for err in final["errors"][:5]:
             console.print(f"  {err['custom_id']}: {err['code']}: {err['message']}", markup=False)
         return 1
-    _search(tenant_id, job_id, dict(corpus))
+    query_tokens = _search(tenant_id, job_id, dict(corpus))
+    console.print(f"tokens: the job's {final['total_tokens']:,} ({final['chunks']['total']} chunk calls) + the "
+                  f"{len(QUERIES)} search queries' {query_tokens:,} ({len(QUERIES)} calls, billed to the tenant too)")
     with session_scope() as session:
         for row in usage_summary(session, tenant_id):
-            console.print(f"usage: {row['model']}: {row['calls']} calls, {row['total_tokens']:,} tokens "
-                          f"(ledger); used_tokens {row['used_tokens']:,}")
+            console.print(f"usage ledger, all of the demo tenant's runs: {row['model']}: {row['calls']} calls, "
+                          f"{row['total_tokens']:,} tokens; used_tokens {row['used_tokens']:,}")
     return 0
 
 
@@ -105,12 +107,15 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def _search(tenant_id: str, job_id: str, texts: dict[str, str]) -> None:
+def _search(tenant_id: str, job_id: str, texts: dict[str, str]) -> int:
+    """Answer the queries from the job's vectors; returns the tokens the queries' embeddings used."""
     res = producer.results(job_id)
+    tokens = 0
     with session_scope() as session:
         bundle = LLMBundle.open(session, tenant_id, "embedding", MODEL)
     for query in QUERIES:
         q = bundle.encode_queries(query)
+        tokens += q.usage.total_tokens
         with session_scope() as session:
             bundle.record_usage(session, q.usage, task_attempt=f"demo-query:{uuid.uuid4().hex}")
         scores = res.vectors @ q.vectors[0]
@@ -118,3 +123,4 @@ def _search(tenant_id: str, job_id: str, texts: dict[str, str]) -> None:
         for idx in np.argsort(-scores)[:3]:
             cid = res.custom_ids[idx]
             out.print(f"  {scores[idx]:.3f}  [dim]{escape(cid)}[/]\n         {escape(texts[cid][:160])}", highlight=False)
+    return tokens

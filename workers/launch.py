@@ -39,8 +39,12 @@ def worker(args: argparse.Namespace) -> int:
         return supervise_worker(args)
     from workers.celery_main import app
 
+    settings = get_settings()
     # Provider calls wait on the network: as many threads as one job may have chunks in flight.
-    concurrency = args.concurrency or get_settings().job_max_inflight_chunks
+    # The solo pool runs one task at a time whatever -c says: say 1, not a number it ignores.
+    concurrency = 1 if args.pool == "solo" else args.concurrency or settings.job_max_inflight_chunks
+    _say(f"worker: pool {args.pool}, concurrency {concurrency} (tasks at once), queues {','.join(queues)}, "
+         f"{'embedded broker' if settings.embedded_broker else 'broker ' + _broker_host(settings.broker_url)}")
     # Gossip and mingle are worker-to-worker chatter modelyard does not use; Gossip's event
     # consumer is where kombu's Redis channel fails on a lost connection (celery/kombu#582).
     argv = ["worker", "-Q", ",".join(queues), "-P", args.pool, "-c", str(concurrency), "-l", args.loglevel,
@@ -53,6 +57,14 @@ def worker(args: argparse.Namespace) -> int:
         else:
             _say("another beat holds the schedule lock; this worker starts without -B")
     return run_celery(app, argv)
+
+
+def _broker_host(url: str) -> str:
+    """The broker's scheme and host, never its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 def run_celery(app: Celery, argv: list[str]) -> int:
