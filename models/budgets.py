@@ -67,6 +67,10 @@ def _ledger_spend(session: Session, tenant_id: str, model: str, since: datetime)
     return int(tokens), float(cost)
 
 
+MAX_TOKENS = 2**63 - 1  # the token_limit column is a bigint
+MAX_COST = 1e12  # USD; also keeps out inf and nan
+
+
 def set_budget(session: Session, tenant_id: str, *, period: str, tokens: int | None = None,
                cost: float | None = None, model: str = "") -> dict[str, Any]:
     """Set (or replace) a budget; what the ledger already shows for the current period counts."""
@@ -79,8 +83,8 @@ def set_budget(session: Session, tenant_id: str, *, period: str, tokens: int | N
         raise InvalidRequest(f"--period must be day or month, not {period!r}")
     if tokens is None and cost is None:
         raise InvalidRequest("a budget needs --tokens or --cost (or both)")
-    if (tokens is not None and tokens < 0) or (cost is not None and cost < 0):
-        raise InvalidRequest("budget limits must be 0 or more")
+    if (tokens is not None and not 0 <= tokens <= MAX_TOKENS) or (cost is not None and not 0 <= cost <= MAX_COST):
+        raise InvalidRequest(f"budget limits must be 0 or more, at most {MAX_TOKENS:,} tokens and {MAX_COST:,.0f} USD")
     start, _ = period_bounds(period, utcnow())
     spent_tokens, spent_cost = _ledger_spend(session, tenant_id, model, start)
     values = dict(period=period, token_limit=tokens, cost_limit=cost, period_start=start,

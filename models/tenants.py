@@ -201,8 +201,9 @@ def set_llm_limits(session: Session, tenant_id: str, model: str, model_type: str
             raise InvalidRequest(f"unknown limit {name!r}; known: {', '.join(LIMIT_FIELDS)}")
         if value is None:
             continue
-        if value < 0:
-            raise InvalidRequest(f"--{name.replace('_', '-')} must be 0 (no limit of the tenant's own) or more, got {value}")
+        if not 0 <= value <= 2**31 - 1:  # an integer column
+            raise InvalidRequest(f"--{name.replace('_', '-')} must be 0 (no limit of the tenant's own) up to "
+                                 f"{2**31 - 1:,}, got {value}")
         values[LIMIT_FIELDS[name]] = value or None
     tm = get_tenant_model(session, tenant_id, model, model_type)
     if values:

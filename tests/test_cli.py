@@ -347,7 +347,7 @@ def test_limits_are_set_changed_cleared_and_shown(stack: Stack, fake_provider: F
     assert table.returncode == 0 and "90000 tpm" in table.stdout and KEY not in table.stdout
 
 
-@pytest.mark.parametrize("argv", [["--rpm", "-5"], ["--tpm", "many"]])
+@pytest.mark.parametrize("argv", [["--rpm", "-5"], ["--tpm", "many"], ["--max-concurrency", str(2**40)]])
 def test_bad_limits_are_one_line_and_change_nothing(stack: Stack, argv: list[str]) -> None:
     tenant, _ = new_tenant(stack)
     proc = cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", MODEL, "--type", "embedding", *argv)

@@ -26,10 +26,7 @@ _beat_lock = BeatLock()
 
 
 def worker(args: argparse.Namespace) -> int:
-    from workers.metrics import prepare_worker
-
-    prepare_worker()  # before the tasks (and prometheus_client) are imported
-    from tasks.app import QUEUES
+    from tasks.app import QUEUES  # (imports neither the tasks nor prometheus_client)
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
@@ -37,6 +34,11 @@ def worker(args: argparse.Namespace) -> int:
         raise InvalidRequest(f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}")
     if not args.no_restart:
         return supervise_worker(args)
+    from workers.metrics import prepare_worker
+
+    # In the process that runs Celery (the supervisor's child), before the tasks (and
+    # prometheus_client) are imported: a supervisor that served /metrics too would hold the port.
+    prepare_worker()
     from workers.celery_main import app
 
     settings = get_settings()

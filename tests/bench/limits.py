@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests import services
 from tests.bench.pipeline import API_KEY, MODEL, configure_tenant, text_for
-from tests.bench.run import load_average, machine, make_stack
+from tests.bench.run import bench_stack
 from tests.conftest import Stack, Worker, apply_env, empty_broker, start_worker
 from tests.fakeprovider import RemoteFakeProvider, fake_tokens, spawn_fake_provider
 
@@ -160,25 +159,15 @@ def main(argv: list[str] | None = None) -> int:
                      tenant_limits=None),
         "free": dict(jobs=[(38_400, 0.0)], fake_limits={}, tenant_limits={"rpm": 1_000_000, "tpm": 1_000_000_000}),
     }
-    with tempfile.TemporaryDirectory(prefix="modelyard-bench-limits-") as tmp:
-        stack = make_stack(Path(tmp))
-        try:
-            print(f"# limits bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{machine()}; "
-                  f"load average at the start: {load_average()}\n")
-            print("| scenario | limiter | seconds | ideal s | / ideal | goodput | 429s | items failed | each job's s |")
-            print("|---|---|---|---|---|---|---|---|---|", flush=True)
-            with spawn_fake_provider(latency_ms=50, keys=[API_KEY]) as fake:
-                for name in wanted:
-                    for _ in range(args.repeats):
-                        for on in (True, False):
-                            outcome = run_scenario(stack, fake, Path(tmp), **scenarios[name], limiter_on=on)
-                            print(_row(name, on, outcome), flush=True)
-            print(f"\nload average at the end: {load_average()}")
-        finally:
-            from models.db import reset_engine
-
-            reset_engine()
-            services.drop_database(stack.database_url)
+    with bench_stack("limits") as (stack, tmp):
+        print("| scenario | limiter | seconds | ideal s | / ideal | goodput | 429s | items failed | each job's s |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        with spawn_fake_provider(latency_ms=50, keys=[API_KEY]) as fake:
+            for name in wanted:
+                for _ in range(args.repeats):
+                    for on in (True, False):
+                        outcome = run_scenario(stack, fake, tmp, **scenarios[name], limiter_on=on)
+                        print(_row(name, on, outcome), flush=True)
     return 0
 
 

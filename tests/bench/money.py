@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import httpx
 from tests import services
 from tests.api_stack import free_port
 from tests.bench.pipeline import API_KEY, MODEL, configure_tenant, text_for
-from tests.bench.run import load_average, machine, make_stack
+from tests.bench.run import bench_stack
 from tests.conftest import Stack, Worker, apply_env, start_worker
 from tests.fakeprovider import RemoteFakeProvider, spawn_fake_provider
 
@@ -108,36 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     except services.ServicesUnavailable as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 3
-    with tempfile.TemporaryDirectory(prefix="modelyard-bench-money-") as tmp:
-        stack = make_stack(Path(tmp))
-        try:
-            print(f"# money bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{machine()}; "
-                  f"load average at the start: {load_average()}\n")
-            print(f"{args.texts:,} texts, chunks of 64, fake latency {args.latency:g} ms, 2 workers x 8 threads\n")
-            print("| scenario | texts/s (runs) | provider calls | job status |")
-            print("|---|---|---|---|", flush=True)
-            with spawn_fake_provider(latency_ms=args.latency, keys=[API_KEY]) as fake:
-                scenarios = [
-                    ("metrics off (cache off)", {"MODELYARD_EMBED_CACHE": "off"}, 0),
-                    ("metrics on, scraped every 1 s (cache off)",
-                     {"MODELYARD_EMBED_CACHE": "off", "MODELYARD_METRICS_PORT": "0"}, 0),
-                    ("cache on, cold (all missed, then stored)", {}, 0),
-                    ("cache on, fully cached (same texts again)", {}, 1),
-                ]
-                for name, env, index in scenarios:
-                    runs = []
-                    for _ in range(args.repeats):
-                        passes = run(stack, fake, Path(tmp), args.texts, env, passes=index + 1)
-                        runs.append(passes[index])
-                    rates = [args.texts / s for s, _, _ in runs]
-                    print(f"| {name} | {max(rates):,.0f} ({' / '.join(f'{r:,.0f}' for r in rates)}) | "
-                          f"{runs[-1][2]:,} | {runs[-1][1]['status']} |", flush=True)
-            print(f"\nload average at the end: {load_average()}")
-        finally:
-            from models.db import reset_engine
-
-            reset_engine()
-            services.drop_database(stack.database_url)
+    with bench_stack("money") as (stack, tmp):
+        print(f"{args.texts:,} texts, chunks of 64, fake latency {args.latency:g} ms, 2 workers x 8 threads\n")
+        print("| scenario | texts/s (runs) | provider calls | job status |")
+        print("|---|---|---|---|", flush=True)
+        with spawn_fake_provider(latency_ms=args.latency, keys=[API_KEY]) as fake:
+            scenarios = [
+                ("metrics off (cache off)", {"MODELYARD_EMBED_CACHE": "off"}, 0),
+                ("metrics on, scraped every 1 s (cache off)",
+                 {"MODELYARD_EMBED_CACHE": "off", "MODELYARD_METRICS_PORT": "0"}, 0),
+                ("cache on, cold (all missed, then stored)", {}, 0),
+                ("cache on, fully cached (same texts again)", {}, 1),
+            ]
+            for name, env, index in scenarios:
+                runs = []
+                for _ in range(args.repeats):
+                    passes = run(stack, fake, tmp, args.texts, env, passes=index + 1)
+                    runs.append(passes[index])
+                rates = [args.texts / s for s, _, _ in runs]
+                print(f"| {name} | {max(rates):,.0f} ({' / '.join(f'{r:,.0f}' for r in rates)}) | "
+                      f"{runs[-1][2]:,} | {runs[-1][1]['status']} |", flush=True)
     return 0
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import platform
 import subprocess
 import sys
@@ -108,6 +110,24 @@ def make_stack(data_dir: Path) -> Stack:
 
     upgrade(get_engine())
     return Stack(env=env, data_dir=data_dir, redis_url=redis_url, database_url=database_url)
+
+
+@contextmanager
+def bench_stack(name: str) -> Iterator[tuple[Stack, Path]]:
+    """For one bench script: a fresh database and Redis db, the header with the machine and its
+    load, the load again at the end; the database dropped after."""
+    from models.db import reset_engine
+
+    with tempfile.TemporaryDirectory(prefix=f"modelyard-bench-{name}-") as tmp:
+        stack = make_stack(Path(tmp))
+        try:
+            print(f"# {name} bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{machine()}; "
+                  f"load average at the start: {load_average()}\n")
+            yield stack, Path(tmp)
+            print(f"\nload average at the end: {load_average()}")
+        finally:
+            reset_engine()
+            services.drop_database(stack.database_url)
 
 
 def machine() -> str:

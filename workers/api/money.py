@@ -18,8 +18,9 @@ router = APIRouter(responses=ERROR_RESPONSES)
 
 class BudgetSet(BaseModel):
     period: Literal["day", "month"]
-    tokens: int | None = Field(default=None, ge=0, description="token limit per period")
-    cost: float | None = Field(default=None, ge=0, description="cost limit in USD per period")
+    tokens: int | None = Field(default=None, ge=0, le=budgets.MAX_TOKENS, description="token limit per period")
+    cost: float | None = Field(default=None, ge=0, le=budgets.MAX_COST, allow_inf_nan=False,
+                               description="cost limit in USD per period")
     model: str | None = Field(default=None, max_length=400, description="NAME@FACTORY; omit for all models")
 
 
