@@ -12,15 +12,14 @@ and ``ProviderError.rate_limits`` keep them):
 - The IETF draft (TEI, some gateways): ``ratelimit-limit``, ``ratelimit-remaining``,
   ``ratelimit-reset`` (seconds), with the window in ``ratelimit-policy: 100;w=60``. A limit
   over another window is scaled to a minute.
-- ``retry-after-ms`` / ``retry-after``: the wait a 429 asks for.
 
+``retry-after(-ms)`` is read where the error is made (``providers.http.parse_retry_after``).
 A header that cannot be read is ignored: these headers are advice, never a reason to fail.
 Caveat: Groq's ``x-ratelimit-limit-requests`` counts per day; read as per minute it is far
 above the real rate, so it never holds calls back and the limit learned from a 429 applies.
 """
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ class Advertised:
     remaining_tokens: int | None = None
     reset_requests: float | None = None  # seconds until the request counter is full again
     reset_tokens: float | None = None
-    retry_after: float | None = None
 
     @property
     def exhausted_for(self) -> float | None:
@@ -74,7 +72,7 @@ def _int(value: str | None) -> int | None:
 
 
 def _reset_at(value: str | None, now: float) -> float | None:
-    """A duration, an RFC 3339 time (Anthropic) or an HTTP date (Retry-After), as seconds from ``now``."""
+    """A duration or an RFC 3339 time (Anthropic), as seconds from ``now``."""
     if value is None:
         return None
     seconds = parse_duration(value)
@@ -83,10 +81,6 @@ def _reset_at(value: str | None, now: float) -> float | None:
     try:
         return max(0.0, datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp() - now)
     except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
         return None
 
 
@@ -98,19 +92,13 @@ def _window(policy: str | None) -> float:
 def parse_rate_limits(headers: Mapping[str, str], now: float) -> Advertised:
     """Read ``headers`` (lower-cased names) as of ``now`` (epoch seconds)."""
     h = headers.get
-    retry_after: float | None = None
-    if h("retry-after-ms") is not None:
-        ms = parse_duration(h("retry-after-ms") or "")
-        retry_after = ms / 1000.0 if ms is not None else None
-    if retry_after is None and h("retry-after") is not None:
-        retry_after = _reset_at(h("retry-after"), now)
     if h("x-ratelimit-limit-requests") or h("x-ratelimit-limit-tokens") or h("x-ratelimit-remaining-requests"):
         return Advertised(
             rpm=_int(h("x-ratelimit-limit-requests")), tpm=_int(h("x-ratelimit-limit-tokens")),
             remaining_requests=_int(h("x-ratelimit-remaining-requests")),
             remaining_tokens=_int(h("x-ratelimit-remaining-tokens")),
             reset_requests=_reset_at(h("x-ratelimit-reset-requests"), now),
-            reset_tokens=_reset_at(h("x-ratelimit-reset-tokens"), now), retry_after=retry_after,
+            reset_tokens=_reset_at(h("x-ratelimit-reset-tokens"), now),
         )
     if any(k.startswith("anthropic-ratelimit-") for k in headers):
         tokens = "input-tokens" if h("anthropic-ratelimit-input-tokens-limit") else "tokens"
@@ -119,13 +107,13 @@ def parse_rate_limits(headers: Mapping[str, str], now: float) -> Advertised:
             remaining_requests=_int(h("anthropic-ratelimit-requests-remaining")),
             remaining_tokens=_int(h(f"anthropic-ratelimit-{tokens}-remaining")),
             reset_requests=_reset_at(h("anthropic-ratelimit-requests-reset"), now),
-            reset_tokens=_reset_at(h(f"anthropic-ratelimit-{tokens}-reset"), now), retry_after=retry_after,
+            reset_tokens=_reset_at(h(f"anthropic-ratelimit-{tokens}-reset"), now),
         )
     if h("ratelimit-limit") is not None:
         limit, window = _int(h("ratelimit-limit")), _window(h("ratelimit-policy"))
         return Advertised(
             rpm=None if limit is None else max(1, int(limit * 60.0 / window)),
             remaining_requests=_int(h("ratelimit-remaining")),
-            reset_requests=_reset_at(h("ratelimit-reset"), now), retry_after=retry_after,
+            reset_requests=_reset_at(h("ratelimit-reset"), now),
         )
-    return Advertised(retry_after=retry_after)
+    return Advertised()

@@ -127,6 +127,31 @@ def empty_broker(redis_url: str) -> None:
     cancel_unfinished_jobs()
 
 
+def footprint(stack: Stack) -> dict[str, int]:
+    """Rows in the job tables and messages waiting on every model queue."""
+    import redis
+    from sqlalchemy import func, select
+
+    from models.db import session_scope
+    from models.tables import job_chunks, job_items, jobs
+    from providers.base import MODEL_TYPES
+
+    with session_scope() as session:
+        counts = {t.name: session.scalar(select(func.count()).select_from(t)) for t in (jobs, job_items, job_chunks)}
+    client = redis.Redis.from_url(stack.redis_url)
+    counts["queued messages"] = sum(client.llen(q) for q in MODEL_TYPES)
+    client.close()
+    return counts
+
+
+@pytest.fixture
+def unchanged(stack: Stack, clean_broker: None) -> Iterator[None]:
+    """Asserts that the test wrote no job rows and sent no message."""
+    before = footprint(stack)
+    yield
+    assert footprint(stack) == before
+
+
 @pytest.fixture
 def clean_broker(stack: Stack) -> Iterator[None]:
     """An empty broker before and after the test (no leftover retries or messages)."""

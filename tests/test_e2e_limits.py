@@ -88,6 +88,23 @@ def test_at_the_documented_default_a_failing_chunk_gets_six_calls_then_max_retri
     assert "MaxRetriesExceeded" not in log and "raised unexpected" not in log, log[-3000:]
 
 
+def test_at_the_documented_defaults_a_server_error_is_retried_after_the_first_backoff_step(
+    stack: Stack, worker_factory, fake_provider: FakeProvider
+) -> None:
+    """A 503 with no Retry-After, every LLM_* setting at its default: the retry comes after the
+    first backoff step of LLM_BASE_DELAY (2.0 s), randomized to 1-2 s, and the job succeeds."""
+    from tasks import producer
+
+    worker_factory(pool="threads", concurrency=2, extra_env=DEFAULTS)
+    fake_provider.server_error(503, times=1, path="embeddings")
+    job_id = producer.submit_embedding(make_tenant(fake_provider.base_url), MODEL, corpus(4))
+
+    assert wait_for(job_id)["status"] == "succeeded"
+    first, second = embedding_calls(fake_provider)
+    assert (first.status, second.status) == (503, 200)
+    assert 1.0 <= second.time - first.time <= 3.0, second.time - first.time
+
+
 def test_a_provider_that_hangs_is_retried_and_the_job_succeeds(
     stack: Stack, worker_factory, fake_provider: FakeProvider
 ) -> None:

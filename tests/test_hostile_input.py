@@ -12,18 +12,15 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
 from conf.errors import InvalidRequest, UserError
-from tests.conftest import ROOT, Stack
+from tests.conftest import ROOT, Stack, footprint
 
 pytestmark = pytest.mark.services
 
@@ -44,25 +41,6 @@ def tenant(stack: Stack) -> tuple[str, str]:
         for model, model_type in ((MODEL, "embedding"), (CHAT, "chat")):
             save_llm(session, tenant_id, model, model_type, api_key="sk-hostile-0001", api_base="http://127.0.0.1:9/v1")
     return tenant_id, name
-
-
-def footprint(stack: Stack) -> dict[str, int]:
-    """Rows in the job tables and messages waiting on every model queue."""
-    from models.db import session_scope
-    from models.tables import job_chunks, job_items, jobs
-
-    with session_scope() as session:
-        counts = {t.name: session.scalar(select(func.count()).select_from(t)) for t in (jobs, job_items, job_chunks)}
-    client = redis.Redis.from_url(stack.redis_url)
-    counts["messages"] = sum(client.llen(q) for q in ("embedding", "chat"))
-    return counts
-
-
-@pytest.fixture
-def unchanged(stack: Stack, clean_broker: None) -> Iterator[None]:
-    before = footprint(stack)
-    yield
-    assert footprint(stack) == before
 
 
 def cli(stack: Stack, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:

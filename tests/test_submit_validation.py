@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
-from sqlalchemy import func, select
 
 from conf.errors import Conflict, InvalidRequest, NotFound, UserError
-from tests.conftest import Stack
+from tests.conftest import Stack, footprint
 
 pytestmark = pytest.mark.services
 
@@ -39,25 +37,6 @@ def tenant(stack: Stack) -> str:
                 api_base=BASE_URL)
         set_llm_status(session, tenant_id, "text-embedding-3-large@OpenAI", "embedding", enabled=False)
     return tenant_id
-
-
-def footprint(stack: Stack) -> dict[str, int]:
-    """Rows in the job tables and messages waiting on the embedding queue."""
-    from models.db import session_scope
-    from models.tables import job_chunks, job_items, jobs
-
-    with session_scope() as session:
-        counts = {t.name: session.scalar(select(func.count()).select_from(t)) for t in (jobs, job_items, job_chunks)}
-    counts["queued messages"] = redis.Redis.from_url(stack.redis_url).llen("embedding")
-    return counts
-
-
-@pytest.fixture
-def unchanged(stack: Stack, clean_broker: None) -> Iterator[None]:
-    """Asserts that the test wrote no job rows and sent no message."""
-    before = footprint(stack)
-    yield
-    assert footprint(stack) == before
 
 
 def refused(tenant: str, texts: Any, model: str = MODEL) -> UserError:
