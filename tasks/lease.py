@@ -2,7 +2,8 @@
 
 The claim (models.jobs.claim_chunk) holds the chunk for ``Settings.chunk_lease_seconds``;
 this renews it every third of that, so a long call (or many calls: a model that takes few
-inputs per request makes several for one chunk) keeps the chunk, and only a dead worker's chunk is ever re-sent by the sweeper.
+inputs per request makes several for one chunk) keeps the chunk, and only a dead worker's
+chunk is ever re-sent by the sweeper.
 """
 from __future__ import annotations
 
