@@ -3,6 +3,7 @@
 A model is named ``llm_name@factory``; the llm name itself may contain ``@`` or ``/``, so
 the factory is whatever follows the last ``@``.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """New tenants' default models, from ``conf/tenant_defaults.toml`` (or MODELYARD_TENANT_DEFAULTS)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,11 @@ class DefaultModel:
 def load_tenant_defaults() -> tuple[DefaultModel, ...]:
     path = get_settings().tenant_defaults_path
     try:
-        text = Path(path).read_text(encoding="utf-8") if path else (
-            resources.files("conf").joinpath("tenant_defaults.toml").read_text(encoding="utf-8"))
+        text = (
+            Path(path).read_text(encoding="utf-8")
+            if path
+            else (resources.files("conf").joinpath("tenant_defaults.toml").read_text(encoding="utf-8"))
+        )
         raw = tomllib.loads(text)
         return tuple(
             DefaultModel(m["type"], m["model"], m.get("base_url", ""), m.get("api_key_env", ""))

@@ -3,6 +3,7 @@
 Read once per process with :func:`get_settings`; tests and start-up code call
 :func:`reset_settings` after changing the environment.
 """
+
 from __future__ import annotations
 
 import functools
@@ -84,6 +85,7 @@ class Settings:
     def limit_slot_ttl(self) -> float:
         """How long a concurrency slot outlives a worker that died holding it."""
         return 2 * self.llm_timeout_seconds + 10
+
     api_host: str
     api_port: int
     api_max_upload_bytes: int
@@ -102,6 +104,7 @@ class Settings:
         """How long a running chunk is held without a renewal (renewed every third of it while
         its worker lives): one provider call and then some, so only a dead worker loses it."""
         return 2 * self.llm_timeout_seconds + 10
+
     # Input limits (tasks/validation.py): each refusal names the variable.
     max_custom_id_chars: int = 256  # job_items.custom_id is varchar(256): the most it can be
     max_payload_bytes: int = 4 * 1024 * 1024  # one item's text + JSON payload; also the longest input line
@@ -175,10 +178,13 @@ def _load() -> Settings:
         purge_batch_rows=_env_int("MODELYARD_PURGE_BATCH_ROWS", 5000),
     )
     if s.embed_cache not in ("tenant", "shared", "off") or s.embed_cache_max_entries < 1:
-        raise SettingsError("MODELYARD_EMBED_CACHE must be tenant, shared or off, and "
-                            "MODELYARD_EMBED_CACHE_MAX_ENTRIES at least 1")
+        raise SettingsError(
+            "MODELYARD_EMBED_CACHE must be tenant, shared or off, and MODELYARD_EMBED_CACHE_MAX_ENTRIES at least 1"
+        )
     if not 0 <= s.metrics_port < 65536 or (s.metrics_basic_auth and ":" not in s.metrics_basic_auth):
-        raise SettingsError("MODELYARD_METRICS_PORT must be a port (0: off) and MODELYARD_METRICS_BASIC_AUTH user:password")
+        raise SettingsError(
+            "MODELYARD_METRICS_PORT must be a port (0: off) and MODELYARD_METRICS_BASIC_AUTH user:password"
+        )
     if s.llm_max_retries < 0:
         raise SettingsError("LLM_MAX_RETRIES must be 0 or more")
     if s.llm_base_delay <= 0 or s.llm_max_delay < s.llm_base_delay:
@@ -192,16 +198,20 @@ def _load() -> Settings:
     if s.limit_max_wait < 0:
         raise SettingsError("MODELYARD_LIMIT_MAX_WAIT must be 0 or more")
     if not 0 < s.api_port < 65536 or s.api_max_upload_bytes < 1 or s.api_wait_seconds <= 0:
-        raise SettingsError("MODELYARD_API_PORT must be a port, MODELYARD_API_MAX_UPLOAD_BYTES and "
-                            "MODELYARD_API_WAIT_SECONDS positive")
+        raise SettingsError(
+            "MODELYARD_API_PORT must be a port, MODELYARD_API_MAX_UPLOAD_BYTES and MODELYARD_API_WAIT_SECONDS positive"
+        )
     if not 1 <= s.max_custom_id_chars <= 256:
         raise SettingsError("MODELYARD_MAX_CUSTOM_ID_CHARS must be between 1 and 256 (the custom_id column's width)")
     if min(s.max_payload_bytes, s.max_blob_bytes, s.max_payload_depth, s.max_chat_messages) < 1:
-        raise SettingsError("MODELYARD_MAX_PAYLOAD_BYTES, MODELYARD_MAX_BLOB_BYTES, MODELYARD_MAX_PAYLOAD_DEPTH and "
-                            "MODELYARD_MAX_CHAT_MESSAGES must be at least 1")
+        raise SettingsError(
+            "MODELYARD_MAX_PAYLOAD_BYTES, MODELYARD_MAX_BLOB_BYTES, MODELYARD_MAX_PAYLOAD_DEPTH and "
+            "MODELYARD_MAX_CHAT_MESSAGES must be at least 1"
+        )
     if s.job_retention_seconds < 0 or s.purge_batch_rows < 1:
-        raise SettingsError("MODELYARD_JOB_RETENTION must be 0 (keep forever) or more; MODELYARD_PURGE_BATCH_ROWS "
-                            "at least 1")
+        raise SettingsError(
+            "MODELYARD_JOB_RETENTION must be 0 (keep forever) or more; MODELYARD_PURGE_BATCH_ROWS at least 1"
+        )
     return s
 
 

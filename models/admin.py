@@ -5,6 +5,7 @@ factories · set API key · add llm · delete llm · enable / disable · delete 
 list · rotate keys. The operations that test a key call the provider, so they open their own
 short transactions around the call instead of holding one (and its locks) open across it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -47,16 +48,18 @@ def list_factories() -> list[dict[str, Any]]:
         types = have.get(f.name, [])
         classes = [get_provider_class(t, f.name) for t in types]
         fields = sorted({c.name for cls in classes for c in cls.credential_fields})
-        rows.append({
-            "name": f.name,
-            "models": len(f.models),
-            "catalog_types": catalog_types,
-            "supported_types": types,
-            "unsupported_types": [t for t in catalog_types if t not in types],
-            "credential_fields": fields,
-            "internal": f.internal,
-            "base_url": f.base_url or next((c.default_base_url for c in classes if c.default_base_url), ""),
-        })
+        rows.append(
+            {
+                "name": f.name,
+                "models": len(f.models),
+                "catalog_types": catalog_types,
+                "supported_types": types,
+                "unsupported_types": [t for t in catalog_types if t not in types],
+                "credential_fields": fields,
+                "internal": f.internal,
+                "base_url": f.base_url or next((c.default_base_url for c in classes if c.default_base_url), ""),
+            }
+        )
     return rows
 
 
@@ -73,11 +76,17 @@ def list_models(session: Session, tenant_id: str, model_type: str | None = None)
                     continue
                 tm = configured.get((f.name, m.name, t))
                 is_supported = t in have.get(f.name, ())
-                rows.append({
-                    "model": m.full_name, "factory": f.name, "type": t, "max_tokens": m.max_tokens,
-                    "is_tools": m.is_tools, "supported": is_supported,
-                    "available": bool(is_supported and tm and tm.status == "enabled" and tm.key_state != "invalid"),
-                })
+                rows.append(
+                    {
+                        "model": m.full_name,
+                        "factory": f.name,
+                        "type": t,
+                        "max_tokens": m.max_tokens,
+                        "is_tools": m.is_tools,
+                        "supported": is_supported,
+                        "available": bool(is_supported and tm and tm.status == "enabled" and tm.key_state != "invalid"),
+                    }
+                )
     return rows
 
 
@@ -99,7 +108,9 @@ class KeySaved:
     checked_with: ProbeOutcome | None  # the model that accepted it (None: saved unchecked)
 
 
-def assemble_key(cls: type[BaseModel], api_key: str | None, fields: Mapping[str, str] | None) -> tuple[str | None, str | None]:
+def assemble_key(
+    cls: type[BaseModel], api_key: str | None, fields: Mapping[str, str] | None
+) -> tuple[str | None, str | None]:
     """The one string to store for a provider's credential, and the hint people may see.
 
     A plain-key provider takes ``api_key``; a multi-part one takes its named ``fields`` (and
@@ -109,7 +120,9 @@ def assemble_key(cls: type[BaseModel], api_key: str | None, fields: Mapping[str,
     fields = {k: v for k, v in (fields or {}).items() if v is not None}
     if not named:
         if fields:
-            raise InvalidRequest(f"{factory} takes one API key (--api-key), not named fields ({', '.join(sorted(fields))})")
+            raise InvalidRequest(
+                f"{factory} takes one API key (--api-key), not named fields ({', '.join(sorted(fields))})"
+            )
         return api_key or None, (key_hint(api_key) if api_key else None)
     expected = ", ".join(f"{f.name}{'' if f.required else '?'}" for f in cls.credential_fields)
     if api_key:
@@ -134,12 +147,25 @@ def _catalog_factory(factory: str) -> CatalogFactory:
 
 
 def _key_values(token: str | None, hint: str | None, api_base: str, checked: bool) -> dict[str, Any]:
-    return {"api_key_enc": token, "key_hint": hint, "api_base": api_base, "key_error": None,
-            "key_state": "valid" if checked else "unchecked", "key_checked_at": func.now() if checked else None}
+    return {
+        "api_key_enc": token,
+        "key_hint": hint,
+        "api_base": api_base,
+        "key_error": None,
+        "key_state": "valid" if checked else "unchecked",
+        "key_checked_at": func.now() if checked else None,
+    }
 
 
-def set_api_key(tenant: str, factory: str, api_key: str | None = None, *, fields: Mapping[str, str] | None = None,
-                base_url: str = "", check: bool = True) -> KeySaved:
+def set_api_key(
+    tenant: str,
+    factory: str,
+    api_key: str | None = None,
+    *,
+    fields: Mapping[str, str] | None = None,
+    base_url: str = "",
+    check: bool = True,
+) -> KeySaved:
     """Test the key on the factory's catalog models (cheapest type first, stopping at the first
     that passes) and, if one passes, save it -- encrypted once -- for all of the factory's
     catalog models and the tenant's other models of that factory. If none passes nothing is
@@ -148,8 +174,9 @@ def set_api_key(tenant: str, factory: str, api_key: str | None = None, *, fields
     have = set(supported().get(factory, ()))
     candidates = by_probe_cost([(m.name, t) for m in catalog.models for t in m.model_types if t in have])
     if not candidates:
-        raise InvalidRequest(f"{factory} has no catalog models that modelyard supports; "
-                             "configure one with `modelyard llm add`")
+        raise InvalidRequest(
+            f"{factory} has no catalog models that modelyard supports; configure one with `modelyard llm add`"
+        )
     key, hint = assemble_key(get_provider_class(candidates[0][1], factory), api_key, fields)
     if not key:
         raise InvalidRequest(f"{factory}: give the key with --api-key (or its --field values)")
@@ -165,20 +192,40 @@ def set_api_key(tenant: str, factory: str, api_key: str | None = None, *, fields
     values = _key_values(crypto.encrypt(key), hint, base_url, checked=check)
     with session_scope() as session:
         existing = {(m.llm_name, m.model_type) for m in list_tenant_models(session, tenant_id, factory)}
-        session.execute(update(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory)
-                        .values(**values, key_version=tenant_llm.c.key_version + 1))
+        session.execute(
+            update(tenant_llm)
+            .where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory)
+            .values(**values, key_version=tenant_llm.c.key_version + 1)
+        )
         for llm_name, model_type in candidates:
             if (llm_name, model_type) not in existing:
-                session.execute(tenant_llm.insert().values(
-                    tenant_id=tenant_id, factory=factory, llm_name=llm_name, model_type=model_type, status="enabled",
-                    max_tokens=catalog_max_tokens(session, factory, llm_name, model_type), **values))
+                session.execute(
+                    tenant_llm.insert().values(
+                        tenant_id=tenant_id,
+                        factory=factory,
+                        llm_name=llm_name,
+                        model_type=model_type,
+                        status="enabled",
+                        max_tokens=catalog_max_tokens(session, factory, llm_name, model_type),
+                        **values,
+                    )
+                )
         saved = sorted({(f"{n}@{factory}", t) for n, t in existing | set(candidates)})
     return KeySaved(factory, saved, accepted)
 
 
-def add_llm(tenant: str, model: str, model_type: str, api_key: str | None = None, *,
-            fields: Mapping[str, str] | None = None, base_url: str = "", max_tokens: int | None = None,
-            check: bool = True, limits: Mapping[str, int | None] | None = None) -> TenantModel:
+def add_llm(
+    tenant: str,
+    model: str,
+    model_type: str,
+    api_key: str | None = None,
+    *,
+    fields: Mapping[str, str] | None = None,
+    base_url: str = "",
+    max_tokens: int | None = None,
+    check: bool = True,
+    limits: Mapping[str, int | None] | None = None,
+) -> TenantModel:
     """Configure one model, its key tested with a real call first (unless ``check`` is False);
     ``limits`` are the tenant's own (``rpm``, ``tpm``, ``max_concurrency``; see tenants.set_llm_limits)."""
     llm_name, factory = parse_model_name(model)
@@ -198,8 +245,17 @@ def add_llm(tenant: str, model: str, model_type: str, api_key: str | None = None
         if not outcome.ok:
             raise KeyRejected(f"{model} did not accept it", [outcome])
     with session_scope() as session:
-        save_llm(session, tenant_id, model, model_type, api_key=key, api_base=base_url, max_tokens=max_tokens,
-                 key_state="valid" if check else "unchecked", hint=hint)
+        save_llm(
+            session,
+            tenant_id,
+            model,
+            model_type,
+            api_key=key,
+            api_base=base_url,
+            max_tokens=max_tokens,
+            key_state="valid" if check else "unchecked",
+            hint=hint,
+        )
         return set_llm_limits(session, tenant_id, model, model_type, **(limits or {}))
 
 
@@ -225,7 +281,8 @@ def rotate_keys(batch: int = 200) -> RotationReport:
             rows = session.execute(
                 select(tenant_llm.c.id, tenant_llm.c.tenant_id, tenant_llm.c.factory, tenant_llm.c.api_key_enc)
                 .where(tenant_llm.c.id > last_id, tenant_llm.c.api_key_enc.is_not(None))
-                .order_by(tenant_llm.c.id).limit(batch)
+                .order_by(tenant_llm.c.id)
+                .limit(batch)
             ).all()
             if not rows:
                 break
@@ -245,14 +302,18 @@ def rotate_keys(batch: int = 200) -> RotationReport:
                 # the (tenant, factory, ...) index, and only while unchanged (a key saved meanwhile is current).
                 result = session.execute(
                     update(tenant_llm)
-                    .where(tenant_llm.c.tenant_id == row.tenant_id, tenant_llm.c.factory == row.factory,
-                           tenant_llm.c.api_key_enc == row.api_key_enc)
-                    .values(api_key_enc=token))
+                    .where(
+                        tenant_llm.c.tenant_id == row.tenant_id,
+                        tenant_llm.c.factory == row.factory,
+                        tenant_llm.c.api_key_enc == row.api_key_enc,
+                    )
+                    .values(api_key_enc=token)
+                )
                 rotated += result.rowcount
                 produced.add(token)
     if bad:
         raise crypto.SecretKeyError(
             f"{bad} stored key(s) cannot be decrypted with any key in MODELYARD_SECRET_KEY and were left as they are "
-            f"({rotated} re-encrypted, {current} already current); add the key they were encrypted with")
+            f"({rotated} re-encrypted, {current} already current); add the key they were encrypted with"
+        )
     return RotationReport(rotated, current, bad)
-

@@ -9,6 +9,7 @@ networks stay allowed: local model servers (Ollama, vLLM) live there.
 The host is checked as written and, if it is a name, as it resolves now. A name that
 resolves elsewhere later (DNS rebinding) is not caught here.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -20,8 +21,16 @@ from conf.settings import get_settings
 
 # Metadata services that are not link-local: Alibaba Cloud's, and AWS's IPv6 one.
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")})
-_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
-                             "instance-data.ec2.internal", "metadata.azure.com"})
+_METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.com",
+    }
+)
 _ALLOW = "MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS=1 allows it"
 
 
@@ -67,5 +76,7 @@ def check_base_url(url: str) -> str:
         addresses = _resolve(host)
     for address in addresses:
         if _forbidden(address):
-            raise InvalidRequest(f"base URL host {host} is a link-local or cloud metadata address ({address}); {_ALLOW}")
+            raise InvalidRequest(
+                f"base URL host {host} is a link-local or cloud metadata address ({address}); {_ALLOW}"
+            )
     return url.rstrip("/")

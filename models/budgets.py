@@ -9,6 +9,7 @@ reserve one after another: a chunk starts only while every budget it falls under
 its limit, counting the reservations of the chunks in flight. Spend can pass the limit only
 by what the chunks already admitted really use -- at most one chunk per worker slot.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,23 +45,29 @@ def _aware(moment: datetime) -> datetime:
 
 def describe(row: Any) -> str:
     """A budget's name in an error line: ``the tenant's daily budget (1,000 tokens)``."""
-    limits = [f"{row.token_limit:,} tokens" if row.token_limit is not None else "",
-              f"{row.cost_limit:g} USD" if row.cost_limit is not None else ""]
+    limits = [
+        f"{row.token_limit:,} tokens" if row.token_limit is not None else "",
+        f"{row.cost_limit:g} USD" if row.cost_limit is not None else "",
+    ]
     scope = f"{row.model}" if row.model else "all models"
-    return f"the {'daily' if row.period == 'day' else 'monthly'} budget for {scope} ({', '.join(x for x in limits if x)})"
+    return (
+        f"the {'daily' if row.period == 'day' else 'monthly'} budget for {scope} ({', '.join(x for x in limits if x)})"
+    )
 
 
 def _spent(row: Any, fresh: bool = False) -> bool:
     """Whether the budget is used up (``fresh``: its period has just started, nothing spent)."""
     tokens, cost = (0, 0.0) if fresh else (row.spent_tokens, row.spent_cost)
-    return ((row.token_limit is not None and tokens >= row.token_limit)
-            or (row.cost_limit is not None and cost >= row.cost_limit))
+    return (row.token_limit is not None and tokens >= row.token_limit) or (
+        row.cost_limit is not None and cost >= row.cost_limit
+    )
 
 
 def _ledger_spend(session: Session, tenant_id: str, model: str, since: datetime) -> tuple[int, float]:
     ev = usage_events.c
     query = select(func.coalesce(func.sum(ev.total_tokens), 0), func.coalesce(func.sum(ev.cost), 0.0)).where(
-        ev.tenant_id == tenant_id, ev.created_at >= since)
+        ev.tenant_id == tenant_id, ev.created_at >= since
+    )
     if model:
         query = query.where(ev.model == model)
     tokens, cost = session.execute(query).one()
@@ -71,8 +78,15 @@ MAX_TOKENS = 2**63 - 1  # the token_limit column is a bigint
 MAX_COST = 1e12  # USD; also keeps out inf and nan
 
 
-def set_budget(session: Session, tenant_id: str, *, period: str, tokens: int | None = None,
-               cost: float | None = None, model: str = "") -> dict[str, Any]:
+def set_budget(
+    session: Session,
+    tenant_id: str,
+    *,
+    period: str,
+    tokens: int | None = None,
+    cost: float | None = None,
+    model: str = "",
+) -> dict[str, Any]:
     """Set (or replace) a budget; what the ledger already shows for the current period counts."""
     if model:
         try:
@@ -87,10 +101,17 @@ def set_budget(session: Session, tenant_id: str, *, period: str, tokens: int | N
         raise InvalidRequest(f"budget limits must be 0 or more, at most {MAX_TOKENS:,} tokens and {MAX_COST:,.0f} USD")
     start, _ = period_bounds(period, utcnow())
     spent_tokens, spent_cost = _ledger_spend(session, tenant_id, model, start)
-    values = dict(period=period, token_limit=tokens, cost_limit=cost, period_start=start,
-                  spent_tokens=spent_tokens, spent_cost=spent_cost)
-    changed = session.execute(update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model)
-                              .values(**values)).rowcount
+    values = dict(
+        period=period,
+        token_limit=tokens,
+        cost_limit=cost,
+        period_start=start,
+        spent_tokens=spent_tokens,
+        spent_cost=spent_cost,
+    )
+    changed = session.execute(
+        update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model).values(**values)
+    ).rowcount
     if not changed:
         session.execute(budgets.insert().values(tenant_id=tenant_id, model=model, **values))
     return next(b for b in show_budgets(session, tenant_id) if b["model"] == (model or None))
@@ -110,19 +131,23 @@ def show_budgets(session: Session, tenant_id: str) -> list[dict[str, Any]]:
         start, end = period_bounds(row.period, now)
         fresh = _aware(row.period_start) < start
         spent_tokens, spent_cost = (0, 0.0) if fresh else (int(row.spent_tokens), float(row.spent_cost))
-        out.append({
-            "model": row.model or None,
-            "period": row.period,
-            "token_limit": row.token_limit,
-            "cost_limit": row.cost_limit,
-            "spent_tokens": spent_tokens,
-            "spent_cost": round(spent_cost, 10),
-            "remaining_tokens": max(0, row.token_limit - spent_tokens) if row.token_limit is not None else None,
-            "remaining_cost": round(max(0.0, row.cost_limit - spent_cost), 10) if row.cost_limit is not None else None,
-            "period_start": start.isoformat(),
-            "period_end": end.isoformat(),
-            "exhausted": _spent(row) and not fresh,
-        })
+        out.append(
+            {
+                "model": row.model or None,
+                "period": row.period,
+                "token_limit": row.token_limit,
+                "cost_limit": row.cost_limit,
+                "spent_tokens": spent_tokens,
+                "spent_cost": round(spent_cost, 10),
+                "remaining_tokens": max(0, row.token_limit - spent_tokens) if row.token_limit is not None else None,
+                "remaining_cost": round(max(0.0, row.cost_limit - spent_cost), 10)
+                if row.cost_limit is not None
+                else None,
+                "period_start": start.isoformat(),
+                "period_end": end.isoformat(),
+                "exhausted": _spent(row) and not fresh,
+            }
+        )
     return out
 
 
@@ -137,13 +162,18 @@ class Reservation:
 
 
 def _rows_for_update(session: Session, tenant_id: str, model: str) -> list[Any]:
-    query = (select(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model.in_(("", model)))
-             .order_by(budgets.c.id).with_for_update())
+    query = (
+        select(budgets)
+        .where(budgets.c.tenant_id == tenant_id, budgets.c.model.in_(("", model)))
+        .order_by(budgets.c.id)
+        .with_for_update()
+    )
     return list(session.execute(query))
 
 
-def reserve(session: Session, tenant_id: str, model: str, tokens: int,
-            cost_of: Callable[[int], float]) -> Reservation | str:
+def reserve(
+    session: Session, tenant_id: str, model: str, tokens: int, cost_of: Callable[[int], float]
+) -> Reservation | str:
     """Reserve a call's estimated spend (``tokens``, and ``cost_of(tokens)`` USD) on every
     budget it falls under, or (reserving nothing) the name of the budget that is spent.
     Atomic across workers: the rows are locked, checked and moved in the caller's one
@@ -159,20 +189,26 @@ def reserve(session: Session, tenant_id: str, model: str, tokens: int,
         if _spent(row, fresh):
             return describe(row)
         if fresh:  # a new day or month: the spend starts over
-            session.execute(update(budgets).where(budgets.c.id == row.id)
-                            .values(period_start=start, spent_tokens=0, spent_cost=0.0))
+            session.execute(
+                update(budgets).where(budgets.c.id == row.id).values(period_start=start, spent_tokens=0, spent_cost=0.0)
+            )
         held.rows.append((row.id, start))
     cost = held.cost
     for budget_id, start in held.rows:
-        session.execute(update(budgets).where(budgets.c.id == budget_id, budgets.c.period_start == start).values(
-            spent_tokens=budgets.c.spent_tokens + tokens, spent_cost=budgets.c.spent_cost + cost))
+        session.execute(
+            update(budgets)
+            .where(budgets.c.id == budget_id, budgets.c.period_start == start)
+            .values(spent_tokens=budgets.c.spent_tokens + tokens, spent_cost=budgets.c.spent_cost + cost)
+        )
     return held
 
 
 def refusal(session: Session, tenant_id: str, model: str) -> str | None:
     """The name of a spent budget the model falls under, if any (a submit is refused)."""
     now = utcnow()
-    for row in session.execute(select(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model.in_(("", model)))):
+    for row in session.execute(
+        select(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model.in_(("", model)))
+    ):
         start, _ = period_bounds(row.period, now)
         if _aware(row.period_start) >= start and _spent(row):
             return f"{describe(row)} is spent until {period_bounds(row.period, now)[1]:%Y-%m-%d %H:%M} UTC"
@@ -186,6 +222,11 @@ def settle(session: Session, held: Reservation, tokens: int, cost: float) -> Non
         return
     held.settled = True
     for budget_id, start in held.rows:  # a period that has rolled over since is left alone
-        session.execute(update(budgets).where(budgets.c.id == budget_id, budgets.c.period_start == start).values(
-            spent_tokens=budgets.c.spent_tokens + (tokens - held.tokens),
-            spent_cost=budgets.c.spent_cost + (cost - held.cost)))
+        session.execute(
+            update(budgets)
+            .where(budgets.c.id == budget_id, budgets.c.period_start == start)
+            .values(
+                spent_tokens=budgets.c.spent_tokens + (tokens - held.tokens),
+                spent_cost=budgets.c.spent_cost + (cost - held.cost),
+            )
+        )

@@ -5,6 +5,7 @@ Bundles are cached per process and keyed by the ``tenant_llm`` row; a changed ke
 ``key_version``) or base URL makes a new one. The key lives only in the provider instance
 inside the worker process; it is never written to a message, a result or a log.
 """
+
 from __future__ import annotations
 
 import threading
@@ -47,8 +48,9 @@ class LLMBundle:
             tenant_model.llm_name, api_key=api_key, base_url=tenant_model.api_base or None, client=client
         )
         # The fleet-wide limiter's name for this key and model (a keyed hash, never the key).
-        self.limit_bucket = keyed_hash(tenant_model.factory, self.provider.base_url, api_key or "",
-                                       tenant_model.llm_name)
+        self.limit_bucket = keyed_hash(
+            tenant_model.factory, self.provider.base_url, api_key or "", tenant_model.llm_name
+        )
         catalog = find_model(tenant_model.full_name)
         if catalog is not None and catalog.batch_size:
             self.provider.batch_size = catalog.batch_size
@@ -88,12 +90,22 @@ class LLMBundle:
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
         return self._traced("similarity", len(texts), lambda: self.provider.similarity(query, texts))
 
-    def chat(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None = None,
-             tools: list[dict[str, Any]] | None = None) -> ChatResult:
+    def chat(
+        self,
+        system: str | None,
+        messages: list[dict[str, Any]],
+        gen_conf: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ChatResult:
         return self._traced("chat", len(messages), lambda: self.provider.chat(system, messages, gen_conf, tools))
 
-    def chat_stream(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None = None,
-                    tools: list[dict[str, Any]] | None = None) -> Iterator[ChatDelta]:
+    def chat_stream(
+        self,
+        system: str | None,
+        messages: list[dict[str, Any]],
+        gen_conf: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Iterator[ChatDelta]:
         with self._trace("chat_stream", n=len(messages)) as span:
             for delta in self.provider.chat_stream(system, messages, gen_conf, tools):
                 if delta.usage is not None:
@@ -144,8 +156,17 @@ class LLMBundle:
         caller's transaction. None (and nothing changed) if this attempt was already counted."""
         price, _ = price_of(session, self.model)
         cost = price.cost(usage) if price is not None else None
-        if not record_usage(session, self.tenant_model, usage, task_attempt=task_attempt, job_id=job_id,
-                            latency_ms=latency_ms, cost=cost, cached=cached, cached_tokens=cached_tokens):
+        if not record_usage(
+            session,
+            self.tenant_model,
+            usage,
+            task_attempt=task_attempt,
+            job_id=job_id,
+            latency_ms=latency_ms,
+            cost=cost,
+            cached=cached,
+            cached_tokens=cached_tokens,
+        ):
             return None
         return Recorded(usage.total_tokens, cost)
 

@@ -4,6 +4,7 @@ Several comma-separated keys (newest first) form a MultiFernet: the newest encry
 all of them decrypt, so old rows stay readable while ``keys rotate`` re-encrypts them.
 With no setting, the embedded default creates a key file (mode 0600) in the data dir.
 """
+
 from __future__ import annotations
 
 import functools

@@ -4,6 +4,7 @@ SQLite (the embedded default) gets WAL mode and a busy timeout so that a worker 
 producer can write at once; Postgres (``postgresql+psycopg://``) gets a pre-pinged pool.
 After a fork, call :func:`reset_engine` so the child never reuses the parent's sockets.
 """
+
 from __future__ import annotations
 
 import threading

@@ -6,6 +6,7 @@ tenant's texts never answer another's) or ``*`` when an operator shares it betwe
 Bounded: each scope keeps at most ``max_entries`` vectors; eviction drops the least recently
 used (``used_at`` is refreshed at most once an hour per entry, so reading stays a read).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,9 @@ _TOUCH_EVERY = timedelta(hours=1)
 _LOOKUP_BATCH = 500
 
 
-def model_fingerprint(factory: str, llm_name: str, api_base: str, input_type: str, dimensions: int | None,
-                      max_tokens: int) -> bytes:
+def model_fingerprint(
+    factory: str, llm_name: str, api_base: str, input_type: str, dimensions: int | None, max_tokens: int
+) -> bytes:
     """What, besides the text, decides a vector (hashed with each text by :func:`cache_key`)."""
     return json.dumps([factory, llm_name, api_base, input_type, dimensions, max_tokens]).encode("utf-8")
 
@@ -52,9 +54,11 @@ _STORE_PG = text(
 def _select(session: Session, scope: str, keys: list[bytes]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return session.execute(_LOOKUP_PG, {"scope": scope, "keys": keys})
-    return session.execute(select(embedding_cache.c.key, embedding_cache.c.vector, embedding_cache.c.tokens,
-                                  embedding_cache.c.used_at)
-                           .where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(keys)))
+    return session.execute(
+        select(
+            embedding_cache.c.key, embedding_cache.c.vector, embedding_cache.c.tokens, embedding_cache.c.used_at
+        ).where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(keys))
+    )
 
 
 def lookup(session: Session, scope: str, keys: Sequence[bytes]) -> dict[bytes, tuple[bytes, int]]:
@@ -64,14 +68,17 @@ def lookup(session: Session, scope: str, keys: Sequence[bytes]) -> dict[bytes, t
     cutoff = utcnow() - _TOUCH_EVERY
     unique = list(dict.fromkeys(keys))
     for i in range(0, len(unique), _LOOKUP_BATCH):
-        for r in _select(session, scope, unique[i:i + _LOOKUP_BATCH]):
+        for r in _select(session, scope, unique[i : i + _LOOKUP_BATCH]):
             found[bytes(r.key)] = (bytes(r.vector), int(r.tokens))
             used = r.used_at if r.used_at.tzinfo else r.used_at.replace(tzinfo=cutoff.tzinfo)
             if used < cutoff:
                 stale.append(bytes(r.key))
     if stale:
-        session.execute(update(embedding_cache).where(embedding_cache.c.scope == scope,
-                                                      embedding_cache.c.key.in_(stale)).values(used_at=utcnow()))
+        session.execute(
+            update(embedding_cache)
+            .where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(stale))
+            .values(used_at=utcnow())
+        )
     return found
 
 
@@ -82,20 +89,35 @@ def store(session: Session, scope: str, entries: Sequence[tuple[bytes, bytes, in
     now = utcnow()
     unique = {k: (v, t) for k, v, t in entries}
     if session.get_bind().dialect.name == "postgresql":  # keys in order: concurrent stores cannot deadlock
-        session.execute(_STORE_PG, {"scope": scope, "now": now, "keys": list(unique),
-                                    "vectors": [v for v, _ in unique.values()], "tokens": [t for _, t in unique.values()]})
+        session.execute(
+            _STORE_PG,
+            {
+                "scope": scope,
+                "now": now,
+                "keys": list(unique),
+                "vectors": [v for v, _ in unique.values()],
+                "tokens": [t for _, t in unique.values()],
+            },
+        )
         return len(unique)
-    rows = [{"scope": scope, "key": k, "vector": v, "tokens": t, "used_at": now} for k, (v, t) in sorted(unique.items())]
+    rows = [
+        {"scope": scope, "key": k, "vector": v, "tokens": t, "used_at": now} for k, (v, t) in sorted(unique.items())
+    ]
     session.execute(sqlite_insert(embedding_cache).on_conflict_do_nothing(index_elements=["scope", "key"]), rows)
     return len(unique)
 
 
 def evict(session: Session, scope: str, max_entries: int) -> int:
     """Drop the least recently used entries beyond ``max_entries``; how many were dropped."""
-    keep = (select(embedding_cache.c.key).where(embedding_cache.c.scope == scope)
-            .order_by(embedding_cache.c.used_at.desc()).offset(max_entries))
-    return session.execute(delete(embedding_cache).where(embedding_cache.c.scope == scope,
-                                                         embedding_cache.c.key.in_(keep))).rowcount
+    keep = (
+        select(embedding_cache.c.key)
+        .where(embedding_cache.c.scope == scope)
+        .order_by(embedding_cache.c.used_at.desc())
+        .offset(max_entries)
+    )
+    return session.execute(
+        delete(embedding_cache).where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(keep))
+    ).rowcount
 
 
 def clear(session: Session, scope: str | None = None) -> int:

@@ -5,6 +5,7 @@ An upload is written as it arrives (:class:`Upload`), never held whole; it is co
 goes, so one over the cap stops at the cap and leaves nothing behind. The row is written
 only once the bytes are complete: a file id always names a whole file.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,9 @@ class Upload:
         self.size += len(data)
         if self.size > self.max_bytes:
             self.abort()
-            raise TooLarge(f"the file is larger than the upload limit of {self.max_bytes:,} bytes "
-                           "(MODELYARD_API_MAX_UPLOAD_BYTES)")
+            raise TooLarge(
+                f"the file is larger than the upload limit of {self.max_bytes:,} bytes (MODELYARD_API_MAX_UPLOAD_BYTES)"
+            )
         self._fh.write(data)
 
     def finish(self, session: Session, filename: str, purpose: str) -> dict[str, Any]:
@@ -64,8 +66,11 @@ class Upload:
         self._fh.close()
         self._fh = None
         os.replace(self._partial, _path(self.tenant_id, self.id))
-        session.execute(api_files.insert().values(id=self.id, tenant_id=self.tenant_id, filename=filename[:512],
-                                                  purpose=purpose, bytes=self.size))
+        session.execute(
+            api_files.insert().values(
+                id=self.id, tenant_id=self.tenant_id, filename=filename[:512], purpose=purpose, bytes=self.size
+            )
+        )
         return get_file(session, self.tenant_id, self.id)
 
     def abort(self) -> None:
@@ -77,15 +82,21 @@ class Upload:
 
 def get_file(session: Session, tenant_id: str, file_id: str) -> dict[str, Any]:
     """The file's row; another tenant's file is not found, like one that does not exist."""
-    row = session.execute(select(api_files).where(api_files.c.id == file_id, api_files.c.tenant_id == tenant_id)).first()
+    row = session.execute(
+        select(api_files).where(api_files.c.id == file_id, api_files.c.tenant_id == tenant_id)
+    ).first()
     if row is None:
         raise NotFound(f"no file {file_id!r}")
     return dict(row._mapping)
 
 
 def list_files(session: Session, tenant_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
-    rows = session.execute(select(api_files).where(api_files.c.tenant_id == tenant_id)
-                           .order_by(api_files.c.created_at.desc(), api_files.c.id).limit(limit))
+    rows = session.execute(
+        select(api_files)
+        .where(api_files.c.tenant_id == tenant_id)
+        .order_by(api_files.c.created_at.desc(), api_files.c.id)
+        .limit(limit)
+    )
     return [dict(r._mapping) for r in rows]
 
 

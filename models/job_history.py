@@ -5,6 +5,7 @@ Retention: a finished job's items (its inputs and results -- a 1,536-dimension v
 no lock is held for long and other jobs keep finishing meanwhile. The job's row stays (its
 counts and tokens, marked ``purged_at``) and the usage ledger is never touched.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,13 +21,32 @@ from models.db import session_scope
 from models.jobs import TERMINAL, get_job, utcnow
 from models.tables import api_batches, job_chunks, job_items, jobs, tenants, usage_events
 
-LIST_COLUMNS = (jobs.c.id, jobs.c.tenant_id, tenants.c.name.label("tenant"), jobs.c.model, jobs.c.model_type,
-                jobs.c.status, jobs.c.items_total, jobs.c.items_succeeded, jobs.c.items_failed, jobs.c.total_tokens,
-                jobs.c.created_at, jobs.c.finished_at, jobs.c.retry_of, jobs.c.purged_at)
+LIST_COLUMNS = (
+    jobs.c.id,
+    jobs.c.tenant_id,
+    tenants.c.name.label("tenant"),
+    jobs.c.model,
+    jobs.c.model_type,
+    jobs.c.status,
+    jobs.c.items_total,
+    jobs.c.items_succeeded,
+    jobs.c.items_failed,
+    jobs.c.total_tokens,
+    jobs.c.created_at,
+    jobs.c.finished_at,
+    jobs.c.retry_of,
+    jobs.c.purged_at,
+)
 
 
-def list_jobs(session: Session, *, tenant_id: str | None = None, status: str | None = None,
-              since: datetime | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
     """Jobs newest first, with their counts and tokens."""
     query = select(*LIST_COLUMNS).join(tenants, tenants.c.id == jobs.c.tenant_id)
     if tenant_id is not None:
@@ -60,9 +80,13 @@ def iter_failed_inputs(session: Session, job_id: str, *, batch: int = 2000) -> I
     while True:
         rows = session.execute(
             select(job_items.c.seq, job_items.c.custom_id, job_items.c.text, job_items.c.payload, job_items.c.blob)
-            .where(job_items.c.job_id == job_id, job_items.c.status.in_(("failed", "cancelled", "pending")),
-                   job_items.c.seq > last)
-            .order_by(job_items.c.seq).limit(batch)
+            .where(
+                job_items.c.job_id == job_id,
+                job_items.c.status.in_(("failed", "cancelled", "pending")),
+                job_items.c.seq > last,
+            )
+            .order_by(job_items.c.seq)
+            .limit(batch)
         ).all()
         if not rows:
             return
@@ -74,8 +98,9 @@ def purge_batch(session: Session, job_id: str, table: Table, first_seq: int, bat
     """Delete the job's rows of ``table`` (``job_items`` or ``job_chunks``) with ``seq`` in
     ``[first_seq, first_seq + batch)``: a range of the ``(job_id, seq)`` index, so a batch never
     walks past the index entries of rows an earlier batch deleted. The caller commits after each."""
-    return session.execute(delete(table).where(table.c.job_id == job_id, table.c.seq >= first_seq,
-                                               table.c.seq < first_seq + batch)).rowcount
+    return session.execute(
+        delete(table).where(table.c.job_id == job_id, table.c.seq >= first_seq, table.c.seq < first_seq + batch)
+    ).rowcount
 
 
 def mark_purged(session: Session, job_id: str) -> None:
@@ -85,11 +110,14 @@ def mark_purged(session: Session, job_id: str) -> None:
 def expired_jobs(session: Session, retention: timedelta, limit: int = 100) -> list[str]:
     """Finished jobs past their retention whose items are not purged yet, oldest first."""
     cutoff = utcnow() - retention
-    return list(session.scalars(
-        select(jobs.c.id).where(jobs.c.purged_at.is_(None), jobs.c.finished_at < cutoff,
-                                jobs.c.status.in_(TERMINAL))
-        .order_by(jobs.c.finished_at).limit(limit)
-    ))
+    return list(
+        session.scalars(
+            select(jobs.c.id)
+            .where(jobs.c.purged_at.is_(None), jobs.c.finished_at < cutoff, jobs.c.status.in_(TERMINAL))
+            .order_by(jobs.c.finished_at)
+            .limit(limit)
+        )
+    )
 
 
 def deletable(session: Session, job_id: str, tenant_id: str | None = None) -> dict[str, Any]:
@@ -116,8 +144,9 @@ def purge_job(job_id: str, *, batch: int = 5000, delete_row: bool = False, deadl
     total = 0
     for table in (job_items, job_chunks):
         with session_scope() as session:
-            low, high = session.execute(select(func.min(table.c.seq), func.max(table.c.seq))
-                                        .where(table.c.job_id == job_id)).one()
+            low, high = session.execute(
+                select(func.min(table.c.seq), func.max(table.c.seq)).where(table.c.job_id == job_id)
+            ).one()
         for first in range(low, high + 1, batch) if low is not None else ():
             if deadline is not None and time.monotonic() > deadline:
                 return total
@@ -131,8 +160,9 @@ def purge_job(job_id: str, *, batch: int = 5000, delete_row: bool = False, deadl
 def vector_dimension(session: Session, job_ids: list[str]) -> int:
     """The length of the first stored vector among these jobs' items (0: none)."""
     for job_id in job_ids:
-        vector = session.scalar(select(job_items.c.vector)
-                                .where(job_items.c.job_id == job_id, job_items.c.vector.is_not(None)).limit(1))
+        vector = session.scalar(
+            select(job_items.c.vector).where(job_items.c.job_id == job_id, job_items.c.vector.is_not(None)).limit(1)
+        )
         if vector is not None:
             return len(vector) // 4
     return 0

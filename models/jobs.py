@@ -8,6 +8,7 @@ twice), so the number of chunks in flight never exceeds what the producer releas
 rows every completion contends for -- ``tenant_llm`` (the token counter) and the job's
 row -- are updated last, just before the commit, so their locks are held briefly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -134,9 +135,7 @@ def set_request_hash(session: Session, job_id: str, request_hash: str) -> None:
 
 
 def find_by_idempotency_key(session: Session, tenant_id: str, key: str) -> str | None:
-    row = session.execute(
-        select(jobs.c.id).where(jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == key)
-    ).first()
+    row = session.execute(select(jobs.c.id).where(jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == key)).first()
     return row.id if row else None
 
 
@@ -147,8 +146,15 @@ def insert_items(session: Session, job_id: str, rows: Iterable[ItemRow], *, batc
     n = 0
     for row in rows:
         buf.append(
-            {"job_id": job_id, "seq": n, "custom_id": row.custom_id, "status": "pending",
-             "text": row.text, "payload": row.payload, "blob": row.blob}
+            {
+                "job_id": job_id,
+                "seq": n,
+                "custom_id": row.custom_id,
+                "status": "pending",
+                "text": row.text,
+                "payload": row.payload,
+                "blob": row.blob,
+            }
         )
         n += 1
         if len(buf) >= batch:
@@ -167,8 +173,9 @@ def _insert_batch(session: Session, stmt: Insert, buf: list[dict[str, Any]]) -> 
         dup = _duplicate_custom_id(session, buf)
         if dup is None:  # another constraint: not the caller's duplicate
             raise
-        raise Conflict(f"custom_id {dup!r} is used by more than one item; custom_id values must be unique "
-                       "within a job") from None
+        raise Conflict(
+            f"custom_id {dup!r} is used by more than one item; custom_id values must be unique within a job"
+        ) from None
 
 
 def _duplicate_custom_id(session: Session, buf: list[dict[str, Any]]) -> str | None:
@@ -180,13 +187,20 @@ def _duplicate_custom_id(session: Session, buf: list[dict[str, Any]]) -> str | N
         seen.add(row["custom_id"])
     return session.scalar(
         select(job_items.c.custom_id)
-        .where(job_items.c.job_id == buf[0]["job_id"], job_items.c.custom_id.in_(list(seen))).limit(1)
+        .where(job_items.c.job_id == buf[0]["job_id"], job_items.c.custom_id.in_(list(seen)))
+        .limit(1)
     )
 
 
 def insert_chunks(session: Session, job_id: str, n_items: int, chunk_size: int) -> int:
     rows = [
-        {"job_id": job_id, "seq": i, "status": "pending", "first_item": start, "item_count": min(chunk_size, n_items - start)}
+        {
+            "job_id": job_id,
+            "seq": i,
+            "status": "pending",
+            "first_item": start,
+            "item_count": min(chunk_size, n_items - start),
+        }
         for i, start in enumerate(range(0, n_items, chunk_size))
     ]
     for start in range(0, len(rows), 5000):
@@ -210,7 +224,9 @@ def release_chunks(session: Session, job_id: str, n: int, stall_seconds: float) 
     released = session.execute(
         update(job_chunks)
         .where(job_chunks.c.id.in_(pending.scalar_subquery()))
-        .values(status="queued", releases=job_chunks.c.releases + 1, deadline_at=utcnow() + timedelta(seconds=stall_seconds))
+        .values(
+            status="queued", releases=job_chunks.c.releases + 1, deadline_at=utcnow() + timedelta(seconds=stall_seconds)
+        )
         .returning(job_chunks.c.id, job_chunks.c.releases)
     ).all()
     return sorted(Sent(r.id, r.releases) for r in released)  # ids grow with seq: the release order
@@ -234,9 +250,19 @@ def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seco
     Marks the job running on its first chunk."""
     now = utcnow()
     row = session.execute(
-        select(job_chunks.c.job_id, job_chunks.c.status, job_chunks.c.releases, job_chunks.c.deadline_at,
-               job_chunks.c.first_item, job_chunks.c.item_count,
-               jobs.c.tenant_id, jobs.c.model_type, jobs.c.model, jobs.c.options, jobs.c.status.label("job_status"))
+        select(
+            job_chunks.c.job_id,
+            job_chunks.c.status,
+            job_chunks.c.releases,
+            job_chunks.c.deadline_at,
+            job_chunks.c.first_item,
+            job_chunks.c.item_count,
+            jobs.c.tenant_id,
+            jobs.c.model_type,
+            jobs.c.model,
+            jobs.c.options,
+            jobs.c.status.label("job_status"),
+        )
         .join(jobs, jobs.c.id == job_chunks.c.job_id)
         .where(job_chunks.c.id == chunk_id)
         .with_for_update(of=job_chunks)  # two messages of one release: the second waits, then sees the claim
@@ -249,28 +275,45 @@ def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seco
         return CLAIMED
     claimed = session.execute(  # conditional too: SQLite has no FOR UPDATE
         update(job_chunks)
-        .where(job_chunks.c.id == chunk_id, job_chunks.c.releases == row.releases,
-               or_(job_chunks.c.status == "queued",
-                   and_(job_chunks.c.status == "running", job_chunks.c.deadline_at <= now)))
+        .where(
+            job_chunks.c.id == chunk_id,
+            job_chunks.c.releases == row.releases,
+            or_(
+                job_chunks.c.status == "queued", and_(job_chunks.c.status == "running", job_chunks.c.deadline_at <= now)
+            ),
+        )
         .values(status="running", deadline_at=now + timedelta(seconds=lease_seconds))
     )
     if claimed.rowcount == 0:
         return CLAIMED
     if row.job_status == "queued":
         session.execute(
-            update(jobs).where(jobs.c.id == row.job_id, jobs.c.status == "queued").values(status="running", started_at=now)
+            update(jobs)
+            .where(jobs.c.id == row.job_id, jobs.c.status == "queued")
+            .values(status="running", started_at=now)
         )
     items = [
         WorkItem(r.id, r.seq, r.custom_id, r.text, r.payload, r.blob)
         for r in session.execute(
-            select(job_items.c.id, job_items.c.seq, job_items.c.custom_id, job_items.c.text, job_items.c.payload, job_items.c.blob)
-            .where(job_items.c.job_id == row.job_id, job_items.c.seq >= row.first_item,
-                   job_items.c.seq < row.first_item + row.item_count)
+            select(
+                job_items.c.id,
+                job_items.c.seq,
+                job_items.c.custom_id,
+                job_items.c.text,
+                job_items.c.payload,
+                job_items.c.blob,
+            )
+            .where(
+                job_items.c.job_id == row.job_id,
+                job_items.c.seq >= row.first_item,
+                job_items.c.seq < row.first_item + row.item_count,
+            )
             .order_by(job_items.c.seq)
         )
     ]
-    return ChunkWork(chunk_id, row.job_id, row.tenant_id, row.model_type, row.model, row.options or {}, items,
-                     release=row.releases)
+    return ChunkWork(
+        chunk_id, row.job_id, row.tenant_id, row.model_type, row.model, row.options or {}, items, release=row.releases
+    )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -294,8 +337,11 @@ def postpone_chunk(session: Session, chunk_id: int, release: int, seconds: float
     lease, and the sweeper must not think it stalled for ``seconds``."""
     session.execute(
         update(job_chunks)
-        .where(job_chunks.c.id == chunk_id, job_chunks.c.status.in_(("queued", "running")),
-               job_chunks.c.releases == release)
+        .where(
+            job_chunks.c.id == chunk_id,
+            job_chunks.c.status.in_(("queued", "running")),
+            job_chunks.c.releases == release,
+        )
         .values(status="queued", deadline_at=utcnow() + timedelta(seconds=seconds))
     )
 
@@ -330,14 +376,17 @@ def finish_chunk(
     guard = session.execute(
         # Not only this release's claim: an execution whose lease expired meanwhile still
         # applies if it finishes first (its call was paid for), and the newer message is skipped.
-        update(job_chunks).where(job_chunks.c.id == work.chunk_id, job_chunks.c.status.in_(("queued", "running")))
+        update(job_chunks)
+        .where(job_chunks.c.id == work.chunk_id, job_chunks.c.status.in_(("queued", "running")))
         .values(status="failed" if failed else "succeeded", deadline_at=None)
     )
     if guard.rowcount == 0:
         current = session.scalar(select(job_chunks.c.status).where(job_chunks.c.id == work.chunk_id))
         if current == "cancelled" and record_usage is not None and record_usage():
             # The job was cancelled while this chunk ran: its tokens were spent all the same.
-            session.execute(update(jobs).where(jobs.c.id == work.job_id).values(total_tokens=jobs.c.total_tokens + tokens))
+            session.execute(
+                update(jobs).where(jobs.c.id == work.job_id).values(total_tokens=jobs.c.total_tokens + tokens)
+            )
         return ChunkDone(applied=False, cancelled=current == "cancelled")
     if isinstance(outcome, ChunkError):
         n_ok, n_failed = 0, len(work.items)
@@ -354,12 +403,15 @@ def finish_chunk(
     if record_usage is not None:  # it updates tenant_llm, a row as hot as the job's: late too
         record_usage()
     counts = session.execute(
-        update(jobs).where(jobs.c.id == work.job_id).values(
+        update(jobs)
+        .where(jobs.c.id == work.job_id)
+        .values(
             items_succeeded=jobs.c.items_succeeded + n_ok,
             items_failed=jobs.c.items_failed + n_failed,
             chunks_done=jobs.c.chunks_done + 1,
             total_tokens=jobs.c.total_tokens + tokens,
-        ).returning(jobs.c.chunks_done, jobs.c.chunks_total, jobs.c.items_succeeded, jobs.c.items_failed, jobs.c.status)
+        )
+        .returning(jobs.c.chunks_done, jobs.c.chunks_total, jobs.c.items_succeeded, jobs.c.items_failed, jobs.c.status)
     ).one()
     if counts.status == "cancelled":
         return ChunkDone(applied=True, job_status="cancelled")
@@ -384,13 +436,28 @@ def _write_results(session: Session, outcomes: list[ItemOutcome]) -> None:
         )
         return
     session.execute(
-        update(job_items).where(job_items.c.id == bindparam("b_id")).values(
-            status=bindparam("b_status"), vector=bindparam("b_vector"), result=bindparam("b_result"),
-            result_blob=bindparam("b_blob"), error_code=bindparam("b_code"), error_message=bindparam("b_message"),
+        update(job_items)
+        .where(job_items.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            vector=bindparam("b_vector"),
+            result=bindparam("b_result"),
+            result_blob=bindparam("b_blob"),
+            error_code=bindparam("b_code"),
+            error_message=bindparam("b_message"),
         ),
-        [{"b_id": o.item_id, "b_status": "failed" if o.error_code else "succeeded", "b_vector": o.vector,
-          "b_result": o.result, "b_blob": o.result_blob, "b_code": o.error_code, "b_message": o.error_message}
-         for o in outcomes],
+        [
+            {
+                "b_id": o.item_id,
+                "b_status": "failed" if o.error_code else "succeeded",
+                "b_vector": o.vector,
+                "b_result": o.result,
+                "b_blob": o.result_blob,
+                "b_code": o.error_code,
+                "b_message": o.error_message,
+            }
+            for o in outcomes
+        ],
         execution_options={"synchronize_session": False},
     )
 
@@ -401,11 +468,14 @@ def cancel_job(session: Session, job_id: str, tenant_id: str | None = None) -> s
         return job["status"]
     # Chunks first, the job's row last: the lock order of finish_chunk (no deadlock between them).
     session.execute(
-        update(job_chunks).where(job_chunks.c.job_id == job_id, job_chunks.c.status.in_(("pending", "queued", "running")))
+        update(job_chunks)
+        .where(job_chunks.c.job_id == job_id, job_chunks.c.status.in_(("pending", "queued", "running")))
         .values(status="cancelled", deadline_at=None)
     )
     session.execute(
-        update(job_items).where(job_items.c.job_id == job_id, job_items.c.status == "pending").values(status="cancelled")
+        update(job_items)
+        .where(job_items.c.job_id == job_id, job_items.c.status == "pending")
+        .values(status="cancelled")
     )
     session.execute(update(jobs).where(jobs.c.id == job_id).values(status="cancelled", finished_at=utcnow()))
     return "cancelled"
@@ -431,7 +501,8 @@ def stalled_chunks(session: Session, stall_seconds: float, limit: int = 500) -> 
     for r in rows:
         wait = stall_seconds * 2 ** min(max(r.releases, 1), 4)
         session.execute(
-            update(job_chunks).where(job_chunks.c.id == r.id)
+            update(job_chunks)
+            .where(job_chunks.c.id == r.id)
             .values(status="queued", releases=r.releases + 1, deadline_at=now + timedelta(seconds=wait))
         )
         stalled.append((Sent(r.id, r.releases + 1), r.model_type))
@@ -453,7 +524,8 @@ def lost_chunks(session: Session, stall_seconds: float, after_id: int = 0, limit
     ).all()
     for r in rows:
         session.execute(
-            update(job_chunks).where(job_chunks.c.id == r.id)
+            update(job_chunks)
+            .where(job_chunks.c.id == r.id)
             .values(releases=r.releases + 1, deadline_at=now + timedelta(seconds=stall_seconds))
         )
     return [(Sent(r.id, r.releases + 1), r.model_type) for r in rows]
@@ -470,9 +542,14 @@ def get_job(session: Session, job_id: str, tenant_id: str | None = None) -> dict
 
 
 def failed_items(session: Session, job_id: str, limit: int) -> tuple[list[dict[str, Any]], int]:
-    total = session.scalar(
-        select(func.count()).select_from(job_items).where(job_items.c.job_id == job_id, job_items.c.status == "failed")
-    ) or 0
+    total = (
+        session.scalar(
+            select(func.count())
+            .select_from(job_items)
+            .where(job_items.c.job_id == job_id, job_items.c.status == "failed")
+        )
+        or 0
+    )
     rows = session.execute(
         select(job_items.c.custom_id, job_items.c.error_code, job_items.c.error_message)
         .where(job_items.c.job_id == job_id, job_items.c.status == "failed")
@@ -487,8 +564,16 @@ def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[
     last = -1
     while True:
         rows = session.execute(
-            select(job_items.c.seq, job_items.c.custom_id, job_items.c.status, job_items.c.vector, job_items.c.result,
-                   job_items.c.result_blob, job_items.c.error_code, job_items.c.error_message)
+            select(
+                job_items.c.seq,
+                job_items.c.custom_id,
+                job_items.c.status,
+                job_items.c.vector,
+                job_items.c.result,
+                job_items.c.result_blob,
+                job_items.c.error_code,
+                job_items.c.error_message,
+            )
             .where(job_items.c.job_id == job_id, job_items.c.seq > last)
             .order_by(job_items.c.seq)
             .limit(batch)
@@ -504,9 +589,16 @@ def items_by_custom_id(session: Session, job_id: str, custom_ids: list[str]) -> 
     if not custom_ids:
         return []
     return session.execute(
-        select(job_items.c.seq, job_items.c.custom_id, job_items.c.status, job_items.c.vector, job_items.c.result,
-               job_items.c.result_blob, job_items.c.error_code, job_items.c.error_message)
-        .where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
+        select(
+            job_items.c.seq,
+            job_items.c.custom_id,
+            job_items.c.status,
+            job_items.c.vector,
+            job_items.c.result,
+            job_items.c.result_blob,
+            job_items.c.error_code,
+            job_items.c.error_message,
+        ).where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
     ).all()
 
 
@@ -515,6 +607,7 @@ def sweep_soon(session: Session, chunk_ids: list[int]) -> None:
     sweep instead of waiting out their deadline. Only chunks still ``queued`` are touched."""
     if chunk_ids:
         session.execute(
-            update(job_chunks).where(job_chunks.c.id.in_(chunk_ids), job_chunks.c.status == "queued")
+            update(job_chunks)
+            .where(job_chunks.c.id.in_(chunk_ids), job_chunks.c.status == "queued")
             .values(deadline_at=utcnow())
         )

@@ -8,6 +8,7 @@ database except :func:`revalidate`, which records what it learned.
 Only AUTHENTICATION and QUOTA say a key is bad. A rate limit, a server error, a timeout or
 a connection error says nothing about the key: revalidation keeps the old state then.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,10 @@ class KeyRejected(InvalidRequest):
         grouped: dict[tuple[str | None, str | None], list[str]] = {}
         for o in self.outcomes:
             grouped.setdefault((o.code, o.message), []).append(f"{o.model} ({o.model_type})")
-        parts = [f"{code}: {message} [{', '.join(models[:3])}{f' and {len(models) - 3} more' if len(models) > 3 else ''}]"
-                 for (code, message), models in grouped.items()]
+        parts = [
+            f"{code}: {message} [{', '.join(models[:3])}{f' and {len(models) - 3} more' if len(models) > 3 else ''}]"
+            for (code, message), models in grouped.items()
+        ]
         super().__init__(f"the key was not saved: {what}: " + "; ".join(parts))
 
 
@@ -79,8 +82,9 @@ def by_probe_cost(candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]
     return sorted(candidates, key=lambda c: PROBE_ORDER.index(c[1]) if c[1] in PROBE_ORDER else len(PROBE_ORDER))
 
 
-def try_model(client: httpx.Client, factory: str, llm_name: str, model_type: str, api_key: str | None,
-              base_url: str) -> ProbeOutcome:
+def try_model(
+    client: httpx.Client, factory: str, llm_name: str, model_type: str, api_key: str | None, base_url: str
+) -> ProbeOutcome:
     """One probe call; every failure (a provider bug included) comes back classified and scrubbed."""
     model = f"{llm_name}@{factory}"
     try:
@@ -94,8 +98,11 @@ def try_model(client: httpx.Client, factory: str, llm_name: str, model_type: str
     except Exception as exc:  # noqa: BLE001 - reported, classified, never raised
         # The provider's own list (it may hold a token it fetched), else the credential's secret fields.
         secret_fields = {f.name for f in cls.credential_fields if f.secret}
-        secrets = provider.secrets if provider is not None else (
-            api_key, *(v for k, v in decode_credentials(api_key).items() if k in secret_fields))
+        secrets = (
+            provider.secrets
+            if provider is not None
+            else (api_key, *(v for k, v in decode_credentials(api_key).items() if k in secret_fields))
+        )
         message = scrub(str(exc) or type(exc).__name__, *secrets)[:500]
         return ProbeOutcome(model, model_type, False, classify(exc).value, message)
     return ProbeOutcome(model, model_type, True)
@@ -111,8 +118,14 @@ def _skip_reason(outcomes: Sequence[ProbeOutcome]) -> str | None:
     return None
 
 
-def check_until_accepted(factory: str, candidates: Sequence[tuple[str, str]], api_key: str | None,
-                         base_url: str, *, client: httpx.Client | None = None) -> list[ProbeOutcome]:
+def check_until_accepted(
+    factory: str,
+    candidates: Sequence[tuple[str, str]],
+    api_key: str | None,
+    base_url: str,
+    *,
+    client: httpx.Client | None = None,
+) -> list[ProbeOutcome]:
     """Probe the candidates in turn until one passes. After the provider refused the key
     (AUTHENTICATION), or stopped answering (a timeout or connection error), the rest are not
     called: they are reported NOT_TRIED with the reason. ``client``: the transport seam
@@ -154,10 +167,13 @@ def revalidate(tenant_llm_id: int) -> ProbeOutcome | None:
         if rep is None or rep.api_key_enc is None:
             return None
         group = session.execute(
-            select(tenant_llm.c.id, tenant_llm.c.llm_name, tenant_llm.c.model_type).where(
-                tenant_llm.c.tenant_id == rep.tenant_id, tenant_llm.c.factory == rep.factory,
+            select(tenant_llm.c.id, tenant_llm.c.llm_name, tenant_llm.c.model_type)
+            .where(
+                tenant_llm.c.tenant_id == rep.tenant_id,
+                tenant_llm.c.factory == rep.factory,
                 tenant_llm.c.api_key_enc == rep.api_key_enc,
-            ).order_by(tenant_llm.c.id)
+            )
+            .order_by(tenant_llm.c.id)
         ).all()
     # A wrong MODELYARD_SECRET_KEY is the deployment's fault: it raises SecretKeyError before
     # any state is touched, and the tenant's key keeps its state.
@@ -180,12 +196,15 @@ def _record(token: str, ids: list[int], outcome: ProbeOutcome) -> None:
     if outcome.ok:
         values: dict[str, Any] = {"key_state": "valid", "key_error": None, "key_checked_at": func.now()}
     elif outcome.code in KEY_VERDICTS:
-        values = {"key_state": "invalid", "key_error": f"{outcome.code}: {outcome.message}"[:2000],
-                  "key_checked_at": func.now()}
+        values = {
+            "key_state": "invalid",
+            "key_error": f"{outcome.code}: {outcome.message}"[:2000],
+            "key_checked_at": func.now(),
+        }
     else:
         values = {"key_error": f"{outcome.code}: {outcome.message} (key state kept; checked again next round)"[:2000]}
     with session_scope() as session:
-        session.execute(update(tenant_llm).where(tenant_llm.c.id.in_(ids), tenant_llm.c.api_key_enc == token)
-                        .values(**values))
-    log.info("key of %s revalidated with %s: %s", ids, outcome.model,
-             "valid" if outcome.ok else outcome.code)
+        session.execute(
+            update(tenant_llm).where(tenant_llm.c.id.in_(ids), tenant_llm.c.api_key_enc == token).values(**values)
+        )
+    log.info("key of %s revalidated with %s: %s", ids, outcome.model, "valid" if outcome.ok else outcome.code)

@@ -8,6 +8,7 @@ A watchdog pings the lock's connection; if the connection is lost the lock may a
 someone else's, so the process exits rather than risk two schedules (a supervisor restarts
 it, and it stands by).
 """
+
 from __future__ import annotations
 
 import fcntl

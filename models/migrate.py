@@ -4,6 +4,7 @@ The catalog load is an upsert: factories and models from ``conf/llm_factories.js
 inserted or updated; catalog rows that left the file are removed (tenants' configured
 models live in ``tenant_llm`` and are untouched).
 """
+
 from __future__ import annotations
 
 from importlib import resources

@@ -4,6 +4,7 @@ one, else the catalog's published price (``conf/prices.json``), else none.
 The ledger stores each call's cost as computed when the call was recorded, so a price change
 applies to calls from then on and never rewrites history.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -42,29 +43,52 @@ def price_of(session: Session, model: str) -> tuple[Price | None, str]:
     """The model's price and where it comes from (``override``, ``catalog`` or ``none``)."""
     row = session.execute(select(model_prices).where(model_prices.c.model == model)).first()
     if row is not None:
-        return Price(row.input_cost_per_token, row.output_cost_per_token,
-                     row.input_cost_per_token_batches, row.output_cost_per_token_batches), "override"
+        return Price(
+            row.input_cost_per_token,
+            row.output_cost_per_token,
+            row.input_cost_per_token_batches,
+            row.output_cost_per_token_batches,
+        ), "override"
     published = catalog_prices().get(model)
     if published is not None:
-        return Price(published["input_cost_per_token"], published.get("output_cost_per_token") or 0.0,
-                     published.get("input_cost_per_token_batches"), published.get("output_cost_per_token_batches")), "catalog"
+        return Price(
+            published["input_cost_per_token"],
+            published.get("output_cost_per_token") or 0.0,
+            published.get("input_cost_per_token_batches"),
+            published.get("output_cost_per_token_batches"),
+        ), "catalog"
     return None, "none"
 
 
-def set_price(session: Session, model: str, *, input_cost: float, output_cost: float = 0.0,
-              batch_input_cost: float | None = None, batch_output_cost: float | None = None) -> None:
+def set_price(
+    session: Session,
+    model: str,
+    *,
+    input_cost: float,
+    output_cost: float = 0.0,
+    batch_input_cost: float | None = None,
+    batch_output_cost: float | None = None,
+) -> None:
     """Override a model's price (USD per token) for calls from now on."""
     try:
         split_model_name(model)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    for name, value in (("input", input_cost), ("output", output_cost), ("batch input", batch_input_cost),
-                        ("batch output", batch_output_cost)):
+    for name, value in (
+        ("input", input_cost),
+        ("output", output_cost),
+        ("batch input", batch_input_cost),
+        ("batch output", batch_output_cost),
+    ):
         if value is not None and not 0 <= value < 1:
             raise InvalidRequest(f"the {name} price must be USD per token, at least 0 and below 1; got {value}")
-    values = dict(input_cost_per_token=input_cost, output_cost_per_token=output_cost,
-                  input_cost_per_token_batches=batch_input_cost, output_cost_per_token_batches=batch_output_cost,
-                  updated_at=utcnow())
+    values = dict(
+        input_cost_per_token=input_cost,
+        output_cost_per_token=output_cost,
+        input_cost_per_token_batches=batch_input_cost,
+        output_cost_per_token_batches=batch_output_cost,
+        updated_at=utcnow(),
+    )
     if session.execute(model_prices.update().where(model_prices.c.model == model).values(**values)).rowcount == 0:
         session.execute(model_prices.insert().values(model=model, **values))
 

@@ -3,6 +3,7 @@
 Ids: tenants and jobs have short random string ids that users see; everything else has
 an integer surrogate key. Vectors are stored as raw little-endian float32 bytes.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -129,8 +130,12 @@ jobs = Table(
     UniqueConstraint("tenant_id", "idempotency_key"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),  # job list, newest first
     Index("ix_jobs_created", "created_at"),
-    Index("ix_jobs_finished_unpurged", "finished_at",  # the retention sweep's candidates
-          postgresql_where=text("purged_at IS NULL"), sqlite_where=text("purged_at IS NULL")),
+    Index(
+        "ix_jobs_finished_unpurged",
+        "finished_at",  # the retention sweep's candidates
+        postgresql_where=text("purged_at IS NULL"),
+        sqlite_where=text("purged_at IS NULL"),
+    ),
     Index("ix_jobs_retry_of", "retry_of"),
 )
 
@@ -150,8 +155,13 @@ job_chunks = Table(
     UniqueConstraint("job_id", "seq"),
     Index("ix_job_chunks_status_deadline", "status", "deadline_at"),
     # The next chunk to release, without walking past the job's finished ones.
-    Index("ix_job_chunks_pending", "job_id", "seq",
-          postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+    Index(
+        "ix_job_chunks_pending",
+        "job_id",
+        "seq",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
 )
 
 job_items = Table(

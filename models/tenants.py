@@ -1,4 +1,5 @@
 """Tenants and their configured models (``tenant_llm``)."""
+
 from __future__ import annotations
 
 import secrets
@@ -41,11 +42,13 @@ def create_tenant(session: Session, name: str, *, defaults: bool = True) -> str:
                 needs_key = get_provider_class(default.model_type, parse_model_name(default.model)[1]).needs_key
             except (UnsupportedModel, InvalidRequest) as exc:
                 raise SettingsError(
-                    f"MODELYARD_TENANT_DEFAULTS: default {default.model} ({default.model_type}): {exc}") from None
+                    f"MODELYARD_TENANT_DEFAULTS: default {default.model} ({default.model_type}): {exc}"
+                ) from None
             api_key = default.api_key()
             if api_key or not needs_key:
-                save_llm(session, tenant_id, default.model, default.model_type, api_key=api_key,
-                         api_base=default.base_url)
+                save_llm(
+                    session, tenant_id, default.model, default.model_type, api_key=api_key, api_base=default.base_url
+                )
     return tenant_id
 
 
@@ -125,25 +128,31 @@ def _where_model(tenant_id: str, factory: str, llm_name: str, model_type: str) -
     )
 
 
-def upsert_llm(session: Session, tenant_id: str, factory: str, llm_name: str, model_type: str,
-               values: dict[str, Any]) -> int:
+def upsert_llm(
+    session: Session, tenant_id: str, factory: str, llm_name: str, model_type: str, values: dict[str, Any]
+) -> int:
     """Insert or update one ``tenant_llm`` row; a changed key bumps ``key_version`` (workers rebuild bundles)."""
     where = _where_model(tenant_id, factory, llm_name, model_type)
     existing = session.execute(select(tenant_llm.c.id).where(where)).first()
     if existing:
         session.execute(
-            update(tenant_llm).where(tenant_llm.c.id == existing.id).values(**values, key_version=tenant_llm.c.key_version + 1)
+            update(tenant_llm)
+            .where(tenant_llm.c.id == existing.id)
+            .values(**values, key_version=tenant_llm.c.key_version + 1)
         )
         return existing.id
     return session.execute(
-        tenant_llm.insert().values(tenant_id=tenant_id, factory=factory, llm_name=llm_name, model_type=model_type, **values)
+        tenant_llm.insert()
+        .values(tenant_id=tenant_id, factory=factory, llm_name=llm_name, model_type=model_type, **values)
         .returning(tenant_llm.c.id)
     ).scalar_one()
 
 
 def catalog_max_tokens(session: Session, factory: str, llm_name: str, model_type: str) -> int:
     row = session.execute(
-        select(llms.c.max_tokens).where(llms.c.factory == factory, llms.c.llm_name == llm_name, llms.c.model_type == model_type)
+        select(llms.c.max_tokens).where(
+            llms.c.factory == factory, llms.c.llm_name == llm_name, llms.c.model_type == model_type
+        )
     ).first()
     return row.max_tokens if row else 0
 
@@ -191,8 +200,7 @@ def save_llm(
 LIMIT_FIELDS = {"rpm": "rpm_limit", "tpm": "tpm_limit", "max_concurrency": "max_concurrency"}
 
 
-def set_llm_limits(session: Session, tenant_id: str, model: str, model_type: str,
-                   **limits: int | None) -> TenantModel:
+def set_llm_limits(session: Session, tenant_id: str, model: str, model_type: str, **limits: int | None) -> TenantModel:
     """Set the tenant's own limits on a model (``rpm``, ``tpm``, ``max_concurrency``): None
     leaves one as it is, 0 clears it (the provider's advertised or learned limit applies)."""
     values: dict[str, int | None] = {}
@@ -202,8 +210,9 @@ def set_llm_limits(session: Session, tenant_id: str, model: str, model_type: str
         if value is None:
             continue
         if not 0 <= value <= 2**31 - 1:  # an integer column
-            raise InvalidRequest(f"--{name.replace('_', '-')} must be 0 (no limit of the tenant's own) up to "
-                                 f"{2**31 - 1:,}, got {value}")
+            raise InvalidRequest(
+                f"--{name.replace('_', '-')} must be 0 (no limit of the tenant's own) up to {2**31 - 1:,}, got {value}"
+            )
         values[LIMIT_FIELDS[name]] = value or None
     tm = get_tenant_model(session, tenant_id, model, model_type)
     if values:
@@ -230,7 +239,9 @@ def get_tenant_model(session: Session, tenant_id: str, model: str, model_type: s
 
 def set_llm_status(session: Session, tenant_id: str, model: str, model_type: str, *, enabled: bool) -> TenantModel:
     tm = get_tenant_model(session, tenant_id, model, model_type)
-    session.execute(update(tenant_llm).where(tenant_llm.c.id == tm.id).values(status="enabled" if enabled else "disabled"))
+    session.execute(
+        update(tenant_llm).where(tenant_llm.c.id == tm.id).values(status="enabled" if enabled else "disabled")
+    )
     return get_tenant_model(session, tenant_id, model, model_type)
 
 
@@ -241,7 +252,9 @@ def delete_llm(session: Session, tenant_id: str, model: str, model_type: str) ->
 
 def delete_factory(session: Session, tenant_id: str, factory: str) -> int:
     """Remove all of a tenant's models of one factory; returns how many."""
-    result = session.execute(delete(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory))
+    result = session.execute(
+        delete(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory)
+    )
     if not result.rowcount:
         raise NotFound(f"this tenant has no models of factory {factory!r}")
     return result.rowcount

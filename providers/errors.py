@@ -13,6 +13,7 @@ for unstructured errors (a message and nothing else). Only transient codes are r
 (RATE_LIMIT, SERVER, TIMEOUT, CONNECTION): a quota error is not, even when the provider sends
 it as a 429.
 """
+
 from __future__ import annotations
 
 import enum
@@ -248,11 +249,18 @@ def _rate_limited(message: str) -> ErrorCode:
         return ErrorCode.INVALID_REQUEST
     return ErrorCode.QUOTA if _says_quota(message) else ErrorCode.RATE_LIMIT
 
+
 # The seed system's keyword table, in its order, for errors that carry nothing but text.
 _KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
     (("quota", "billing", "credit", "balance", "insufficient", "欠费"), ErrorCode.QUOTA),
-    (("rate limit", "rate_limit", "too many requests", "tpm limit", "rpm limit", "requests per minute"), ErrorCode.RATE_LIMIT),
-    (("unauthorized", "authentication", "api key", "apikey", "api_key", "forbidden", "permission"), ErrorCode.AUTHENTICATION),
+    (
+        ("rate limit", "rate_limit", "too many requests", "tpm limit", "rpm limit", "requests per minute"),
+        ErrorCode.RATE_LIMIT,
+    ),
+    (
+        ("unauthorized", "authentication", "api key", "apikey", "api_key", "forbidden", "permission"),
+        ErrorCode.AUTHENTICATION,
+    ),
     (("invalid", "bad request", "malformed", "parameter", "unsupported"), ErrorCode.INVALID_REQUEST),
     (("server error", "internal error", "unavailable", "overloaded", "bad gateway", "gateway"), ErrorCode.SERVER),
     (("timeout", "timed out"), ErrorCode.TIMEOUT),
@@ -328,7 +336,9 @@ def classify(exc: BaseException) -> ErrorCode:
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?P<keep>)\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}"),
-    re.compile(r"(?i)(?P<keep>(?:api[_-]?key|x-api-key|authorization|secret|token|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"),
+    re.compile(
+        r"(?i)(?P<keep>(?:api[_-]?key|x-api-key|authorization|secret|token|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"
+    ),
 ]
 
 

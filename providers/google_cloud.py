@@ -242,7 +242,9 @@ class VertexWire(GeminiWire):
         project, region = self._location()
         host = "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
         root = self.base_url or f"https://{host}"
-        model_path = f"v1/projects/{quote(project, safe='')}/locations/{region}/publishers/google/models/{self.model_path()}"
+        model_path = (
+            f"v1/projects/{quote(project, safe='')}/locations/{region}/publishers/google/models/{self.model_path()}"
+        )
         return f"{root}/{model_path}:{path}"
 
     def request_headers(self) -> dict[str, str]:

@@ -5,6 +5,7 @@ Workers call :func:`reset_client` after fork (a client's connection pool must no
 shared across processes). The ``Authorization`` header is never logged: we log nothing
 about requests here, and httpx itself logs only the URL and status line.
 """
+
 from __future__ import annotations
 
 import email.utils

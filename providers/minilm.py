@@ -16,6 +16,7 @@ Speed comes from keeping BLAS busy and numpy's single-threaded element-wise pass
 - GELU uses the tanh approximation (BERT's is exact erf; numpy has no erf): the vectors
   stay within cosine 0.99999 of sentence-transformers' (tests/test_builtin.py checks 0.999).
 """
+
 from __future__ import annotations
 
 import json

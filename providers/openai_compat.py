@@ -394,6 +394,7 @@ IMPLEMENTATIONS: dict[str, type[BaseModel]] = {
     "tts": OpenAICompatTTS,
 }
 
+
 def _declare(factory: Factory, model_type: str) -> type[BaseModel]:
     """The registered class for one (factory, model type): the family's implementation with the factory's facts."""
     implementation = IMPLEMENTATIONS[model_type]

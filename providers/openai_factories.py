@@ -1,6 +1,7 @@
 """The OpenAI-compatible factories: one :class:`Factory` row each, with its base URL, the model
 types it serves through the OpenAI wire format, and what it does differently from OpenAI.
 :mod:`providers.openai_compat` declares and registers a class per (row, type)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -158,29 +159,76 @@ FACTORIES: tuple[Factory, ...] = (
     Factory("Moonshot", "https://api.moonshot.cn/v1", CHAT_VISION, needs_key=True),
     Factory("xAI", "https://api.x.ai/v1", CHAT_VISION, needs_key=True),
     Factory("Groq", "https://api.groq.com/openai/v1", ("chat", "image2text", "speech2text"), needs_key=True),
-    Factory("Mistral", "https://api.mistral.ai/v1", ("chat", "embedding", "image2text"), needs_key=True,
-            gen_conf_rename={"seed": "random_seed"},  # extra fields are a 422 there
-            stream_usage_option=False,  # a 422 too; Mistral sends usage in the last chunk anyway
-            embedding_batch_size=16),  # at most 16384 tokens per embeddings request
-    Factory("Perplexity", "https://api.perplexity.ai/v1", ("embedding",), needs_key=True,
-            embedding_format="base64_int8", embedding_batch_size=512),
-    Factory("StepFun", "https://api.stepfun.com/v1", ("chat", "image2text", "speech2text", "tts"), needs_key=True,
-            default_voice="cixingnansheng"),
-    Factory("ZHIPU-AI", "https://open.bigmodel.cn/api/paas/v4", ("chat", "embedding", "image2text", "speech2text"),
-            needs_key=True, gen_conf_keys=GEN_CONF_KEYS - {"presence_penalty", "frequency_penalty", "seed"},
-            embedding_batch_size=16, error_codes=ZHIPU_ERRORS),
+    Factory(
+        "Mistral",
+        "https://api.mistral.ai/v1",
+        ("chat", "embedding", "image2text"),
+        needs_key=True,
+        gen_conf_rename={"seed": "random_seed"},  # extra fields are a 422 there
+        stream_usage_option=False,  # a 422 too; Mistral sends usage in the last chunk anyway
+        embedding_batch_size=16,
+    ),  # at most 16384 tokens per embeddings request
+    Factory(
+        "Perplexity",
+        "https://api.perplexity.ai/v1",
+        ("embedding",),
+        needs_key=True,
+        embedding_format="base64_int8",
+        embedding_batch_size=512,
+    ),
+    Factory(
+        "StepFun",
+        "https://api.stepfun.com/v1",
+        ("chat", "image2text", "speech2text", "tts"),
+        needs_key=True,
+        default_voice="cixingnansheng",
+    ),
+    Factory(
+        "ZHIPU-AI",
+        "https://open.bigmodel.cn/api/paas/v4",
+        ("chat", "embedding", "image2text", "speech2text"),
+        needs_key=True,
+        gen_conf_keys=GEN_CONF_KEYS - {"presence_penalty", "frequency_penalty", "seed"},
+        embedding_batch_size=16,
+        error_codes=ZHIPU_ERRORS,
+    ),
     # DashScope "compatible-mode"; its native rerank is another family's.
-    Factory("Tongyi-Qianwen", "https://dashscope.aliyuncs.com/compatible-mode/v1", ("chat", "embedding", "image2text"),
-            needs_key=True, embedding_batch_size=10,  # text-embedding-v3/v4: at most 10 rows
-            non_stream_extra=(("qwen3", {"enable_thinking": False}),),  # thinking is stream-only there
-            error_codes=DASHSCOPE_COMPATIBLE_ERRORS),
-    Factory("BaiChuan", "https://api.baichuan-ai.com/v1", ("chat", "embedding"), needs_key=True,
-            gen_conf_keys=frozenset({"temperature", "top_p", "max_tokens"}), embedding_batch_size=16),
-    Factory("MiniMax", "https://api.minimaxi.com/v1", CHAT, needs_key=True, error_codes=MINIMAX_ERRORS,
-            body_status=BodyStatus(("base_resp", "status_code"), ("base_resp", "status_msg"))),
-    Factory("XunFei Spark", "https://spark-api-open.xf-yun.com/v1", CHAT, needs_key=True,  # key: the APIPassword
-            gen_conf_keys=frozenset({"temperature", "max_tokens"}), stream_usage_option=False,
-            model_aliases=SPARK_MODELS, error_codes=SPARK_ERRORS, body_status=BodyStatus(("code",), ("message",))),
+    Factory(
+        "Tongyi-Qianwen",
+        "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        ("chat", "embedding", "image2text"),
+        needs_key=True,
+        embedding_batch_size=10,  # text-embedding-v3/v4: at most 10 rows
+        non_stream_extra=(("qwen3", {"enable_thinking": False}),),  # thinking is stream-only there
+        error_codes=DASHSCOPE_COMPATIBLE_ERRORS,
+    ),
+    Factory(
+        "BaiChuan",
+        "https://api.baichuan-ai.com/v1",
+        ("chat", "embedding"),
+        needs_key=True,
+        gen_conf_keys=frozenset({"temperature", "top_p", "max_tokens"}),
+        embedding_batch_size=16,
+    ),
+    Factory(
+        "MiniMax",
+        "https://api.minimaxi.com/v1",
+        CHAT,
+        needs_key=True,
+        error_codes=MINIMAX_ERRORS,
+        body_status=BodyStatus(("base_resp", "status_code"), ("base_resp", "status_msg")),
+    ),
+    Factory(
+        "XunFei Spark",
+        "https://spark-api-open.xf-yun.com/v1",
+        CHAT,
+        needs_key=True,  # key: the APIPassword
+        gen_conf_keys=frozenset({"temperature", "max_tokens"}),
+        stream_usage_option=False,
+        model_aliases=SPARK_MODELS,
+        error_codes=SPARK_ERRORS,
+        body_status=BodyStatus(("code",), ("message",)),
+    ),
     # Tencent's TokenHub: OpenAI's wire format with a Bearer key, the catalog's Hunyuan model names;
     # beside it, "Tencent Hunyuan" is the native TC3-signed Tencent Cloud API (providers.tencent).
     Factory("Tencent TokenHub", "https://tokenhub.tencentmaas.com/v1", CHAT, needs_key=True),
@@ -189,34 +237,55 @@ FACTORIES: tuple[Factory, ...] = (
     Factory("OpenRouter", "https://openrouter.ai/api/v1", CHAT_VISION, needs_key=True),
     Factory("TogetherAI", "https://api.together.xyz/v1", ("chat", "embedding", "rerank", "image2text"), needs_key=True),
     Factory("DeepInfra", "https://api.deepinfra.com/v1/openai", OPENAI_TYPES, needs_key=True, default_voice="af_bella"),
-    Factory("NVIDIA", "https://integrate.api.nvidia.com/v1", ("chat", "embedding", "image2text"), needs_key=True,
-            embed_document_extra={"input_type": "passage", "truncate": "END"},
-            embed_query_extra={"input_type": "query", "truncate": "END"}),
+    Factory(
+        "NVIDIA",
+        "https://integrate.api.nvidia.com/v1",
+        ("chat", "embedding", "image2text"),
+        needs_key=True,
+        embed_document_extra={"input_type": "passage", "truncate": "END"},
+        embed_query_extra={"input_type": "query", "truncate": "END"},
+    ),
     Factory("SILICONFLOW", "https://api.siliconflow.cn/v1", ALL_TYPES, needs_key=True, default_voice=SILICONFLOW_VOICE),
-    Factory("siliconflow_intl", "https://api.siliconflow.com/v1", ALL_TYPES, needs_key=True,
-            default_voice=SILICONFLOW_VOICE),
+    Factory(
+        "siliconflow_intl", "https://api.siliconflow.com/v1", ALL_TYPES, needs_key=True, default_voice=SILICONFLOW_VOICE
+    ),
     Factory("GreenPT", "https://api.greenpt.ai/v1", ("chat", "embedding", "rerank"), needs_key=True),
     Factory("aimlapi.com", "https://api.aimlapi.com/v1", ("chat", "embedding", "image2text"), needs_key=True),
     Factory("TokenPony", "https://ragflow.vip-api.tokenpony.cn/v1", CHAT, needs_key=True),
-    Factory("Upstage", "https://api.upstage.ai/v1/solar", ("chat", "embedding"), needs_key=True,
-            query_model=("-passage", "-query")),
+    Factory(
+        "Upstage",
+        "https://api.upstage.ai/v1/solar",
+        ("chat", "embedding"),
+        needs_key=True,
+        query_model=("-passage", "-query"),
+    ),
     Factory("NovitaAI", "https://api.novita.ai/v3/openai", ("chat", "embedding", "rerank"), needs_key=True),
     Factory("PPIO", "https://api.ppinfra.com/v3/openai", CHAT, needs_key=True),
-    Factory("GiteeAI", "https://ai.gitee.com/v1", ("chat", "embedding", "rerank", "image2text", "speech2text"),
-            needs_key=True),
+    Factory(
+        "GiteeAI",
+        "https://ai.gitee.com/v1",
+        ("chat", "embedding", "rerank", "image2text", "speech2text"),
+        needs_key=True,
+    ),
     Factory("302.AI", "https://api.302.ai/v1", ("chat", "embedding", "rerank", "image2text"), needs_key=True),
     Factory("CometAPI", "https://api.cometapi.com/v1", OPENAI_TYPES, needs_key=True),
     Factory("LongCat", "https://api.longcat.chat/openai/v1", CHAT, needs_key=True),
     Factory("DeerAPI", "https://api.deerapi.com/v1", OPENAI_TYPES, needs_key=True),
-    Factory("Jiekou.AI", "https://api.jiekou.ai/openai/v1", ("chat", "embedding", "rerank", "image2text"),
-            needs_key=True),
+    Factory(
+        "Jiekou.AI", "https://api.jiekou.ai/openai/v1", ("chat", "embedding", "rerank", "image2text"), needs_key=True
+    ),
     Factory("n1n", "https://api.n1n.ai/v1", CHAT_VISION, needs_key=True),
     Factory("Astraflow", "https://api-us-ca.umodelverse.ai/v1", ("chat", "embedding"), needs_key=True),
     Factory("Astraflow-CN", "https://api.modelverse.cn/v1", ("chat", "embedding"), needs_key=True),
     Factory("FuturMix", "https://futurmix.ai/v1", ("chat", "embedding", "image2text"), needs_key=True),
     Factory("Avian", "https://api.avian.io/v1", CHAT, needs_key=True),
-    Factory("Xiaomi", "https://api.xiaomimimo.com/v1", CHAT_VISION, needs_key=True,
-            gen_conf_rename={"max_tokens": "max_completion_tokens"}),
+    Factory(
+        "Xiaomi",
+        "https://api.xiaomimimo.com/v1",
+        CHAT_VISION,
+        needs_key=True,
+        gen_conf_rename={"max_tokens": "max_completion_tokens"},
+    ),
     # ---- servers the tenant runs (or points at): no default URL
     Factory("OpenAI-API-Compatible", "", ALL_TYPES),
     Factory("New API", "", ALL_TYPES, needs_key=True),

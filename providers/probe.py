@@ -5,6 +5,7 @@ embedding: encode one short text · chat: one short message (max 1 token) · rer
 texts · image2text: describe a tiny generated PNG · speech2text: transcribe a short generated
 WAV · tts: synthesize one word. The inputs are made here, in memory; nothing is read from disk.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,6 +24,7 @@ PROBE_ORDER = ("embedding", "rerank", "chat", "image2text", "tts", "speech2text"
 
 def tiny_png(size: int = 8) -> bytes:
     """A ``size`` x ``size`` grey RGB PNG, made with zlib (no imaging library)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

@@ -18,6 +18,7 @@ A header that cannot be read is ignored: these headers are advice, never a reaso
 Caveat: Groq's ``x-ratelimit-limit-requests`` counts per day; read as per minute it is far
 above the real rate, so it never holds calls back and the limit learned from a 429 applies.
 """
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,11 @@ class Advertised:
     @property
     def exhausted_for(self) -> float | None:
         """Seconds until calls may go on, when the provider says a counter is at zero."""
-        waits = [r for n, r in ((self.remaining_requests, self.reset_requests),
-                                (self.remaining_tokens, self.reset_tokens)) if n == 0 and r is not None]
+        waits = [
+            r
+            for n, r in ((self.remaining_requests, self.reset_requests), (self.remaining_tokens, self.reset_tokens))
+            if n == 0 and r is not None
+        ]
         return max(waits) if waits else None
 
 
@@ -94,7 +98,8 @@ def parse_rate_limits(headers: Mapping[str, str], now: float) -> Advertised:
     h = headers.get
     if h("x-ratelimit-limit-requests") or h("x-ratelimit-limit-tokens") or h("x-ratelimit-remaining-requests"):
         return Advertised(
-            rpm=_int(h("x-ratelimit-limit-requests")), tpm=_int(h("x-ratelimit-limit-tokens")),
+            rpm=_int(h("x-ratelimit-limit-requests")),
+            tpm=_int(h("x-ratelimit-limit-tokens")),
             remaining_requests=_int(h("x-ratelimit-remaining-requests")),
             remaining_tokens=_int(h("x-ratelimit-remaining-tokens")),
             reset_requests=_reset_at(h("x-ratelimit-reset-requests"), now),
@@ -103,7 +108,8 @@ def parse_rate_limits(headers: Mapping[str, str], now: float) -> Advertised:
     if any(k.startswith("anthropic-ratelimit-") for k in headers):
         tokens = "input-tokens" if h("anthropic-ratelimit-input-tokens-limit") else "tokens"
         return Advertised(
-            rpm=_int(h("anthropic-ratelimit-requests-limit")), tpm=_int(h(f"anthropic-ratelimit-{tokens}-limit")),
+            rpm=_int(h("anthropic-ratelimit-requests-limit")),
+            tpm=_int(h(f"anthropic-ratelimit-{tokens}-limit")),
             remaining_requests=_int(h("anthropic-ratelimit-requests-remaining")),
             remaining_tokens=_int(h(f"anthropic-ratelimit-{tokens}-remaining")),
             reset_requests=_reset_at(h("anthropic-ratelimit-requests-reset"), now),

@@ -3,6 +3,7 @@
 A family module decorates each class with :func:`register`; :func:`load_families` imports
 the family modules listed in :data:`FAMILY_MODULES` (an explicit list, not a scan).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -20,6 +20,7 @@ events of bare chunks (``Choices[].Delta``); an error after the stream began is 
 ``ErrorMsg: {"Code": 4000 | 4001, "Msg"}``. The signing steps and the worked example are Tencent
 Cloud's "Signature v3" document; ``tc3_authorization`` reproduces that example.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -158,8 +159,9 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
         "Function": {
             "Name": function["name"],
             "Description": function.get("description", ""),
-            "Parameters": json.dumps(function.get("parameters") or {"type": "object", "properties": {}},
-                                     ensure_ascii=False),
+            "Parameters": json.dumps(
+                function.get("parameters") or {"type": "object", "properties": {}}, ensure_ascii=False
+            ),
         },
     }
 
@@ -255,12 +257,14 @@ class HunyuanChat(ChatModel):
 
     def _request(self, body: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
         if not self.base_url.startswith(("http://", "https://")):
-            raise ProviderError(f"Tencent Hunyuan needs an http(s) base URL; got {self.base_url!r}",
-                                code=ErrorCode.INVALID_REQUEST)
+            raise ProviderError(
+                f"Tencent Hunyuan needs an http(s) base URL; got {self.base_url!r}", code=ErrorCode.INVALID_REQUEST
+            )
         secret_id, secret_key = self.credentials.get("secret_id"), self.credentials.get("secret_key")
         if not secret_id or not secret_key:
-            raise ProviderError("Tencent Hunyuan needs the credential fields secret_id and secret_key",
-                                code=ErrorCode.AUTHENTICATION)
+            raise ProviderError(
+                "Tencent Hunyuan needs the credential fields secret_id and secret_key", code=ErrorCode.AUTHENTICATION
+            )
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         host = urlsplit(self.base_url).netloc.lower()
         timestamp = int(self._clock())
@@ -337,8 +341,7 @@ class HunyuanChat(ChatModel):
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 response.read()  # a refused request is answered with plain JSON, not a stream
                 self._response(response)
-                raise ProviderError("ChatCompletions answered a stream request without a stream",
-                                    code=ErrorCode.SERVER)
+                raise ProviderError("ChatCompletions answered a stream request without a stream", code=ErrorCode.SERVER)
             yield from self._deltas(response.iter_lines(), body)
 
     def _deltas(self, lines: Iterable[str], body: dict[str, Any]) -> Iterator[ChatDelta]:
@@ -359,4 +362,3 @@ class HunyuanChat(ChatModel):
                 yield ChatDelta(text=text)
         usage = _usage(state.usage, body["Messages"], "".join(state.text))
         yield ChatDelta(tool_calls=state.tool_calls(), usage=usage, finish_reason=state.finish_reason)
-

@@ -18,6 +18,7 @@ that is the server's load, not ours), ``QuotaExceeded``, ``AccountOverdueError``
 Credential fields: ``ark_api_key`` (secret), ``endpoint_id`` (optional, not secret). A plain
 (non-JSON) key is taken as the Ark API key.
 """
+
 from __future__ import annotations
 
 from typing import Any

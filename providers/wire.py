@@ -9,6 +9,7 @@ Stream decoding is here once for every family: :func:`sse_events` (server-sent e
 object sent after a 200 had started the stream becomes :func:`stream_error`. Sending requests
 (URL and header hooks, ``post``/``post_json``/``post_stream``) lives on
 :class:`providers.base.BaseModel`."""
+
 from __future__ import annotations
 
 import json

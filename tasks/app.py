@@ -5,6 +5,7 @@ queue), prefetch 1 (a slow provider call does not hold other messages hostage), 
 visibility timeout above the longest retry countdown (Redis never redelivers a message
 that is only waiting for its countdown). No result backend: the database is the truth.
 """
+
 from __future__ import annotations
 
 from celery import Celery
@@ -51,8 +52,10 @@ def configure(app: Celery, settings: Settings) -> None:
         # to the default exchange's key, so one publish there would land in every queue.
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="maintenance",
-        task_routes={**{name: {"queue": t} for t, name in TASK_NAMES.items()},
-                     **{name: {"queue": "maintenance"} for name in MAINTENANCE_TASKS}},
+        task_routes={
+            **{name: {"queue": t} for t, name in TASK_NAMES.items()},
+            **{name: {"queue": "maintenance"} for name in MAINTENANCE_TASKS},
+        },
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         # A publish to a broker that is down gives up after about 2 s (see tasks.orchestrate).

@@ -9,6 +9,7 @@ broker that kept its data (AOF, RDB, RabbitMQ, the embedded SQLite broker) nothi
 early. The first worker on a brand-new broker finds it missing too: its re-sends are harmless
 (a re-sent chunk is a new release; the older message is dropped when a worker takes it).
 """
+
 from __future__ import annotations
 
 import time

@@ -4,6 +4,7 @@ the call returned after it (models/embed_cache.py has the store and the key).
 Off for the whole fleet with ``MODELYARD_EMBED_CACHE=off``, for one job with the job option
 ``cache: false`` (``modelyard embed --no-cache``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,9 +45,14 @@ def serve(bundle: LLMBundle, work: ChunkWork) -> Served | None:
     if scope is None:
         return None
     tm = bundle.tenant_model
-    fingerprint = embed_cache.model_fingerprint(tm.factory, tm.llm_name, bundle.provider.base_url or "",
-                                                work.options.get("input_type", "document"),
-                                                work.options.get("dimensions"), tm.max_tokens)
+    fingerprint = embed_cache.model_fingerprint(
+        tm.factory,
+        tm.llm_name,
+        bundle.provider.base_url or "",
+        work.options.get("input_type", "document"),
+        work.options.get("dimensions"),
+        tm.max_tokens,
+    )
     keys = {item.id: embed_cache.cache_key(fingerprint, item.text or "") for item in work.items}
     with session_scope() as session:
         found = embed_cache.lookup(session, scope, list(keys.values()))
@@ -101,4 +107,8 @@ def _maybe_evict(scope: str, added: int) -> None:
         with session_scope() as session:
             dropped = embed_cache.evict(session, scope, limit)
         if dropped:
-            log.info("embedding cache %s: evicted %d vectors", "shared" if scope == embed_cache.SHARED else "of a tenant", dropped)
+            log.info(
+                "embedding cache %s: evicted %d vectors",
+                "shared" if scope == embed_cache.SHARED else "of a tenant",
+                dropped,
+            )

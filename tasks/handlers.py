@@ -3,6 +3,7 @@
 Embedding chunks hold many items (one batched provider call); every other type's chunk
 holds exactly one item, so a retry never repeats a call that already succeeded.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -20,14 +21,19 @@ def embedding(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
     result = bundle.encode(texts, query=work.options.get("input_type") == "query")  # batched either way
     vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-        raise ProviderError(f"provider returned {vectors.shape[0]} vectors for {len(texts)} texts", code=ErrorCode.SERVER)
-    return HandlerResult([ItemOutcome(item.id, vector=vectors[k].tobytes()) for k, item in enumerate(work.items)],
-                         result.usage)
+        raise ProviderError(
+            f"provider returned {vectors.shape[0]} vectors for {len(texts)} texts", code=ErrorCode.SERVER
+        )
+    return HandlerResult(
+        [ItemOutcome(item.id, vector=vectors[k].tobytes()) for k, item in enumerate(work.items)], result.usage
+    )
 
 
 def _single(work: ChunkWork) -> WorkItem:
     if len(work.items) != 1:
-        raise ProviderError(f"a {work.model_type} chunk must hold one item, not {len(work.items)}", code=ErrorCode.GENERIC)
+        raise ProviderError(
+            f"a {work.model_type} chunk must hold one item, not {len(work.items)}", code=ErrorCode.GENERIC
+        )
     return work.items[0]
 
 
@@ -35,13 +41,24 @@ def chat(bundle: LLMBundle, work: ChunkWork) -> HandlerResult:
     item = _single(work)
     p = item.payload or {}
     r = bundle.chat(p.get("system"), p["messages"], p.get("gen_conf"), p.get("tools"))
-    result = {"text": r.text, "tool_calls": [asdict(tc) for tc in r.tool_calls], "finish_reason": r.finish_reason,
-              "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
-                        "total_tokens": r.usage.total_tokens}}  # the one call's usage (an API batch line shows it)
+    result = {
+        "text": r.text,
+        "tool_calls": [asdict(tc) for tc in r.tool_calls],
+        "finish_reason": r.finish_reason,
+        "usage": {
+            "prompt_tokens": r.usage.prompt_tokens,
+            "completion_tokens": r.usage.completion_tokens,
+            "total_tokens": r.usage.total_tokens,
+        },
+    }  # the one call's usage (an API batch line shows it)
     if r.refusal is not None:  # the call succeeded (its tokens count) but the model refused: not a success
         result["refusal"] = r.refusal
-        refused = ItemOutcome(item.id, result=result, error_code=ErrorCode.REFUSAL.value,
-                              error_message=scrub(r.refusal, *bundle.secrets)[:2000])
+        refused = ItemOutcome(
+            item.id,
+            result=result,
+            error_code=ErrorCode.REFUSAL.value,
+            error_message=scrub(r.refusal, *bundle.secrets)[:2000],
+        )
         return HandlerResult([refused], r.usage)
     return HandlerResult([ItemOutcome(item.id, result=result)], r.usage)
 

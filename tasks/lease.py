@@ -5,6 +5,7 @@ this renews it every third of that, so a long call (or many calls: a model that 
 inputs per request makes several for one chunk) keeps the chunk, and only a dead worker's
 chunk is ever re-sent by the sweeper.
 """
+
 from __future__ import annotations
 
 import logging

@@ -27,6 +27,7 @@ is the same in one atomic Redis script):
 - a pause: after a 429 (its Retry-After, the reset the headers give, or the backoff) or a
   success whose headers say a counter is at zero, every worker waits until it ends.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,9 @@ class Settlement:
 
 
 class Limiter(Protocol):
-    def acquire(self, bucket: str, limits: Limits, cost: Cost, holder: str, *, max_wait: float,
-                slot_ttl: float) -> Grant: ...
+    def acquire(
+        self, bucket: str, limits: Limits, cost: Cost, holder: str, *, max_wait: float, slot_ttl: float
+    ) -> Grant: ...
 
     def settle(self, bucket: str, limits: Limits, holder: str, outcome: Settlement) -> None: ...
 
@@ -139,8 +141,9 @@ def observed_rpm(state: Mapping[str, Any], now: float) -> float | None:
     return float(state.get("rate", 0.0)) * decay / warm * 60.0
 
 
-def acquire(state: dict[str, Any], limits: Limits, cost: Cost, holder: str, now: float, *, max_wait: float,
-            slot_ttl: float) -> Grant:
+def acquire(
+    state: dict[str, Any], limits: Limits, cost: Cost, holder: str, now: float, *, max_wait: float, slot_ttl: float
+) -> Grant:
     """Decide one call, updating ``state`` in place only when it is granted."""
     pause_until = float(state.get("pause_until", 0.0))
     if pause_until > now:

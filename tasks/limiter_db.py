@@ -3,6 +3,7 @@ a RabbitMQ broker): one ``limiter_buckets`` row per bucket, read and written und
 (``SELECT ... FOR UPDATE`` on Postgres; SQLite's write lock, taken at ``BEGIN IMMEDIATE``).
 Time is this host's clock: keep the fleet's clocks in sync (NTP), as for any database.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,8 @@ class DatabaseLimiter:
             result = change(state, self.clock())
             if state != before:
                 session.execute(
-                    update(limiter_buckets).where(limiter_buckets.c.bucket == bucket)
+                    update(limiter_buckets)
+                    .where(limiter_buckets.c.bucket == bucket)
                     .values(state=state, updated_at=self.clock())
                 )
         return result
@@ -53,10 +55,12 @@ class DatabaseLimiter:
             state = session.scalar(query)
         return dict(state or {})
 
-    def acquire(self, bucket: str, limits: Limits, cost: Cost, holder: str, *, max_wait: float,
-                slot_ttl: float) -> Grant:
-        return self._locked(bucket, lambda s, now: limiter.acquire(s, limits, cost, holder, now, max_wait=max_wait,
-                                                                   slot_ttl=slot_ttl))
+    def acquire(
+        self, bucket: str, limits: Limits, cost: Cost, holder: str, *, max_wait: float, slot_ttl: float
+    ) -> Grant:
+        return self._locked(
+            bucket, lambda s, now: limiter.acquire(s, limits, cost, holder, now, max_wait=max_wait, slot_ttl=slot_ttl)
+        )
 
     def settle(self, bucket: str, limits: Limits, holder: str, outcome: Settlement) -> None:
         for note in self._locked(bucket, lambda s, now: limiter.settle(s, limits, holder, outcome, now)):

@@ -4,6 +4,7 @@ decision (one round trip), on Redis's clock so that every worker agrees on the t
 The script is the algorithm of :mod:`tasks.limiter` written in Lua; the two are held equal by
 ``tests/test_limiter.py``, which runs the same scenarios against both.
 """
+
 from __future__ import annotations
 
 import json
@@ -174,17 +175,27 @@ class RedisLimiter:
         argv = [op, _opt(limits.rpm), _opt(limits.tpm), _opt(limits.concurrency), *args]
         return self._script(keys=[KEY.format(bucket)], args=argv)
 
-    def acquire(self, bucket: str, limits: Limits, cost: Cost, holder: str, *, max_wait: float,
-                slot_ttl: float) -> Grant:
-        granted, wait, reason = self._run(bucket, "acquire", limits, cost.requests, cost.tokens, holder,
-                                          repr(max_wait), repr(slot_ttl))
+    def acquire(
+        self, bucket: str, limits: Limits, cost: Cost, holder: str, *, max_wait: float, slot_ttl: float
+    ) -> Grant:
+        granted, wait, reason = self._run(
+            bucket, "acquire", limits, cost.requests, cost.tokens, holder, repr(max_wait), repr(slot_ttl)
+        )
         return Grant(bool(granted), float(wait), reason.decode() if isinstance(reason, bytes) else reason)
 
     def settle(self, bucket: str, limits: Limits, holder: str, outcome: Settlement) -> None:
         adv = outcome.advertised
         notes = self._run(
-            bucket, "settle", limits, holder, outcome.tokens_delta, _opt(adv and adv.rpm), _opt(adv and adv.tpm),
-            _opt(adv and adv.exhausted_for), _opt(outcome.pause), outcome.reason,
+            bucket,
+            "settle",
+            limits,
+            holder,
+            outcome.tokens_delta,
+            _opt(adv and adv.rpm),
+            _opt(adv and adv.tpm),
+            _opt(adv and adv.exhausted_for),
+            _opt(outcome.pause),
+            outcome.reason,
         )
         for note in notes or []:
             log.warning("limits %s: %s", bucket[:12], note.decode() if isinstance(note, bytes) else note)

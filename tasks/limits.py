@@ -1,5 +1,6 @@
 """A chunk's side of the fleet-wide limiter: which limiter this process uses, what a chunk's
 call will cost, and the wait before it (a short sleep, or back to the queue)."""
+
 from __future__ import annotations
 
 import functools
@@ -69,10 +70,14 @@ def estimate(work: ChunkWork, bundle: LLMBundle) -> Cost:
     payload: Any = item.payload or {}
     tokens = estimate_tokens(item.text or "")
     if work.model_type == "chat":
-        tokens += sum(estimate_tokens(str(m.get("content", ""))) for m in payload.get("messages", []) if isinstance(m, dict))
+        tokens += sum(
+            estimate_tokens(str(m.get("content", ""))) for m in payload.get("messages", []) if isinstance(m, dict)
+        )
         tokens += int((payload.get("gen_conf") or {}).get("max_tokens") or 0)
     elif work.model_type == "rerank":
-        tokens += estimate_tokens(payload.get("query", "")) + sum(estimate_tokens(str(d)) for d in payload.get("documents", []))
+        tokens += estimate_tokens(payload.get("query", "")) + sum(
+            estimate_tokens(str(d)) for d in payload.get("documents", [])
+        )
     elif work.model_type in ("image2text", "speech2text"):
         tokens += estimate_tokens(payload.get("prompt") or "") + 256
     return Cost(1, max(1, tokens))
@@ -87,12 +92,20 @@ def wait_for_budget(bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
     limiter, limits, waited = get_limiter(), limits_of(bundle.tenant_model), 0.0
     while True:
         try:
-            grant = limiter.acquire(bundle.limit_bucket, limits, cost, holder,
-                                    max_wait=max(0.0, settings.limit_max_wait - waited),
-                                    slot_ttl=settings.limit_slot_ttl)
+            grant = limiter.acquire(
+                bundle.limit_bucket,
+                limits,
+                cost,
+                holder,
+                max_wait=max(0.0, settings.limit_max_wait - waited),
+                slot_ttl=settings.limit_slot_ttl,
+            )
         except STORE_ERRORS as exc:
-            log.warning("limits %s: the limiter's store did not answer (%s); calling without it",
-                        bundle.limit_bucket[:12], type(exc).__name__)
+            log.warning(
+                "limits %s: the limiter's store did not answer (%s); calling without it",
+                bundle.limit_bucket[:12],
+                type(exc).__name__,
+            )
             return None
         if grant.granted:
             time.sleep(grant.wait)
@@ -136,15 +149,26 @@ def tenant_limits(tenant: str) -> list[dict[str, Any]]:
     return rows
 
 
-def settle(bundle: LLMBundle, cost: Cost, holder: str, *, usage: Usage | None = None,
-           headers: Mapping[str, str] | None = None, pause: float | None = None) -> None:
+def settle(
+    bundle: LLMBundle,
+    cost: Cost,
+    holder: str,
+    *,
+    usage: Usage | None = None,
+    headers: Mapping[str, str] | None = None,
+    pause: float | None = None,
+) -> None:
     """After the call: free the slot, correct the tokens, learn from the headers, pause after a
     429. Never raises: the call's result (already paid for) must not be lost to the limiter."""
     advertised = parse_rate_limits(headers, time.time()) if headers else None
     delta = (usage.total_tokens - cost.tokens) if usage is not None and usage.total_tokens else 0
     reason = f"the provider answered 429 (rate limit); calls resume in {pause:.1f}s" if pause is not None else ""
     try:
-        get_limiter().settle(bundle.limit_bucket, limits_of(bundle.tenant_model), holder,
-                             Settlement(tokens_delta=delta, advertised=advertised, pause=pause, reason=reason))
+        get_limiter().settle(
+            bundle.limit_bucket,
+            limits_of(bundle.tenant_model),
+            holder,
+            Settlement(tokens_delta=delta, advertised=advertised, pause=pause, reason=reason),
+        )
     except STORE_ERRORS as exc:
         log.warning("limits %s: could not record the call (%s)", bundle.limit_bucket[:12], type(exc).__name__)

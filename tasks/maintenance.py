@@ -1,4 +1,5 @@
 """Maintenance tasks (the ``maintenance`` queue, driven by celery beat)."""
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,9 @@ def revalidate_keys() -> int:
     The spread stays below the broker's visibility timeout (a waiting countdown is never redelivered)."""
     settings = get_settings()
     keys = keys_to_revalidate()
-    spread = min(settings.key_revalidate_spread_seconds, settings.key_revalidate_seconds,
-                 settings.broker_visibility_timeout / 2)
+    spread = min(
+        settings.key_revalidate_spread_seconds, settings.key_revalidate_seconds, settings.broker_visibility_timeout / 2
+    )
     for n, (_tenant_id, _factory, tenant_llm_id) in enumerate(keys):
         revalidate_key.apply_async((tenant_llm_id,), countdown=spread * n / len(keys))
     log.info("revalidating %d stored keys over %.0fs", len(keys), spread)

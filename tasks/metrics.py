@@ -7,6 +7,7 @@ ids; never a job id, a text or a key. In a prefork worker every pool process cou
 files under ``PROMETHEUS_MULTIPROC_DIR`` (set by the worker launcher before this module is
 imported, see workers/metrics.py), which the worker's ``/metrics`` sums.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,12 +17,21 @@ from prometheus_client import Counter, Histogram
 from conf.catalog import find_model
 from models.bundle import LLMBundle
 
-CALLS = Counter("modelyard_provider_calls", "Provider calls by outcome (OK or the error code)",
-                ["factory", "model", "model_type", "code"])
-LATENCY = Histogram("modelyard_provider_call_seconds", "Provider call latency", ["factory", "model_type"],
-                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+CALLS = Counter(
+    "modelyard_provider_calls",
+    "Provider calls by outcome (OK or the error code)",
+    ["factory", "model", "model_type", "code"],
+)
+LATENCY = Histogram(
+    "modelyard_provider_call_seconds",
+    "Provider call latency",
+    ["factory", "model_type"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 PAUSES = Counter("modelyard_rate_limit_pauses", "429 answers that paused a key for the fleet", ["factory", "model"])
-PAUSE_SECONDS = Counter("modelyard_rate_limit_pause_seconds", "Seconds of pause asked by 429 answers", ["factory", "model"])
+PAUSE_SECONDS = Counter(
+    "modelyard_rate_limit_pause_seconds", "Seconds of pause asked by 429 answers", ["factory", "model"]
+)
 RETRIES = Counter("modelyard_retries", "Chunks sent back to be retried, by error code", ["model_type", "code"])
 TOKENS = Counter("modelyard_tokens", "Billed tokens", ["tenant", "model"])
 COST = Counter("modelyard_cost_usd", "Cost in USD at the price of each call", ["tenant", "model"])

@@ -1,4 +1,5 @@
 """The Celery tasks: one per model type, each on its own queue, each taking a chunk id."""
+
 from __future__ import annotations
 
 from celery import Task

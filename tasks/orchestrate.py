@@ -8,6 +8,7 @@ it -- or the process dies in between -- the chunk stays ``queued`` and the sweep
 message drops it (models.jobs.claim_chunk). A failed send never raises: the work is in the
 database.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,12 +29,23 @@ def send_chunks(model_type: str, sent: Iterable[Sent]) -> list[int]:
     pending = list(sent)
     for n, (chunk_id, release) in enumerate(pending):
         try:
-            app.send_task(name, args=[chunk_id], kwargs={"release": release}, queue=model_type, retry=True,
-                          retry_policy=PUBLISH_RETRY_POLICY)
+            app.send_task(
+                name,
+                args=[chunk_id],
+                kwargs={"release": release},
+                queue=model_type,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure to publish leaves the chunk to the sweeper
             unsent = [chunk for chunk, _ in pending[n:]]  # the broker is down: do not wait again for each
-            log.warning("could not send %d %s chunk message(s) (%s: %s); the sweeper will send them when the "
-                        "broker is back", len(unsent), model_type, type(exc).__name__, scrub(str(exc))[:200])
+            log.warning(
+                "could not send %d %s chunk message(s) (%s: %s); the sweeper will send them when the broker is back",
+                len(unsent),
+                model_type,
+                type(exc).__name__,
+                scrub(str(exc))[:200],
+            )
             _leave_to_sweeper(unsent)
             return unsent
     return []

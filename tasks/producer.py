@@ -5,6 +5,7 @@ one transaction, so a bad item anywhere rolls the whole job back (nothing half-w
 a 100,000-text job never sits in a Python list. Only the first chunks are released; the
 rest follow as earlier ones finish (at most ``MODELYARD_JOB_MAX_INFLIGHT`` in flight).
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,9 +89,16 @@ def submit_embedding(
         raise InvalidRequest(f"input_type must be one of {', '.join(EMBEDDING_INPUT_TYPES)}; got {input_type!r}"[:200])
     limits = Limits.of(settings)
     rows = (_embedding_row(i, t, limits) for i, t in enumerate(_items(texts, "texts")))
-    return _submit(tenant, "embedding", model, rows, chunk_size=size, idempotency_key=idempotency_key,
-                   options={"input_type": input_type, **({} if cache else {"cache": False})},
-                   with_job=with_job)
+    return _submit(
+        tenant,
+        "embedding",
+        model,
+        rows,
+        chunk_size=size,
+        idempotency_key=idempotency_key,
+        options={"input_type": input_type, **({} if cache else {"cache": False})},
+        with_job=with_job,
+    )
 
 
 def submit(
@@ -126,7 +134,9 @@ def _items(values: Any, what: str) -> Iterator[Any]:
     try:
         return iter(values)
     except TypeError:
-        raise InvalidRequest(f"{what} must be a list (or other iterable) of items, got {type(values).__name__}") from None
+        raise InvalidRequest(
+            f"{what} must be a list (or other iterable) of items, got {type(values).__name__}"
+        ) from None
 
 
 def _checked(model_type: str, index: int, row: ItemRow, limits: Limits) -> ItemRow:
@@ -142,12 +152,17 @@ def _checked(model_type: str, index: int, row: ItemRow, limits: Limits) -> ItemR
     p = row.payload or {}
     if model_type == "chat":
         msgs = p.get("messages")
-        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                             for m in msgs):
+        if (
+            not isinstance(msgs, list)
+            or not msgs
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs)
+        ):
             raise InvalidRequest(f'{where}: chat needs "messages", a non-empty list of {{"role", "content"}} objects')
         if len(msgs) > limits.chat_messages:
-            raise InvalidRequest(f"{where}: chat has {len(msgs):,} messages; the limit is {limits.chat_messages:,} "
-                                 "(MODELYARD_MAX_CHAT_MESSAGES)")
+            raise InvalidRequest(
+                f"{where}: chat has {len(msgs):,} messages; the limit is {limits.chat_messages:,} "
+                "(MODELYARD_MAX_CHAT_MESSAGES)"
+            )
     elif model_type == "rerank":
         docs = p.get("documents")
         if not isinstance(p.get("query"), str) or not p["query"].strip():
@@ -170,7 +185,7 @@ def _embedding_row(index: int, item: Input, limits: Limits) -> ItemRow:
     elif isinstance(item, dict):
         custom_id, value = item.get("custom_id", str(index)), item.get("text")
     else:
-        raise InvalidRequest(f"item {index}: expected a string or an object with \"text\", got {type(item).__name__}")
+        raise InvalidRequest(f'item {index}: expected a string or an object with "text", got {type(item).__name__}')
     where = f"item {validation.custom_id(custom_id, f'item {index}', limits)!r}"
     return ItemRow(custom_id=custom_id, text=validation.text(value, where, limits))
 
@@ -185,9 +200,18 @@ def _capped(rows: Iterator[ItemRow], limit: int) -> Iterator[ItemRow]:
 RowSource = Callable[[Session], Iterator[ItemRow]]
 
 
-def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow] | RowSource, *, chunk_size: int,
-            idempotency_key: str | None, options: dict[str, Any] | None = None, retry_of: str | None = None,
-            with_job: WithJob | None = None) -> JobId:
+def _submit(
+    tenant: str,
+    model_type: str,
+    model: str,
+    rows: Iterator[ItemRow] | RowSource,
+    *,
+    chunk_size: int,
+    idempotency_key: str | None,
+    options: dict[str, Any] | None = None,
+    retry_of: str | None = None,
+    with_job: WithJob | None = None,
+) -> JobId:
     """Write the job, its items and chunks in one transaction, then send its first chunks.
 
     ``rows``: the items, or a function of the session that yields them (a retry reads its
@@ -219,8 +243,17 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow] | 
             raise BudgetSpent(f"job refused: {spent}")
         items = rows(session) if callable(rows) else rows
         digest = RequestHash(model_type, tm.full_name, {k: v for k, v in options.items() if k != "chunk_size"})
-        existing = insert_job(session, job_id=job_id, tenant_id=tenant_id, tenant_llm_id=tm.id, model_type=model_type,
-                              model=tm.full_name, options=options, idempotency_key=idempotency_key, retry_of=retry_of)
+        existing = insert_job(
+            session,
+            job_id=job_id,
+            tenant_id=tenant_id,
+            tenant_llm_id=tm.id,
+            model_type=model_type,
+            model=tm.full_name,
+            options=options,
+            idempotency_key=idempotency_key,
+            retry_of=retry_of,
+        )
         if existing:
             _same_request(session, existing, idempotency_key or "", digest, _capped(items, settings.max_job_items))
             found = JobId(existing)
@@ -237,8 +270,12 @@ def _submit(tenant: str, model_type: str, model: str, rows: Iterator[ItemRow] | 
     submitted = JobId(job_id)
     submitted.unsent = len(send_chunks(model_type, released))
     if submitted.unsent:
-        log.warning("job %s is saved, but the broker did not take its %d chunk message(s); the sweeper sends them "
-                    "when the broker is back", job_id, submitted.unsent)
+        log.warning(
+            "job %s is saved, but the broker did not take its %d chunk message(s); the sweeper sends them "
+            "when the broker is back",
+            job_id,
+            submitted.unsent,
+        )
     return submitted
 
 
@@ -250,8 +287,10 @@ def _same_request(session: Session, job_id: str, key: str, digest: RequestHash, 
         pass
     stored = get_job(session, job_id)["request_hash"]
     if stored is not None and stored != digest.hexdigest():
-        raise Conflict(f"idempotency key {key!r} was used for job {job_id} with a different request (other inputs, "
-                       "model or options); nothing was submitted: use a new key for a new request")
+        raise Conflict(
+            f"idempotency key {key!r} was used for job {job_id} with a different request (other inputs, "
+            "model or options); nothing was submitted: use a new key for a new request"
+        )
 
 
 def retry(job_id: str, *, tenant_id: str | None = None) -> JobId:
@@ -268,7 +307,9 @@ def retry(job_id: str, *, tenant_id: str | None = None) -> JobId:
             raise InvalidRequest(f"job {job_id} has no failed items to retry")
         running = job_history.active_retry(session, job_id)
         if running:
-            raise Conflict(f"job {running} is already retrying job {job_id}; wait for it (modelyard job wait {running})")
+            raise Conflict(
+                f"job {running} is already retrying job {job_id}; wait for it (modelyard job wait {running})"
+            )
         tenant = job["tenant_id"]
     model_type, options = job["model_type"], dict(job["options"] or {})
 
@@ -276,8 +317,16 @@ def retry(job_id: str, *, tenant_id: str | None = None) -> JobId:
         for r in job_history.iter_failed_inputs(session, job_id):
             yield ItemRow(r.custom_id, r.text, r.payload, r.blob)
 
-    return _submit(tenant, model_type, job["model"], failed, chunk_size=int(options.pop("chunk_size", 1)),
-                   idempotency_key=None, options=options, retry_of=job_id)
+    return _submit(
+        tenant,
+        model_type,
+        job["model"],
+        failed,
+        chunk_size=int(options.pop("chunk_size", 1)),
+        idempotency_key=None,
+        options=options,
+        retry_of=job_id,
+    )
 
 
 def delete(job_id: str, *, tenant_id: str | None = None) -> int:
@@ -288,8 +337,9 @@ def delete(job_id: str, *, tenant_id: str | None = None) -> int:
     return job_history.purge_job(job_id, delete_row=True)
 
 
-def list_jobs(*, tenant: str | None = None, status: str | None = None, since: datetime | None = None,
-              limit: int = 50) -> list[dict[str, Any]]:
+def list_jobs(
+    *, tenant: str | None = None, status: str | None = None, since: datetime | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     """Jobs newest first with their counts and tokens (``tenant``: an id or a name)."""
     with session_scope() as session:
         tenant_id = resolve_tenant(session, tenant) if tenant is not None else None
@@ -312,8 +362,12 @@ def status(job_id: str, *, max_errors: int = 1000) -> dict[str, Any]:
         "model": job["model"],
         "model_type": job["model_type"],
         "status": job["status"],
-        "items": {"total": job["items_total"], "succeeded": job["items_succeeded"], "failed": job["items_failed"],
-                  "pending": pending},
+        "items": {
+            "total": job["items_total"],
+            "succeeded": job["items_succeeded"],
+            "failed": job["items_failed"],
+            "pending": pending,
+        },
         "chunks": {"total": job["chunks_total"], "done": job["chunks_done"]},
         "total_tokens": job["total_tokens"],
         "created_at": _iso(job["created_at"]),
@@ -358,9 +412,15 @@ def iter_results(job_id: str, *, lineage: bool = False) -> Iterator[ItemResult]:
                 seq = r.seq  # the original's order, whichever job's outcome it is
                 owner, r = newer.get(r.custom_id, (chain[0], r))
                 yield ItemResult(
-                    seq, r.custom_id, r.status,
+                    seq,
+                    r.custom_id,
+                    r.status,
                     np.frombuffer(r.vector, dtype="<f4") if r.vector is not None else None,
-                    r.result, r.result_blob, r.error_code, r.error_message, owner,
+                    r.result,
+                    r.result_blob,
+                    r.error_code,
+                    r.error_message,
+                    owner,
                 )
 
 
@@ -425,8 +485,13 @@ def cancel(job_id: str) -> str:
         return cancel_job(session, job_id)
 
 
-def wait(job_id: str, *, timeout: float | None = None, poll: float = 0.5,
-         on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def wait(
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Poll until the job ends (or ``timeout`` seconds pass: TimeoutError); returns the final status."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:

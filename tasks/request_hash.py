@@ -6,6 +6,7 @@ the options that change the output (the input type; not the chunk size) and ever
 custom id, text, JSON payload (keys sorted) and binary input. Items are hashed as they
 stream past, so a million-item request is hashed without being held in memory.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@ countdown is the provider's Retry-After when it sent one (capped at ``max_delay`
 "equal jitter" exponential backoff: half the exponential step plus a random other half, so
 that a burst of failures does not come back in lockstep and no retry is near-immediate.
 """
+
 from __future__ import annotations
 
 import random

@@ -20,6 +20,7 @@ count against ``LLM_MAX_RETRIES``. The tasks are declared with Celery's ``max_re
 ``release`` (in the message) is which release of the chunk it is; a message sent back to the
 queue keeps it, and gives up the lease until it is taken again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,7 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0, re
         work = claim_chunk(session, chunk_id, release, settings.chunk_lease_seconds)
         if isinstance(work, str):
             if work != SKIPPED:
-                log.info("chunk %s: message of release %s dropped without a provider call: %s",
-                         chunk_id, release, work)
+                log.info("chunk %s: message of release %s dropped without a provider call: %s", chunk_id, release, work)
             return work
         bundle, refused = _open_bundle(session, work)
     with lease.holding(work.chunk_id, work.release, settings.chunk_lease_seconds):
@@ -84,8 +84,9 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
         log.info("chunk %s: %s is spent; its items fail BUDGET without a call", work.chunk_id, held)
         message = f"{held} is spent; the call was not made"
         if served is not None and served.outcomes:  # what the cache served is still had, free
-            refused = [ItemOutcome(item.id, error_code=ErrorCode.BUDGET.value, error_message=message)
-                       for item in asked.items]
+            refused = [
+                ItemOutcome(item.id, error_code=ErrorCode.BUDGET.value, error_message=message) for item in asked.items
+            ]
             return _finish(work, bundle, HandlerResult(refused, Usage()), attempt, served, Reservation(), None)
         return _fail(work, ErrorCode.BUDGET, message, settings.stall_seconds)
     try:
@@ -100,8 +101,9 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
         try:
             result = handler(bundle, asked)
         except Exception as exc:  # noqa: BLE001 - every provider failure is classified below
-            return _on_error(task, work, bundle, exc, tries=tries, cost=cost, holder=attempt,
-                             seconds=time.perf_counter() - started)
+            return _on_error(
+                task, work, bundle, exc, tries=tries, cost=cost, holder=attempt, seconds=time.perf_counter() - started
+            )
         seconds = time.perf_counter() - started
         metrics.provider_call(bundle, "OK", seconds)
         if cost is not None:
@@ -113,8 +115,15 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
         spend.release(held)  # unless the usage event settled it
 
 
-def _finish(work: ChunkWork, bundle: LLMBundle, result: HandlerResult, attempt: str,
-            served: embed_cache.Served | None, held: Reservation, latency_ms: float | None) -> str:
+def _finish(
+    work: ChunkWork,
+    bundle: LLMBundle,
+    result: HandlerResult,
+    attempt: str,
+    served: embed_cache.Served | None,
+    held: Reservation,
+    latency_ms: float | None,
+) -> str:
     """One transaction: the results (with what the cache served), the usage events, the counters."""
     settings = get_settings()
     outcomes = (served.outcomes + result.outcomes) if served is not None else result.outcomes
@@ -123,27 +132,45 @@ def _finish(work: ChunkWork, bundle: LLMBundle, result: HandlerResult, attempt: 
 
     def record_usage() -> bool:
         if latency_ms is not None:  # the provider was called
-            recorded.append(spend.record(session, bundle, held, result.usage, task_attempt=attempt,
-                                         job_id=work.job_id, latency_ms=latency_ms))
+            recorded.append(
+                spend.record(
+                    session, bundle, held, result.usage, task_attempt=attempt, job_id=work.job_id, latency_ms=latency_ms
+                )
+            )
         if hits:  # what the cache served: zero billed tokens, and what it saved
-            bundle.record_usage(session, Usage(), task_attempt=f"{attempt}:cached", job_id=work.job_id,
-                                cached=True, cached_tokens=served.cached_tokens)
+            bundle.record_usage(
+                session,
+                Usage(),
+                task_attempt=f"{attempt}:cached",
+                job_id=work.job_id,
+                cached=True,
+                cached_tokens=served.cached_tokens,
+            )
         return latency_ms is not None or hits
 
     with session_scope() as session:
         # tokens spent are counted once per attempt: if the chunk is applied or was cancelled meanwhile
-        done = finish_chunk(session, work, outcomes, tokens=result.usage.total_tokens,
-                            stall_seconds=settings.stall_seconds, record_usage=record_usage)
+        done = finish_chunk(
+            session,
+            work,
+            outcomes,
+            tokens=result.usage.total_tokens,
+            stall_seconds=settings.stall_seconds,
+            record_usage=record_usage,
+        )
     for event in recorded:
         if event is not None:
             metrics.spent(bundle, event.tokens, event.cost)
     if hits:
         metrics.cache_served(bundle, len(served.outcomes))
     if not done.applied:
-        log.info("chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", work.chunk_id, attempt)
+        log.info(
+            "chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", work.chunk_id, attempt
+        )
         return "discarded"
-    metrics.chunk_finished(work.model_type, "partial" if any(o.error_code for o in outcomes) else "succeeded",
-                           done.job_status)
+    metrics.chunk_finished(
+        work.model_type, "partial" if any(o.error_code for o in outcomes) else "succeeded", done.job_status
+    )
     send_chunks(work.model_type, done.released)
     return "done"
 
@@ -167,15 +194,28 @@ def _requeue(task: Task, work: ChunkWork, countdown: float, tries: int) -> None:
     raise task.retry(countdown=countdown, kwargs={"tries": tries, "release": work.release})
 
 
-def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception, *, tries: int,
-              cost: limits.Cost | None, holder: str, seconds: float) -> str:
+def _on_error(
+    task: Task,
+    work: ChunkWork,
+    bundle: LLMBundle,
+    exc: Exception,
+    *,
+    tries: int,
+    cost: limits.Cost | None,
+    holder: str,
+    seconds: float,
+) -> str:
     settings = get_settings()
     code = classify(exc)
     metrics.provider_call(bundle, code.value, seconds)
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     countdown = retry_countdown(
-        code, tries, retry_after,
-        max_retries=settings.llm_max_retries, base_delay=settings.llm_base_delay, max_delay=settings.llm_max_delay,
+        code,
+        tries,
+        retry_after,
+        max_retries=settings.llm_max_retries,
+        base_delay=settings.llm_base_delay,
+        max_delay=settings.llm_max_delay,
     )
     if cost is not None:  # free the slot; a 429 pauses the key for every worker
         headers = exc.rate_limits if isinstance(exc, ProviderError) else {}
@@ -187,8 +227,15 @@ def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception, *,
         limits.settle(bundle, cost, holder, headers=headers, pause=pause)
     message = scrub(str(exc) or type(exc).__name__, *bundle.secrets)
     if countdown is not None:
-        log.warning("chunk %s: %s (%s); retry %d of %d in %.1fs", work.chunk_id, code.value, message,
-                    tries + 1, settings.llm_max_retries, countdown)
+        log.warning(
+            "chunk %s: %s (%s); retry %d of %d in %.1fs",
+            work.chunk_id,
+            code.value,
+            message,
+            tries + 1,
+            settings.llm_max_retries,
+            countdown,
+        )
         metrics.retried(work.model_type, code.value)
         _requeue(task, work, countdown, tries + 1)
     if code.retryable:  # out of retries
@@ -200,7 +247,9 @@ def _on_error(task: Task, work: ChunkWork, bundle: LLMBundle, exc: Exception, *,
 
 def _fail(work: ChunkWork, code: ErrorCode, message: str, stall_seconds: float) -> str:
     with session_scope() as session:
-        done = finish_chunk(session, work, ChunkError(code.value, message[:2000]), tokens=0, stall_seconds=stall_seconds)
+        done = finish_chunk(
+            session, work, ChunkError(code.value, message[:2000]), tokens=0, stall_seconds=stall_seconds
+        )
     if done.applied:
         metrics.chunk_finished(work.model_type, "failed", done.job_status)
         send_chunks(work.model_type, done.released)

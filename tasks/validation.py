@@ -13,6 +13,7 @@ What is refused, and why:
   cannot be stored or sent as they are; nesting deeper than ``MODELYARD_MAX_PAYLOAD_DEPTH``;
 - anything over its size limit (``MODELYARD_MAX_*``).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,14 @@ class Limits:
 
     @classmethod
     def of(cls, s: Settings) -> Limits:
-        return cls(s.max_text_chars, s.max_custom_id_chars, s.max_payload_bytes, s.max_blob_bytes,
-                   s.max_payload_depth, s.max_chat_messages)
+        return cls(
+            s.max_text_chars,
+            s.max_custom_id_chars,
+            s.max_payload_bytes,
+            s.max_blob_bytes,
+            s.max_payload_depth,
+            s.max_chat_messages,
+        )
 
 
 def custom_id(value: Any, where: str, limits: Limits) -> str:
@@ -49,12 +56,16 @@ def custom_id(value: Any, where: str, limits: Limits) -> str:
     if not value:
         raise InvalidRequest(f"{where}: custom_id is empty")
     if len(value) > limits.custom_id_chars:
-        raise InvalidRequest(f"{where}: custom_id is {len(value):,} characters; the limit is "
-                             f"{limits.custom_id_chars:,} (MODELYARD_MAX_CUSTOM_ID_CHARS)")
+        raise InvalidRequest(
+            f"{where}: custom_id is {len(value):,} characters; the limit is "
+            f"{limits.custom_id_chars:,} (MODELYARD_MAX_CUSTOM_ID_CHARS)"
+        )
     pos = _control_at(value)
     if pos is not None:
-        raise InvalidRequest(f"{where}: custom_id holds {_char(value[pos])} at character {pos + 1}; "
-                             "control characters are not allowed in a custom id")
+        raise InvalidRequest(
+            f"{where}: custom_id holds {_char(value[pos])} at character {pos + 1}; "
+            "control characters are not allowed in a custom id"
+        )
     return value
 
 
@@ -63,8 +74,10 @@ def text(value: Any, where: str, limits: Limits, *, what: str = "text") -> str:
     if not isinstance(value, str):
         raise InvalidRequest(f'{where}: "{what}" must be a string, got {_kind(value)}')
     if len(value) > limits.text_chars:
-        raise InvalidRequest(f"{where}: {what} is {len(value):,} characters; the limit is "
-                             f"{limits.text_chars:,} (MODELYARD_MAX_TEXT_CHARS)")
+        raise InvalidRequest(
+            f"{where}: {what} is {len(value):,} characters; the limit is "
+            f"{limits.text_chars:,} (MODELYARD_MAX_TEXT_CHARS)"
+        )
     if not value.strip():
         raise InvalidRequest(f"{where}: {what} is empty")
     storable(value, where, what)
@@ -75,14 +88,17 @@ def storable(value: str, where: str, what: str) -> None:
     """No NUL and no lone surrogate: a string PostgreSQL can store and a provider can be sent."""
     pos = value.find("\x00")
     if pos >= 0:
-        raise InvalidRequest(f"{where}: {what} holds a NUL character (U+0000) at character {pos + 1}; "
-                             "it cannot be stored")
+        raise InvalidRequest(
+            f"{where}: {what} holds a NUL character (U+0000) at character {pos + 1}; it cannot be stored"
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidRequest(f"{where}: {what} holds a lone surrogate ({_char(value[exc.start])}) at "
-                                 f"character {exc.start + 1}; it is not valid Unicode") from None
+            raise InvalidRequest(
+                f"{where}: {what} holds a lone surrogate ({_char(value[exc.start])}) at "
+                f"character {exc.start + 1}; it is not valid Unicode"
+            ) from None
 
 
 def payload(value: Any, where: str, limits: Limits, *, extra_bytes: int = 0) -> None:
@@ -96,8 +112,10 @@ def payload(value: Any, where: str, limits: Limits, *, extra_bytes: int = 0) -> 
         _json_only(value, where, limits.depth)
         size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
     if size + extra_bytes > limits.payload_bytes:
-        raise InvalidRequest(f"{where}: the item is {size + extra_bytes:,} bytes; the limit is "
-                             f"{limits.payload_bytes:,} (MODELYARD_MAX_PAYLOAD_BYTES)")
+        raise InvalidRequest(
+            f"{where}: the item is {size + extra_bytes:,} bytes; the limit is "
+            f"{limits.payload_bytes:,} (MODELYARD_MAX_PAYLOAD_BYTES)"
+        )
 
 
 def blob(value: Any, where: str, limits: Limits, model_type: str, what: str) -> bytes:
@@ -105,8 +123,9 @@ def blob(value: Any, where: str, limits: Limits, model_type: str, what: str) -> 
         raise InvalidRequest(f"{where}: {model_type} needs the {what} bytes, got {_kind(value)}")
     data = bytes(value)
     if len(data) > limits.blob_bytes:
-        raise InvalidRequest(f"{where}: the {what} is {len(data):,} bytes; the limit is {limits.blob_bytes:,} "
-                             "(MODELYARD_MAX_BLOB_BYTES)")
+        raise InvalidRequest(
+            f"{where}: the {what} is {len(data):,} bytes; the limit is {limits.blob_bytes:,} (MODELYARD_MAX_BLOB_BYTES)"
+        )
     return data
 
 
@@ -118,7 +137,9 @@ def name(value: Any, what: str, *, max_chars: int = 256) -> str:
         raise InvalidRequest(f"{what} is {len(value):,} characters; the limit is {max_chars:,}")
     pos = _control_at(value)
     if pos is not None:
-        raise InvalidRequest(f"{what} holds {_char(value[pos])} at character {pos + 1}; control characters are not allowed")
+        raise InvalidRequest(
+            f"{what} holds {_char(value[pos])} at character {pos + 1}; control characters are not allowed"
+        )
     return value
 
 
@@ -136,8 +157,9 @@ def _json_only(root: dict[str, Any], where: str, max_depth: int) -> None:
         value, depth, path = stack.pop()
         if isinstance(value, (dict, list, tuple)):
             if depth > max_depth:
-                raise InvalidRequest(f"{where}: {path} is nested more than {max_depth} levels deep "
-                                     "(MODELYARD_MAX_PAYLOAD_DEPTH)")
+                raise InvalidRequest(
+                    f"{where}: {path} is nested more than {max_depth} levels deep (MODELYARD_MAX_PAYLOAD_DEPTH)"
+                )
             if isinstance(value, dict):
                 for key, child in value.items():
                     if not isinstance(key, str):
@@ -155,8 +177,10 @@ def _json_only(root: dict[str, Any], where: str, max_depth: int) -> None:
             if not -_INT_LIMIT < value < _INT_LIMIT:
                 raise InvalidRequest(f"{where}: {path} is an integer beyond 64 bits")
         elif value is not None and not isinstance(value, bool):
-            raise InvalidRequest(f"{where}: {path} is {_kind(value)}; a payload holds only JSON values "
-                                 "(objects, lists, strings, numbers, true, false, null)")
+            raise InvalidRequest(
+                f"{where}: {path} is {_kind(value)}; a payload holds only JSON values "
+                "(objects, lists, strings, numbers, true, false, null)"
+            )
 
 
 def _kind(value: Any) -> str:

@@ -1,5 +1,6 @@
 """The API under test: ``modelyard api`` served by uvicorn in a subprocess on a free loopback
 port, against the test stack's Postgres and Redis; tenants and tokens made through the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,14 @@ def start_api(stack: Stack, log_dir: Path, extra_env: dict[str, str] | None = No
     log = log_dir / f"api-{port}.log"
     env = {**os.environ, **stack.env, **(extra_env or {})}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = ApiServer(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -66,8 +73,14 @@ def start_api(stack: Stack, log_dir: Path, extra_env: dict[str, str] | None = No
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env={**os.environ, **stack.env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def make_tenant(base_url: str) -> str:

@@ -5,6 +5,7 @@ Settings are read from the environment once per process, so the ``stack`` fixtur
 environment and resets every per-process cache before the first use of the database or the
 broker. Unit tests that need no services never touch it.
 """
+
 from __future__ import annotations
 
 import os
@@ -183,17 +184,44 @@ class Worker:
             self.kill(signal.SIGTERM)
 
 
-def start_worker(stack: Stack, log_dir: Path, *, queues: str = "embedding,maintenance", pool: str = "prefork",
-                 concurrency: int = 2, extra_env: dict[str, str] | None = None, timeout: float = 60.0,
-                 extra_args: tuple[str, ...] = ()) -> Worker:
+def start_worker(
+    stack: Stack,
+    log_dir: Path,
+    *,
+    queues: str = "embedding,maintenance",
+    pool: str = "prefork",
+    concurrency: int = 2,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    extra_args: tuple[str, ...] = (),
+) -> Worker:
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = log_dir / f"{name.split('@')[0]}.log"
     env = {**os.environ, **stack.env, **(extra_env or {})}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "-Q", queues, "-P", pool, "-c", str(concurrency),
-             "-n", name, "-l", "info", *extra_args],
-            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "workers.cli",
+                "worker",
+                "-Q",
+                queues,
+                "-P",
+                pool,
+                "-c",
+                str(concurrency),
+                "-n",
+                name,
+                "-l",
+                "info",
+                *extra_args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     worker = Worker(proc, name, log, env)
     deadline = time.monotonic() + timeout

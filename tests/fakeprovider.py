@@ -378,7 +378,11 @@ def chat_completion(body: dict[str, Any]) -> Reply:
         return Reply(
             200, content_type="text/event-stream", events=list(_chunks(body, content, tool_calls, finish, usage))
         )
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": FAKE_REFUSAL if _refused(body) else None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content,
+        "refusal": FAKE_REFUSAL if _refused(body) else None,
+    }
     if tool_calls:
         message["tool_calls"] = tool_calls
     return json_reply(
@@ -585,8 +589,15 @@ class RateLimits:
     too when ``advertise``). ``max_concurrency``: more calls at once answer 429 "overloaded",
     as text-embeddings-inference does. Counts what it refused in ``refused``."""
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None, *, burst_seconds: float = 1.0,
-                 advertise: bool = True, max_concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        *,
+        burst_seconds: float = 1.0,
+        advertise: bool = True,
+        max_concurrency: int | None = None,
+    ) -> None:
         self.rpm, self.tpm, self.burst_seconds, self.advertise = rpm, tpm, burst_seconds, advertise
         self.max_concurrency = max_concurrency
         self._lock = threading.Lock()
@@ -616,10 +627,19 @@ class RateLimits:
                     wait = (min(cost, limit) - level) * 60.0 / limit
                     unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
                     reply = openai_error(
-                        429, f"Rate limit reached for {model} in organization org-fake on {unit}: Limit {limit}, "
-                        f"Used {limit}, Requested {cost}. Please try again in {wait:.3f}s.", kind, "rate_limit_exceeded")
-                    reply.headers.update({"retry-after-ms": str(max(1, int(wait * 1000))),
-                                          "retry-after": str(max(1, round(wait))), **self._headers(key, now)})
+                        429,
+                        f"Rate limit reached for {model} in organization org-fake on {unit}: Limit {limit}, "
+                        f"Used {limit}, Requested {cost}. Please try again in {wait:.3f}s.",
+                        kind,
+                        "rate_limit_exceeded",
+                    )
+                    reply.headers.update(
+                        {
+                            "retry-after-ms": str(max(1, int(wait * 1000))),
+                            "retry-after": str(max(1, round(wait))),
+                            **self._headers(key, now),
+                        }
+                    )
                     return reply
             for kind, limit, cost in (("requests", self.rpm, 1), ("tokens", self.tpm, tokens)):
                 if limit is not None:

@@ -1,5 +1,6 @@
 """The transport seam for provider tests: an ``httpx.MockTransport`` handler that answers
 from a queue of canned responses and keeps every request for the test to assert on."""
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ Tests never use those base URLs directly: :func:`fresh_database` makes a uniquel
 database (dropped with :func:`drop_database`) and :func:`fresh_redis_db` picks a logical Redis
 database no one else is using, so a shared server's data is never touched.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -75,6 +76,7 @@ _redis_dbs: dict[str, tuple[int, str | None]] = {}  # base URL -> (db, lock toke
 
 # --- public API -------------------------------------------------------------------------------
 
+
 def redis_url() -> str:
     """A Redis URL for the tests (see the module doc); resolved once per process."""
     return _once("redis", _resolve_redis)
@@ -109,8 +111,10 @@ def drop_database(url: str) -> None:
     except psycopg.OperationalError:
         conn = _pg_connect(_with_path(url, "template1"))
     with conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                     " WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
         force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
     with _lock:
@@ -144,6 +148,7 @@ def describe() -> str:
 
 
 # --- resolution -------------------------------------------------------------------------------
+
 
 def _once(key: str, resolve: Callable[[], str]) -> str:
     with _lock:
@@ -206,12 +211,26 @@ def _select_one(url: str) -> None:
 
 # --- throwaway servers ------------------------------------------------------------------------
 
+
 def _start_redis(exe: str) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-redis-"))
     port = _free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--daemonize", "no", "--dir", str(tmp)]
+    cmd = [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(tmp),
+    ]
     return _run_server("redis", "Redis", cmd, tmp, url, signal.SIGTERM, lambda: _ping_redis(url), {})
 
 
@@ -226,32 +245,90 @@ def _start_postgres(bindir: Path) -> str:
     started = time.monotonic()
     with open(log, "wb") as out:
         initdb = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-             "--locale=C", "--no-sync"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
-            timeout=STARTUP_TIMEOUT * 2, check=False, **as_user,  # type: ignore[call-overload]
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            timeout=STARTUP_TIMEOUT * 2,
+            check=False,
+            **as_user,  # type: ignore[call-overload]
         )
     if initdb.returncode != 0:
         tail = _tail(log)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ServicesUnavailable(f"initdb for the throwaway PostgreSQL failed (exit {initdb.returncode})\n"
-                                  f"--- end of its log:\n{tail}")
+        raise ServicesUnavailable(
+            f"initdb for the throwaway PostgreSQL failed (exit {initdb.returncode})\n--- end of its log:\n{tail}"
+        )
     port = _free_port()
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    cmd = [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(tmp),
-           "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-           "-c", "max_connections=200"]
-    return _run_server("postgres", "PostgreSQL", cmd, tmp, url, signal.SIGINT,  # SIGINT: fast shutdown
-                       lambda: _select_one(url), as_user, started)
+    cmd = [
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(tmp),
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=200",
+    ]
+    return _run_server(
+        "postgres",
+        "PostgreSQL",
+        cmd,
+        tmp,
+        url,
+        signal.SIGINT,  # SIGINT: fast shutdown
+        lambda: _select_one(url),
+        as_user,
+        started,
+    )
 
 
-def _run_server(key: str, label: str, cmd: list[str], tmp: Path, url: str, stop_signal: int,
-                probe: Callable[[], None], as_user: dict[str, object], started: float | None = None) -> str:
+def _run_server(
+    key: str,
+    label: str,
+    cmd: list[str],
+    tmp: Path,
+    url: str,
+    stop_signal: int,
+    probe: Callable[[], None],
+    as_user: dict[str, object],
+    started: float | None = None,
+) -> str:
     started = time.monotonic() if started is None else started
     log = tmp / "server.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
-                                start_new_session=True, **as_user)  # type: ignore[call-overload]
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            start_new_session=True,
+            **as_user,
+        )  # type: ignore[call-overload]
     server = _Server(label, url, proc, tmp, stop_signal, os.getpid())
     deadline = started + STARTUP_TIMEOUT
     while True:
@@ -325,6 +402,7 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 # --- Redis databases --------------------------------------------------------------------------
 
+
 def _claim_redis_db(base_url: str) -> tuple[int, str | None]:
     override = os.environ.get(REDIS_DB_ENV, "").strip()
     if override:
@@ -386,6 +464,7 @@ def _with_redis_db(url: str, db: int) -> str:
 
 # --- PostgreSQL helpers -----------------------------------------------------------------------
 
+
 def _sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + url.partition("://")[2]
 
@@ -409,6 +488,7 @@ def _drop_leftover_databases() -> None:
 
 
 # --- reporting --------------------------------------------------------------------------------
+
 
 def _describe(key: str, label: str, var: str) -> str:
     with _lock:

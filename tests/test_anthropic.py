@@ -679,16 +679,24 @@ def test_a_streamed_refusal_arrives_in_message_delta() -> None:
         {"type": "message_start", "message": {**message([], None, input_tokens=20, output_tokens=1)}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         {"type": "content_block_stop", "index": 0},
-        {"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": None,
-                                            "stop_details": REFUSAL_DETAILS}, "usage": {"output_tokens": 0}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "refusal", "stop_sequence": None, "stop_details": REFUSAL_DETAILS},
+            "usage": {"output_tokens": 0},
+        },
         {"type": "message_stop"},
     ]
     names = [e["type"] for e in events]
     recorder = Recorder(httpx.Response(200, content=sse(*events, event_names=names)))
     (last,) = list(chat(recorder).chat_stream(None, [{"role": "user", "content": "hi"}]))
-    assert (last.finish_reason, last.refusal) == ("refusal", "This request was refused due to policy. (category: cyber)")
+    assert (last.finish_reason, last.refusal) == (
+        "refusal",
+        "This request was refused due to policy. (category: cyber)",
+    )
 
 
 def test_a_refusal_without_details_still_says_so() -> None:
-    result = chat(Recorder(httpx.Response(200, json=message([], "refusal")))).chat(None, [{"role": "user", "content": "hi"}])
+    result = chat(Recorder(httpx.Response(200, json=message([], "refusal")))).chat(
+        None, [{"role": "user", "content": "hi"}]
+    )
     assert result.finish_reason == "refusal" and result.refusal == "Claude refused to answer"

@@ -1,6 +1,7 @@
 """Tokens and tenant isolation over HTTP: another tenant's batch, file and job answer 404; a
 wrong or revoked token 401; a token without the ``models`` scope cannot set keys; operator
 tokens create tenants; no token or provider key in any response, log or task message."""
+
 from __future__ import annotations
 
 import io
@@ -51,15 +52,23 @@ def two(stack: Stack, api: ApiServer, provider: FakeProvider, worker: Worker) ->
     line = {"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {"model": EMBED_MODEL, "input": "b"}}
     f = client_b.files.create(file=("b.jsonl", io.BytesIO((json.dumps(line) + "\n").encode())), purpose="batch")
     batch = client_b.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
-    job = http(api, tb["token"]).post("/api/jobs", json={"model_type": "embedding", "model": EMBED_MODEL,
-                                                          "items": [{"text": "hello"}]}).json()["job_id"]
+    job = (
+        http(api, tb["token"])
+        .post("/api/jobs", json={"model_type": "embedding", "model": EMBED_MODEL, "items": [{"text": "hello"}]})
+        .json()["job_id"]
+    )
     return {"a": a, "b": b, "ta": ta, "tb": tb, "file": f.id, "batch": batch.id, "job": job}
 
 
 def test_another_tenants_objects_are_not_found(api: ApiServer, two: dict) -> None:
     a = http(api, two["ta"]["token"])
-    for path in (f"/v1/files/{two['file']}", f"/v1/files/{two['file']}/content", f"/v1/batches/{two['batch']}",
-                 f"/api/jobs/{two['job']}", f"/api/jobs/{two['job']}/results"):
+    for path in (
+        f"/v1/files/{two['file']}",
+        f"/v1/files/{two['file']}/content",
+        f"/v1/batches/{two['batch']}",
+        f"/api/jobs/{two['job']}",
+        f"/api/jobs/{two['job']}/results",
+    ):
         r = a.get(path)
         assert r.status_code == 404, (path, r.text)
         assert r.json()["error"]["type"] == "not_found_error"
@@ -74,8 +83,12 @@ def test_another_tenants_objects_are_not_found(api: ApiServer, two: dict) -> Non
 
 def test_wrong_missing_and_revoked_tokens_are_401(stack: Stack, api: ApiServer, two: dict) -> None:
     good = two["ta"]["token"]
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {good[:-2]}xx"},
-                    {"Authorization": f"Basic {good}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": f"Bearer {good[:-2]}xx"},
+        {"Authorization": f"Basic {good}"},
+    ):
         r = httpx.get(f"{api.base_url}/v1/batches", headers=headers)
         assert r.status_code == 401
         assert good not in r.text
@@ -100,7 +113,9 @@ def test_scopes(stack: Stack, api: ApiServer, two: dict, provider: FakeProvider)
     assert r.status_code == 200 and r.json()["status"] == "disabled"
     r = manager.post("/api/jobs", json={"model_type": "embedding", "model": EMBED_MODEL, "items": [{"text": "x"}]})
     assert r.status_code == 400 and "disabled" in r.json()["error"]["message"]
-    assert manager.post("/api/llms/enable", json={"model": EMBED_MODEL, "type": "embedding"}).json()["status"] == "enabled"
+    assert (
+        manager.post("/api/llms/enable", json={"model": EMBED_MODEL, "type": "embedding"}).json()["status"] == "enabled"
+    )
     operator = make_token(stack, None)
     assert operator["scopes"] == ["admin"] and operator["tenant_id"] is None
     op = http(api, operator["token"])
@@ -125,8 +140,9 @@ def test_token_list_shows_name_and_hint_only(stack: Stack, two: dict) -> None:
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
 
 
-def test_no_secret_in_responses_logs_or_messages(stack: Stack, api: ApiServer, two: dict, worker: Worker,
-                                                 provider: FakeProvider) -> None:
+def test_no_secret_in_responses_logs_or_messages(
+    stack: Stack, api: ApiServer, two: dict, worker: Worker, provider: FakeProvider
+) -> None:
     """After the requests above (and a failing one that makes the provider echo the key), no
     API token and no provider key appear in the API's log, the worker's log, or any error
     text stored for a job item."""

@@ -4,6 +4,7 @@ may be a 5xx, and every answer must match the schema (status code, content type,
 
 Left out: ``PUT /api/keys/{factory}`` and ``POST /api/llms``, which test a key by calling the
 provider over the network (their checks have their own tests)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -26,8 +27,11 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def fuzz_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_api(stack, tmp_path_factory.mktemp("fuzz"), {"MODELYARD_API_WAIT_SECONDS": "1",
-                                                               "MODELYARD_API_MAX_UPLOAD_BYTES": "100000"})
+    server = start_api(
+        stack,
+        tmp_path_factory.mktemp("fuzz"),
+        {"MODELYARD_API_WAIT_SECONDS": "1", "MODELYARD_API_MAX_UPLOAD_BYTES": "100000"},
+    )
     yield server
     server.stop()
 
@@ -47,7 +51,9 @@ SKIP = {("PUT", "/api/keys/{factory}"), ("POST", "/api/llms")}
 
 
 def not_a_server_error(ctx, response, case) -> bool:  # noqa: ANN001 - schemathesis' check signature
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    )
     return True
 
 

@@ -1,6 +1,7 @@
 """The HTTP API driven by the official ``openai`` client: files, batches (embeddings and chat),
 embeddings; real API server (uvicorn subprocess), real worker processes, real Redis and
 Postgres, the fake provider on loopback."""
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,9 @@ def api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiS
 @pytest.fixture(scope="module")
 def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     empty_broker(stack.redis_url)
-    w = start_worker(stack, tmp_path_factory.mktemp("workers"), queues="embedding,chat,maintenance", pool="threads",
-                     concurrency=4)
+    w = start_worker(
+        stack, tmp_path_factory.mktemp("workers"), queues="embedding,chat,maintenance", pool="threads", concurrency=4
+    )
     yield w
     w.stop()
 
@@ -60,8 +62,10 @@ def jsonl(lines: list[dict]) -> bytes:
 
 
 def embedding_lines(texts: list[str], model: str = EMBED_MODEL) -> list[dict]:
-    return [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": model, "input": t}}
-            for i, t in enumerate(texts)]
+    return [
+        {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": model, "input": t}}
+        for i, t in enumerate(texts)
+    ]
 
 
 def poll(client: openai.OpenAI, batch_id: str, timeout: float = 60.0):  # noqa: ANN201
@@ -85,8 +89,9 @@ def test_embedding_batch_round_trip(client: openai.OpenAI, worker: Worker, provi
     uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(embedding_lines(texts)))), purpose="batch")
     assert uploaded.object == "file" and uploaded.purpose == "batch" and uploaded.bytes > 0
     assert client.files.retrieve(uploaded.id).filename == "in.jsonl"
-    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h",
-                                  metadata={"project": "docs"})
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h", metadata={"project": "docs"}
+    )
     assert batch.status in ("in_progress", "completed") and batch.request_counts.total == 150
     done = poll(client, batch.id)
     assert done.status == "completed", done
@@ -109,8 +114,9 @@ def test_failing_line_goes_to_the_error_file(client: openai.OpenAI, worker: Work
     provider.quota(path="embeddings")
     texts = [f"quota case {i}" for i in range(3)]
     f = client.files.create(file=("q.jsonl", jsonl(embedding_lines(texts))), purpose="batch")
-    done = poll(client, client.batches.create(input_file_id=f.id, endpoint="/v1/embeddings",
-                                              completion_window="24h").id)
+    done = poll(
+        client, client.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id
+    )
     assert done.status == "completed"
     assert done.request_counts.failed == 3 and done.output_file_id is None
     errors = read_lines(client, done.error_file_id)
@@ -133,12 +139,23 @@ def test_chat_batch(client: openai.OpenAI, worker: Worker) -> None:
     """Chat lines (one with a system message) answer with the fake's reply in the
     chat.completion shape, with that call's usage."""
     conversations = [[{"role": "user", "content": f"question {i} about queues"}] for i in range(3)]
-    lines = [{"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/completions",
-              "body": {"model": CHAT_MODEL, "messages": [{"role": "system", "content": "Be brief."}, *msgs],
-                       "temperature": 0}} for i, msgs in enumerate(conversations)]
+    lines = [
+        {
+            "custom_id": f"chat-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": CHAT_MODEL,
+                "messages": [{"role": "system", "content": "Be brief."}, *msgs],
+                "temperature": 0,
+            },
+        }
+        for i, msgs in enumerate(conversations)
+    ]
     f = client.files.create(file=("chat.jsonl", jsonl(lines)), purpose="batch")
-    done = poll(client, client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                              completion_window="24h").id)
+    done = poll(
+        client, client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
+    )
     assert done.status == "completed" and done.request_counts.completed == 3, done
     out = read_lines(client, done.output_file_id)
     assert [o["custom_id"] for o in out] == ["chat-0", "chat-1", "chat-2"]
@@ -178,17 +195,27 @@ def _queued(stack: Stack) -> int:
     return sum(int(r.llen(q)) for q in ("embedding", "chat"))
 
 
-@pytest.mark.parametrize("lines, needle", [
-    (b'{"custom_id": "a", "body": {"model": "text-embedding-3-small@OpenAI", "input": "x"}}\n{not json\n',
-     "line 2: not valid JSON"),
-    (jsonl(embedding_lines(["fine"], model="no-such-model@OpenAI")), "no-such-model@OpenAI"),
-    (jsonl(embedding_lines(["fine", ""])), "line 2"),
-    (jsonl([*embedding_lines(["a"]), *embedding_lines(["b"])]), "custom_id"),
-    (b"", "no request lines"),
-    (jsonl([{"custom_id": "x", "url": "/v1/chat/completions", "body": {"model": EMBED_MODEL, "input": "x"}}]), "url"),
-], ids=["malformed-json", "unknown-model", "empty-input", "duplicate-custom-id", "empty-file", "wrong-url"])
+@pytest.mark.parametrize(
+    "lines, needle",
+    [
+        (
+            b'{"custom_id": "a", "body": {"model": "text-embedding-3-small@OpenAI", "input": "x"}}\n{not json\n',
+            "line 2: not valid JSON",
+        ),
+        (jsonl(embedding_lines(["fine"], model="no-such-model@OpenAI")), "no-such-model@OpenAI"),
+        (jsonl(embedding_lines(["fine", ""])), "line 2"),
+        (jsonl([*embedding_lines(["a"]), *embedding_lines(["b"])]), "custom_id"),
+        (b"", "no request lines"),
+        (
+            jsonl([{"custom_id": "x", "url": "/v1/chat/completions", "body": {"model": EMBED_MODEL, "input": "x"}}]),
+            "url",
+        ),
+    ],
+    ids=["malformed-json", "unknown-model", "empty-input", "duplicate-custom-id", "empty-file", "wrong-url"],
+)
 def test_bad_batch_input_is_one_clear_400_and_nothing_is_written(
-        stack: Stack, client: openai.OpenAI, worker: Worker, lines: bytes, needle: str) -> None:
+    stack: Stack, client: openai.OpenAI, worker: Worker, lines: bytes, needle: str
+) -> None:
     f = client.files.create(file=("bad.jsonl", lines), purpose="batch")
     before, queued = _counts(), _queued(stack)
     with pytest.raises(openai.BadRequestError) as info:
@@ -214,8 +241,12 @@ def test_oversize_upload_is_413_and_leaves_nothing(stack: Stack, client: openai.
             yield b"y" * 10_000
         yield b"\r\n--B--\r\n"
 
-    r = httpx.post(f"{api.base_url}/v1/files", content=body(), timeout=30,
-                   headers={"Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data; boundary=B"})
+    r = httpx.post(
+        f"{api.base_url}/v1/files",
+        content=body(),
+        timeout=30,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data; boundary=B"},
+    )
     assert r.status_code == 413 and "upload limit" in r.json()["error"]["message"]
     assert _counts() == before
     assert not list((stack.data_dir / "files").rglob("*.part"))
@@ -240,8 +271,14 @@ def test_native_job_status_results_and_npy(client: openai.OpenAI, api: ApiServer
 
     http = httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {client.api_key}"}, timeout=30)
     texts = ["alpha beta", "gamma", "delta epsilon zeta"]
-    r = http.post("/api/jobs", json={"model_type": "embedding", "model": EMBED_MODEL,
-                                     "items": [{"custom_id": f"n{i}", "text": t} for i, t in enumerate(texts)]})
+    r = http.post(
+        "/api/jobs",
+        json={
+            "model_type": "embedding",
+            "model": EMBED_MODEL,
+            "items": [{"custom_id": f"n{i}", "text": t} for i, t in enumerate(texts)],
+        },
+    )
     assert r.status_code == 200, r.text
     job_id = r.json()["job_id"]
     deadline = time.monotonic() + 60

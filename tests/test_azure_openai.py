@@ -38,9 +38,7 @@ def completion(message: dict[str, Any], finish_reason: str = "stop") -> dict[str
         "created": 1727000000,
         "model": "gpt-4o-mini-2024-07-18",
         "system_fingerprint": "fp_878413d04d",
-        "prompt_filter_results": [
-            {"prompt_index": 0, "content_filter_results": {k: safe for k in categories}}
-        ],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {k: safe for k in categories}}],
         "choices": [
             {
                 "index": 0,
@@ -65,9 +63,7 @@ def test_declares_the_credential_fields() -> None:
 
 
 def test_chat_goes_to_the_deployment_with_api_version_and_api_key() -> None:
-    recorder = Recorder(
-        httpx.Response(200, json=completion({"role": "assistant", "content": "Bonjour !"}))
-    )
+    recorder = Recorder(httpx.Response(200, json=completion({"role": "assistant", "content": "Bonjour !"})))
     model = azure("chat", recorder, api_key=encode_credentials({"api_key": KEY, "api_version": "2024-06-01"}))
 
     result = model.chat("Answer in French.", [{"role": "user", "content": "Hello"}], {"temperature": 0.2})
@@ -154,8 +150,15 @@ def test_chat_stream_skips_the_prompt_filter_chunk() -> None:
 def test_embeddings_in_batches_on_the_deployment() -> None:
     def answer(n: int) -> httpx.Response:
         data = [{"object": "embedding", "index": i, "embedding": [float(i), 0.5]} for i in range(n)]
-        return httpx.Response(200, json={"object": "list", "data": data, "model": "text-embedding-3-small",
-                                         "usage": {"prompt_tokens": n, "total_tokens": n}})
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": data,
+                "model": "text-embedding-3-small",
+                "usage": {"prompt_tokens": n, "total_tokens": n},
+            },
+        )
 
     recorder = Recorder(answer(64), answer(4))
     model = azure("embedding", recorder, model="text-embedding-3-small")
@@ -201,8 +204,9 @@ def test_transcription_multipart_on_the_deployment() -> None:
 
 def test_tts_on_the_deployment() -> None:
     recorder = Recorder(httpx.Response(200, content=b"ID3audio", headers={"content-type": "audio/mpeg"}))
-    model = azure("tts", recorder, model="tts", api_key=encode_credentials(
-        {"api_key": KEY, "api_version": "2024-05-01-preview"}))
+    model = azure(
+        "tts", recorder, model="tts", api_key=encode_credentials({"api_key": KEY, "api_version": "2024-05-01-preview"})
+    )
 
     result = model.tts("Hi", voice="nova")
 
@@ -268,8 +272,16 @@ BAD_KEY = {
         (400, CONTENT_FILTER, ErrorCode.CONTENT_FILTER),
         (429, TOKEN_RATE_LIMIT, ErrorCode.RATE_LIMIT),
         (401, BAD_KEY, ErrorCode.AUTHENTICATION),
-        (404, {"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not "
-                         "exist."}}, ErrorCode.MODEL),
+        (
+            404,
+            {
+                "error": {
+                    "code": "DeploymentNotFound",
+                    "message": "The API deployment for this resource does not exist.",
+                }
+            },
+            ErrorCode.MODEL,
+        ),
         (500, {"error": {"code": "InternalServerError", "message": "The server had an error."}}, ErrorCode.SERVER),
     ],
 )

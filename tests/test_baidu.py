@@ -34,28 +34,34 @@ class Clock:
 
 
 def token(value: str = TOKEN, expires_in: int = 2592000) -> httpx.Response:
-    return httpx.Response(200, json={
-        "refresh_token": "25.b55fe1d287227ca97aab219bb249b8ab.315360000.1798284651.282335-8574074",
-        "expires_in": expires_in,
-        "session_key": "9mzdWT7kYdEH7bOu2qFnPpmw",
-        "access_token": value,
-        "scope": "public brain_all_scope wenxinworkshop_mgr ai_custom_yiyan_com",
-        "session_secret": "2ca66d464545c77a4767f709873be4a3",
-    })
+    return httpx.Response(
+        200,
+        json={
+            "refresh_token": "25.b55fe1d287227ca97aab219bb249b8ab.315360000.1798284651.282335-8574074",
+            "expires_in": expires_in,
+            "session_key": "9mzdWT7kYdEH7bOu2qFnPpmw",
+            "access_token": value,
+            "scope": "public brain_all_scope wenxinworkshop_mgr ai_custom_yiyan_com",
+            "session_secret": "2ca66d464545c77a4767f709873be4a3",
+        },
+    )
 
 
 def result(text: str, **extra: Any) -> httpx.Response:
-    return httpx.Response(200, json={
-        "id": "as-bcmt5ct4iy",
-        "object": "chat.completion",
-        "created": 1680167072,
-        "result": text,
-        "is_truncated": False,
-        "need_clear_history": False,
-        "finish_reason": "normal",
-        "usage": {"prompt_tokens": 5, "completion_tokens": 11, "total_tokens": 16},
-        **extra,
-    })
+    return httpx.Response(
+        200,
+        json={
+            "id": "as-bcmt5ct4iy",
+            "object": "chat.completion",
+            "created": 1680167072,
+            "result": text,
+            "is_truncated": False,
+            "need_clear_history": False,
+            "finish_reason": "normal",
+            "usage": {"prompt_tokens": 5, "completion_tokens": 11, "total_tokens": 16},
+            **extra,
+        },
+    )
 
 
 def baidu_error(code: int, message: str) -> httpx.Response:
@@ -79,8 +85,16 @@ def test_token_then_chat_on_the_models_endpoint() -> None:
     answer = ernie(recorder).chat(
         "你是百度的助手。",
         USER,
-        {"temperature": 0.7, "top_p": 0.8, "presence_penalty": 0.4, "frequency_penalty": 0.2, "max_tokens": 512,
-         "stop": "\n\n", "seed": 42, "response_format": {"type": "json_object"}},
+        {
+            "temperature": 0.7,
+            "top_p": 0.8,
+            "presence_penalty": 0.4,
+            "frequency_penalty": 0.2,
+            "max_tokens": 512,
+            "stop": "\n\n",
+            "seed": 42,
+            "response_format": {"type": "json_object"},
+        },
     )
 
     token_request, chat_request = recorder.requests
@@ -105,8 +119,11 @@ def test_token_then_chat_on_the_models_endpoint() -> None:
 def test_gen_conf_is_kept_in_ernies_ranges() -> None:
     recorder = Recorder(token(), result("ok"))
 
-    ernie(recorder).chat(None, USER, {"temperature": 0, "top_p": 1.5, "max_tokens": 8192, "presence_penalty": 2,
-                                      "stop": ["a", "b", "c", "d", "e"]})
+    ernie(recorder).chat(
+        None,
+        USER,
+        {"temperature": 0, "top_p": 1.5, "max_tokens": 8192, "presence_penalty": 2, "stop": ["a", "b", "c", "d", "e"]},
+    )
 
     sent = recorder.json(1)
     assert sent["temperature"] == 0.01 and sent["top_p"] == 1.0
@@ -116,15 +133,22 @@ def test_gen_conf_is_kept_in_ernies_ranges() -> None:
 
 def test_system_turns_move_to_the_system_field() -> None:
     recorder = Recorder(token(), result("ok"))
-    history = [{"role": "system", "content": "规则一"}, {"role": "user", "content": [{"type": "text", "text": "问"}]},
-               {"role": "assistant", "content": "答"}, {"role": "user", "content": "再问"}]
+    history = [
+        {"role": "system", "content": "规则一"},
+        {"role": "user", "content": [{"type": "text", "text": "问"}]},
+        {"role": "assistant", "content": "答"},
+        {"role": "user", "content": "再问"},
+    ]
 
     ernie(recorder).chat("总则", history)
 
     sent = recorder.json(1)
     assert sent["system"] == "总则\n规则一"
-    assert sent["messages"] == [{"role": "user", "content": "问"}, {"role": "assistant", "content": "答"},
-                                {"role": "user", "content": "再问"}]
+    assert sent["messages"] == [
+        {"role": "user", "content": "问"},
+        {"role": "assistant", "content": "答"},
+        {"role": "user", "content": "再问"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -164,20 +188,28 @@ def test_the_token_is_cached_until_it_expires() -> None:
 
 @pytest.mark.parametrize("code", [110, 111])
 def test_a_refused_token_is_replaced_once(code: int) -> None:
-    recorder = Recorder(token(), baidu_error(code, "Access token invalid or no longer valid"), token(TOKEN_2),
-                        result("好的"))
+    recorder = Recorder(
+        token(), baidu_error(code, "Access token invalid or no longer valid"), token(TOKEN_2), result("好的")
+    )
 
     answer = ernie(recorder).chat(None, USER)
 
     assert answer.text == "好的"
     assert [str(r.url) for r in recorder.requests] == [
-        TOKEN_URL, f"{CHAT}/completions_pro?access_token={TOKEN}", TOKEN_URL,
-        f"{CHAT}/completions_pro?access_token={TOKEN_2}"]
+        TOKEN_URL,
+        f"{CHAT}/completions_pro?access_token={TOKEN}",
+        TOKEN_URL,
+        f"{CHAT}/completions_pro?access_token={TOKEN_2}",
+    ]
 
 
 def test_a_token_refused_twice_is_an_authentication_error() -> None:
-    recorder = Recorder(token(), baidu_error(110, "Access token invalid or no longer valid"), token(TOKEN_2),
-                        baidu_error(111, "Access token expired"))
+    recorder = Recorder(
+        token(),
+        baidu_error(110, "Access token invalid or no longer valid"),
+        token(TOKEN_2),
+        baidu_error(111, "Access token expired"),
+    )
 
     with pytest.raises(ProviderError) as info:
         ernie(recorder).chat(None, USER)
@@ -308,9 +340,18 @@ def test_an_answer_without_result_is_a_server_error() -> None:
 
 
 def chunk(text: str, end: bool, sentence_id: int, usage: dict[str, int]) -> dict[str, Any]:
-    return {"id": "as-vb0m37ti8y", "object": "chat.completion", "created": 1709089502, "sentence_id": sentence_id,
-            "is_end": end, "is_truncated": False, "result": text, "need_clear_history": False,
-            "finish_reason": "normal" if end else "", "usage": usage}
+    return {
+        "id": "as-vb0m37ti8y",
+        "object": "chat.completion",
+        "created": 1709089502,
+        "sentence_id": sentence_id,
+        "is_end": end,
+        "is_truncated": False,
+        "result": text,
+        "need_clear_history": False,
+        "finish_reason": "normal" if end else "",
+        "usage": usage,
+    }
 
 
 def test_chat_stream() -> None:
@@ -330,8 +371,12 @@ def test_chat_stream() -> None:
 
 def test_chat_stream_replaces_a_refused_token() -> None:
     body = sse(chunk("好", True, 0, {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}))
-    recorder = Recorder(token(), baidu_error(111, "Access token expired"), token(TOKEN_2),
-                        httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
+    recorder = Recorder(
+        token(),
+        baidu_error(111, "Access token expired"),
+        token(TOKEN_2),
+        httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}),
+    )
 
     deltas = list(ernie(recorder).chat_stream(None, USER))
 
@@ -347,8 +392,10 @@ def test_chat_stream_refused_with_json() -> None:
 
 
 def test_an_error_inside_the_stream_is_scrubbed() -> None:
-    body = sse(chunk("半", False, 0, {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}),
-               {"error_code": 336100, "error_msg": f"try again later ({TOKEN})"})
+    body = sse(
+        chunk("半", False, 0, {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}),
+        {"error_code": 336100, "error_msg": f"try again later ({TOKEN})"},
+    )
     recorder = Recorder(token(), httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
 
     stream = ernie(recorder).chat_stream(None, USER)

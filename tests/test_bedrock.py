@@ -522,12 +522,22 @@ def test_a_model_stream_error_frame_is_a_retried_server_error() -> None:
     """converse-stream's ``modelStreamErrorException`` ("A streaming error occurred. Retry your
     request.", with the model's original status and message) is SERVER: retried, not GENERIC."""
     exception = frame(
-        {":exception-type": "modelStreamErrorException", ":content-type": "application/json",
-         ":message-type": "exception"},
-        json.dumps({"message": "A streaming error occurred. Retry your request.", "originalStatusCode": 500,
-                    "originalMessage": "Internal server error"}).encode(),
+        {
+            ":exception-type": "modelStreamErrorException",
+            ":content-type": "application/json",
+            ":message-type": "exception",
+        },
+        json.dumps(
+            {
+                "message": "A streaming error occurred. Retry your request.",
+                "originalStatusCode": 500,
+                "originalMessage": "Internal server error",
+            }
+        ).encode(),
     )
-    recorder = Recorder(streamed(event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}}) + exception))
+    recorder = Recorder(
+        streamed(event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}}) + exception)
+    )
     with pytest.raises(ProviderError) as info:
         list(make("chat", recorder).chat_stream(None, [{"role": "user", "content": "hi"}]))
     assert info.value.provider_code == "ModelStreamErrorException"

@@ -5,6 +5,7 @@ What it proves: the job still finishes with every item and an exact ledger, and 
 processes carry on (or ``modelyard worker`` restarts its consumer itself) -- no human, no
 supervisor. It reports how long the job took to make progress again after the broker came back.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,22 @@ class ThrowawayRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -91,8 +106,15 @@ def test_broker_restarted_empty_mid_job(stack: Stack, broker: ThrowawayRedis, tm
     with FakeProvider(keys={"sk-test-valid-key-0001"}, latency_ms=150) as fake, env_overrides(stack, **env):
         tenant_id = make_tenant(f"{fake.url}/v1")
         workers: list[Worker] = [
-            start_worker(stack, tmp_path, queues="embedding,maintenance", pool=pool, concurrency=2, extra_env=env,
-                         extra_args=args)
+            start_worker(
+                stack,
+                tmp_path,
+                queues="embedding,maintenance",
+                pool=pool,
+                concurrency=2,
+                extra_env=env,
+                extra_args=args,
+            )
             for pool, args in (("prefork", ()), ("threads", ("-B",)))
         ]
         try:
@@ -112,8 +134,10 @@ def test_broker_restarted_empty_mid_job(stack: Stack, broker: ThrowawayRedis, tm
                 time.sleep(0.1)
             resumed = time.monotonic() - back
             final = wait_for(job_id, timeout=240)
-            print(f"\nbroker back -> next progress: {resumed:.1f}s; job finished {time.monotonic() - back:.1f}s "
-                  f"after the broker came back (MODELYARD_STALL_SECONDS at its default, 600 s)")
+            print(
+                f"\nbroker back -> next progress: {resumed:.1f}s; job finished {time.monotonic() - back:.1f}s "
+                f"after the broker came back (MODELYARD_STALL_SECONDS at its default, 600 s)"
+            )
             assert resumed < 60, "the job waited for the stall deadline instead of resuming at once"
             assert final["status"] == "succeeded", final
             assert final["items"]["succeeded"] == len(items)
@@ -144,9 +168,15 @@ def test_cli_submit_with_the_broker_down_prints_the_job_id_and_a_note(stack: Sta
     tenant_id, name = tenant_with_model()
     env = {**stack.env, "MODELYARD_BROKER_URL": closed_port_url()}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", "embed", "--tenant", name, "--model", MODEL, "-",
-                           "--json"], input="one\ntwo\n", capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env={**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "embed", "--tenant", name, "--model", MODEL, "-", "--json"],
+        input="one\ntwo\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     job_id = json.loads(proc.stdout)["job_id"]
@@ -164,8 +194,11 @@ def due_chunks(job_id: str) -> int:
     from models.tables import job_chunks
 
     with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(job_chunks).where(
-            job_chunks.c.job_id == job_id, job_chunks.c.status == "queued", job_chunks.c.deadline_at <= utcnow()))
+        return session.scalar(
+            select(func.count())
+            .select_from(job_chunks)
+            .where(job_chunks.c.job_id == job_id, job_chunks.c.status == "queued", job_chunks.c.deadline_at <= utcnow())
+        )
 
 
 def test_api_submit_with_the_broker_down_then_the_job_runs_when_it_is_back(stack: Stack, tmp_path: Path) -> None:

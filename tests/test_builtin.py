@@ -7,6 +7,7 @@ sentence-transformers 6.2.0 on torch 2.13.0 (CPU) from the weights of the ``gt-a
 package, with HF_HUB_OFFLINE=1. ``tests/data/make_minilm_reference.py`` made it and says how
 to make it again. These tests need neither torch nor sentence-transformers.
 """
+
 from __future__ import annotations
 
 import random

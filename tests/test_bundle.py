@@ -1,6 +1,7 @@
 """The LLMBundle resolves what a worker needs and refuses, with a clear error, what it cannot
 serve: a row whose factory or type has no provider class (the catalog lists more than modelyard
 runs) is a refusal that fails the chunk, never an exception that crashes the worker's task."""
+
 from __future__ import annotations
 
 import uuid
@@ -20,9 +21,15 @@ def test_an_unsupported_catalog_model_is_refused_not_crashed(stack: Stack) -> No
     with session_scope() as s:
         tenant_id = create_tenant(s, f"bundle-{uuid.uuid4().hex[:8]}", defaults=False)
         # Written directly: the management API refuses it, but a row may predate a provider's removal.
-        s.execute(tenant_llm.insert().values(tenant_id=tenant_id, factory="MinerU", llm_name="mineru",
-                                             model_type="chat", api_base="", max_tokens=0))
-    with session_scope() as s, pytest.raises(InvalidRequest, match="no chat provider is registered for factory 'MinerU'"):
+        s.execute(
+            tenant_llm.insert().values(
+                tenant_id=tenant_id, factory="MinerU", llm_name="mineru", model_type="chat", api_base="", max_tokens=0
+            )
+        )
+    with (
+        session_scope() as s,
+        pytest.raises(InvalidRequest, match="no chat provider is registered for factory 'MinerU'"),
+    ):
         LLMBundle.open(s, tenant_id, "chat", "mineru@MinerU")
 
 

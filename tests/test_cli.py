@@ -6,6 +6,7 @@ and never come out again; ``embed`` reading .txt, .jsonl and stdin; refused inpu
 job; and every error being one line on stderr (no traceback) with the documented exit code
 (2 bad request, 3 not found, 4 conflict).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,13 @@ MODEL = "text-embedding-3-small@OpenAI"
 def cli(stack: Stack, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``python -m workers.cli ARGS`` (what the ``modelyard`` script runs) with the stack env."""
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env={**os.environ, **stack.env},
-        input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **stack.env},
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -59,8 +65,9 @@ def new_tenant(stack: Stack) -> tuple[str, str]:
     return ok_json(cli(stack, "tenant", "create", name, "--json"))["id"], name
 
 
-def tenant_with_model(base_url: str = "http://127.0.0.1:9/v1", model: str = MODEL,
-                      model_type: str = "embedding") -> tuple[str, str]:
+def tenant_with_model(
+    base_url: str = "http://127.0.0.1:9/v1", model: str = MODEL, model_type: str = "embedding"
+) -> tuple[str, str]:
     """A tenant (id, name) with ``model`` configured, made in this process: setup, not the subject."""
     from models.db import session_scope
     from models.tenants import create_tenant, save_llm
@@ -137,8 +144,23 @@ def test_llm_add_disable_enable_delete_with_the_key_on_stdin(stack: Stack, fake_
     with session_scope() as s:
         tenant_id = create_tenant(s, name, defaults=False)
     base = fake_provider.base_url
-    proc = cli(stack, "llm", "add", "--tenant", name, "--model", MODEL, "--type", "embedding",
-               "--api-key", "-", "--base-url", base, "--json", stdin=KEY + "\n")
+    proc = cli(
+        stack,
+        "llm",
+        "add",
+        "--tenant",
+        name,
+        "--model",
+        MODEL,
+        "--type",
+        "embedding",
+        "--api-key",
+        "-",
+        "--base-url",
+        base,
+        "--json",
+        stdin=KEY + "\n",
+    )
     added = ok_json(proc)
     assert KEY not in proc.stdout + proc.stderr
     assert added["model"] == MODEL and added["status"] == "enabled" and added["has_key"] is True
@@ -153,7 +175,8 @@ def test_llm_add_disable_enable_delete_with_the_key_on_stdin(stack: Stack, fake_
     listing = cli(stack, "my-llms", "--tenant", tenant_id, "--json")
     grouped = ok_json(listing)
     assert [(m["model"], m["type"], m["status"], m["has_key"]) for m in grouped["OpenAI"]] == [
-        (MODEL, "embedding", "enabled", True)]
+        (MODEL, "embedding", "enabled", True)
+    ]
     assert KEY not in listing.stdout and "api_key" not in listing.stdout
 
     flags = ["--tenant", name, "--model", MODEL, "--type", "embedding", "--json"]
@@ -175,12 +198,61 @@ def test_llm_add_refusals_are_one_line(stack: Stack) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     with session_scope() as s:
         tenant_id = create_tenant(s, name, defaults=False)
-    assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", MODEL, "--type", "embedding",
-                              "--api-key", "-", "--json", stdin=""), 2, "standard input")
-    assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", "asr@Tencent Cloud",
-                              "--type", "speech2text", "--api-key", "k", "--json"), 2, "Tencent Cloud")
-    assert_one_line_error(cli(stack, "llm", "add", "--tenant", name, "--model", "m@NoSuchFactory",
-                              "--type", "embedding", "--api-key", "k", "--json"), 3, "NoSuchFactory")
+    assert_one_line_error(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            name,
+            "--model",
+            MODEL,
+            "--type",
+            "embedding",
+            "--api-key",
+            "-",
+            "--json",
+            stdin="",
+        ),
+        2,
+        "standard input",
+    )
+    assert_one_line_error(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            name,
+            "--model",
+            "asr@Tencent Cloud",
+            "--type",
+            "speech2text",
+            "--api-key",
+            "k",
+            "--json",
+        ),
+        2,
+        "Tencent Cloud",
+    )
+    assert_one_line_error(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            name,
+            "--model",
+            "m@NoSuchFactory",
+            "--type",
+            "embedding",
+            "--api-key",
+            "k",
+            "--json",
+        ),
+        3,
+        "NoSuchFactory",
+    )
     assert_one_line_error(cli(stack, "my-llms", "--tenant", "no-such-tenant", "--json"), 3, "no-such-tenant")
     with session_scope() as s:
         assert list_tenant_models(s, tenant_id) == []
@@ -189,20 +261,34 @@ def test_llm_add_refusals_are_one_line(stack: Stack) -> None:
 # --------------------------------------------------------------------------- embed and jobs
 
 
-def test_embed_files_wait_then_status_results_and_usage(stack: Stack, embedding_worker: Worker,
-                                                        fake_provider: FakeProvider, tmp_path: Path) -> None:
+def test_embed_files_wait_then_status_results_and_usage(
+    stack: Stack, embedding_worker: Worker, fake_provider: FakeProvider, tmp_path: Path
+) -> None:
     """``embed a.txt b.jsonl --wait --json`` with a worker running prints the job id and its final
     status; ``job status|wait|results`` and ``results -o out.npy`` return the fake's vectors in
     input order with the right custom ids; ``usage`` shows the tokens the fake reported."""
     tenant_id, name = tenant_with_model(fake_provider.base_url)
     (tmp_path / "a.txt").write_text("alpha text one\n\nbeta text two\ngamma three\n")
-    (tmp_path / "b.jsonl").write_text('{"custom_id": "doc-1", "text": "delta four words here"}\n'
-                                      '\n{"custom_id": "doc-2", "text": "epsilon"}\n')
+    (tmp_path / "b.jsonl").write_text(
+        '{"custom_id": "doc-1", "text": "delta four words here"}\n\n{"custom_id": "doc-2", "text": "epsilon"}\n'
+    )
     texts = ["alpha text one", "beta text two", "gamma three", "delta four words here", "epsilon"]
     ids = ["a.txt:1", "a.txt:3", "a.txt:4", "doc-1", "doc-2"]
 
-    proc = cli(stack, "embed", "--tenant", name, "--model", MODEL, str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl"),
-               "--wait", "--json", "--chunk-size", "2")
+    proc = cli(
+        stack,
+        "embed",
+        "--tenant",
+        name,
+        "--model",
+        MODEL,
+        str(tmp_path / "a.txt"),
+        str(tmp_path / "b.jsonl"),
+        "--wait",
+        "--json",
+        "--chunk-size",
+        "2",
+    )
     final = ok_json(proc)
     job_id = final["job_id"]
     assert final["status"] == "succeeded" and final["id"] == job_id
@@ -225,19 +311,41 @@ def test_embed_files_wait_then_status_results_and_usage(stack: Stack, embedding_
     np.testing.assert_allclose(np.load(out), np.stack([fake_vector(t) for t in texts]), rtol=1e-6)
 
     usage = ok_json(cli(stack, "usage", "--tenant", tenant_id, "--json"))
-    assert usage == [{"model": MODEL, "model_type": "embedding", "calls": 3, "cached_calls": 0,
-                      "prompt_tokens": fake_tokens(texts), "completion_tokens": 0, "total_tokens": fake_tokens(texts),
-                      "cached_tokens": 0, "estimated_calls": 0, "unpriced_calls": 0,
-                      "cost": pytest.approx(fake_tokens(texts) * 2e-8),  # the catalog's published price
-                      "used_tokens": fake_tokens(texts)}]
+    assert usage == [
+        {
+            "model": MODEL,
+            "model_type": "embedding",
+            "calls": 3,
+            "cached_calls": 0,
+            "prompt_tokens": fake_tokens(texts),
+            "completion_tokens": 0,
+            "total_tokens": fake_tokens(texts),
+            "cached_tokens": 0,
+            "estimated_calls": 0,
+            "unpriced_calls": 0,
+            "cost": pytest.approx(fake_tokens(texts) * 2e-8),  # the catalog's published price
+            "used_tokens": fake_tokens(texts),
+        }
+    ]
 
 
 def test_embed_reads_standard_input(stack: Stack, embedding_worker: Worker, fake_provider: FakeProvider) -> None:
     """``embed ... -`` reads texts (or JSON lines) from stdin; without ``--wait`` it prints only the
     job id, and ``job wait`` then sees it through."""
     _, name = tenant_with_model(fake_provider.base_url)
-    submitted = ok_json(cli(stack, "embed", "--tenant", name, "--model", MODEL, "-", "--json",
-                            stdin="first line from a pipe\nsecond line\n"))
+    submitted = ok_json(
+        cli(
+            stack,
+            "embed",
+            "--tenant",
+            name,
+            "--model",
+            MODEL,
+            "-",
+            "--json",
+            stdin="first line from a pipe\nsecond line\n",
+        )
+    )
     assert list(submitted) == ["job_id"]
     final = ok_json(cli(stack, "job", "wait", submitted["job_id"], "--timeout", "60", "--json"))
     assert final["status"] == "succeeded" and final["items"]["succeeded"] == 2
@@ -245,8 +353,20 @@ def test_embed_reads_standard_input(stack: Stack, embedding_worker: Worker, fake
     assert [r["custom_id"] for r in rows] == ["stdin:1", "stdin:2"]
     np.testing.assert_allclose(rows[1]["embedding"], fake_vector("second line"), atol=1e-6)
 
-    jsonl = ok_json(cli(stack, "embed", "--tenant", name, "--model", MODEL, "-", "--wait", "--json",
-                        stdin='{"custom_id": "q", "text": "piped json"}\n'))
+    jsonl = ok_json(
+        cli(
+            stack,
+            "embed",
+            "--tenant",
+            name,
+            "--model",
+            MODEL,
+            "-",
+            "--wait",
+            "--json",
+            stdin='{"custom_id": "q", "text": "piped json"}\n',
+        )
+    )
     assert jsonl["status"] == "succeeded" and jsonl["items"]["total"] == 1
 
 
@@ -255,14 +375,20 @@ def test_embed_reads_standard_input(stack: Stack, embedding_worker: Worker, fake
     [
         (None, None, 3, "no such file"),
         ("bad.jsonl", '{"text": "fine"}\n{"text": "broken\n', 2, "bad.jsonl:2: not valid JSON"),
-        ("empty.jsonl", '{"text": "fine"}\n{"custom_id": "e", "text": "   "}\n', 2, "empty.jsonl:2 (item 'e'): text is empty"),
+        (
+            "empty.jsonl",
+            '{"text": "fine"}\n{"custom_id": "e", "text": "   "}\n',
+            2,
+            "empty.jsonl:2 (item 'e'): text is empty",
+        ),
         ("notext.jsonl", '{"custom_id": "x", "body": "no text key"}\n', 2, 'expected an object with "text"'),
         ("table.xlsx", "a,b\n", 2, "expected a .txt, .jsonl, .csv, .tsv or .parquet file"),
     ],
     ids=["missing-file", "bad-json-line", "empty-text", "no-text-field", "wrong-extension"],
 )
-def test_bad_embed_input_is_one_line_and_creates_no_job(stack: Stack, tmp_path: Path, filename: str | None,
-                                                        content: str | None, exit_code: int, needle: str) -> None:
+def test_bad_embed_input_is_one_line_and_creates_no_job(
+    stack: Stack, tmp_path: Path, filename: str | None, content: str | None, exit_code: int, needle: str
+) -> None:
     """A bad input anywhere (even after a good file and good lines) refuses the whole submission:
     one line on stderr that names the problem, a non-zero exit, and no job row for the tenant."""
     tenant_id, name = tenant_with_model()
@@ -285,8 +411,9 @@ def test_embed_with_a_disabled_model_is_refused(stack: Stack, tmp_path: Path) ->
     with session_scope() as s:
         set_llm_status(s, tenant_id, MODEL, "embedding", enabled=False)
     (tmp_path / "a.txt").write_text("text\n")
-    assert_one_line_error(cli(stack, "embed", "--tenant", name, "--model", MODEL, str(tmp_path / "a.txt")),
-                          2, "disabled")
+    assert_one_line_error(
+        cli(stack, "embed", "--tenant", name, "--model", MODEL, str(tmp_path / "a.txt")), 2, "disabled"
+    )
     assert jobs_of(tenant_id) == 0
 
 
@@ -304,7 +431,11 @@ def test_job_cancel_of_a_queued_job(stack: Stack) -> None:
     assert cancelled["status"] == "cancelled" and cancelled["items"]["succeeded"] == 0
     assert ok_json(cli(stack, "job", "cancel", job_id, "--json"))["status"] == "cancelled"
     rows = [json.loads(line) for line in cli(stack, "job", "results", job_id).stdout.splitlines()]
-    assert [(r["custom_id"], r["status"]) for r in rows] == [("m0", "cancelled"), ("m1", "cancelled"), ("m2", "cancelled")]
+    assert [(r["custom_id"], r["status"]) for r in rows] == [
+        ("m0", "cancelled"),
+        ("m1", "cancelled"),
+        ("m2", "cancelled"),
+    ]
 
 
 @pytest.mark.parametrize("action", ["status", "wait", "results", "cancel"])
@@ -331,12 +462,48 @@ def test_usage_errors_are_one_line_too(stack: Stack, argv: list[str], needle: st
 
 def test_limits_are_set_changed_cleared_and_shown(stack: Stack, fake_provider: FakeProvider) -> None:
     tenant, _ = new_tenant(stack)
-    added = ok_json(cli(stack, "llm", "add", "--tenant", tenant, "--model", MODEL, "--type", "embedding",
-                        "--api-key", "-", "--base-url", fake_provider.base_url, "--rpm", "600", "--max-concurrency",
-                        "3", "--json", stdin=KEY + "\n"))
+    added = ok_json(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            tenant,
+            "--model",
+            MODEL,
+            "--type",
+            "embedding",
+            "--api-key",
+            "-",
+            "--base-url",
+            fake_provider.base_url,
+            "--rpm",
+            "600",
+            "--max-concurrency",
+            "3",
+            "--json",
+            stdin=KEY + "\n",
+        )
+    )
     assert added["limits"] == {"rpm": 600, "tpm": None, "max_concurrency": 3}
-    changed = ok_json(cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", MODEL, "--type", "embedding",
-                          "--tpm", "90000", "--rpm", "0", "--json"))
+    changed = ok_json(
+        cli(
+            stack,
+            "llm",
+            "set-limits",
+            "--tenant",
+            tenant,
+            "--model",
+            MODEL,
+            "--type",
+            "embedding",
+            "--tpm",
+            "90000",
+            "--rpm",
+            "0",
+            "--json",
+        )
+    )
     assert changed["limits"] == {"rpm": None, "tpm": 90000, "max_concurrency": 3}
     rows = ok_json(cli(stack, "limits", "--tenant", tenant, "--json"))
     (row,) = [r for r in rows if r["model"] == MODEL]  # beside the tenant's default (Builtin) model
@@ -352,6 +519,7 @@ def test_bad_limits_are_one_line_and_change_nothing(stack: Stack, argv: list[str
     tenant, _ = new_tenant(stack)
     proc = cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", MODEL, "--type", "embedding", *argv)
     assert_one_line_error(proc, 2, argv[0])
-    missing = cli(stack, "llm", "set-limits", "--tenant", tenant, "--model", "nope@OpenAI", "--type", "chat",
-                  "--rpm", "5")
+    missing = cli(
+        stack, "llm", "set-limits", "--tenant", tenant, "--model", "nope@OpenAI", "--type", "chat", "--rpm", "5"
+    )
     assert_one_line_error(missing, 3)

@@ -5,6 +5,7 @@ There is no Docker engine here, so the file is read with PyYAML (which resolves 
 own CLI parser: a typo in a queue name, a flag the CLI does not know, a service without the
 database URL, a second beat, or a worker that can start before the schema exists all fail here.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,8 +47,11 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
 
 def _app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Services that run modelyard itself (its image, or a ``modelyard ...`` command)."""
-    return {name: svc for name, svc in services.items()
-            if _command(svc)[:1] == ["modelyard"] or str(svc.get("image", "")).startswith("modelyard")}
+    return {
+        name: svc
+        for name, svc in services.items()
+        if _command(svc)[:1] == ["modelyard"] or str(svc.get("image", "")).startswith("modelyard")
+    }
 
 
 def _parsed(service: dict[str, Any]):  # noqa: ANN202
@@ -102,14 +106,17 @@ def test_every_app_service_gets_the_database_and_broker(services: dict[str, dict
     for name, svc in _app_services(services).items():
         env = _environment(svc)
         assert env.get("MODELYARD_DATABASE_URL", "").startswith("postgresql+psycopg://"), (
-            f"{name}: MODELYARD_DATABASE_URL is {env.get('MODELYARD_DATABASE_URL')!r}")
+            f"{name}: MODELYARD_DATABASE_URL is {env.get('MODELYARD_DATABASE_URL')!r}"
+        )
         assert env.get("MODELYARD_BROKER_URL", "").startswith("redis://"), (
-            f"{name}: MODELYARD_BROKER_URL is {env.get('MODELYARD_BROKER_URL')!r}")
+            f"{name}: MODELYARD_BROKER_URL is {env.get('MODELYARD_BROKER_URL')!r}"
+        )
         assert env.get("MODELYARD_SECRET_KEY"), f"{name}: no MODELYARD_SECRET_KEY"
         host_db = re.search(r"@([^:/]+)[:/]", env["MODELYARD_DATABASE_URL"])
         assert host_db and host_db[1] in services, f"{name}: the database host is not a compose service"
         assert env["MODELYARD_BROKER_URL"].split("//")[1].split(":")[0] in services, (
-            f"{name}: the broker host is not a compose service")
+            f"{name}: the broker host is not a compose service"
+        )
 
 
 def test_exactly_one_beat(services: dict[str, dict[str, Any]]) -> None:
@@ -141,7 +148,8 @@ def test_migrate_runs_once_and_workers_wait_for_it(services: dict[str, dict[str,
             continue
         condition = _depends_on(svc).get("migrate", {}).get("condition")
         assert condition == "service_completed_successfully", (
-            f"{name} does not wait for migrate to complete (depends_on.migrate.condition={condition!r})")
+            f"{name} does not wait for migrate to complete (depends_on.migrate.condition={condition!r})"
+        )
 
 
 def test_flower_is_protected_by_basic_auth(services: dict[str, dict[str, Any]]) -> None:

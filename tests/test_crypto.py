@@ -1,4 +1,5 @@
 """API keys at rest (models/crypto.py): Fernet, several keys for rotation, clear errors."""
+
 from __future__ import annotations
 
 import os

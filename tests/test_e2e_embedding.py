@@ -6,6 +6,7 @@ work, and then checks what a user and an accountant would check: each item's vec
 item's error, the job's status, and the three token counts that must agree -- the job's
 ``total_tokens``, the ``usage_events`` ledger and ``tenant_llm.used_tokens``.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,12 +94,17 @@ def ledger(job_id: str, tenant_id: str) -> dict[str, int]:
     with session_scope() as session:
         job_tokens = session.scalar(select(jobs.c.total_tokens).where(jobs.c.id == job_id))
         events, event_tokens = session.execute(
-            select(func.count(), func.coalesce(func.sum(usage_events.c.total_tokens), 0))
-            .where(usage_events.c.job_id == job_id)
+            select(func.count(), func.coalesce(func.sum(usage_events.c.total_tokens), 0)).where(
+                usage_events.c.job_id == job_id
+            )
         ).one()
         used = session.scalar(select(tenant_llm.c.used_tokens).where(tenant_llm.c.tenant_id == tenant_id))
-    return {"job_tokens": int(job_tokens), "events": int(events), "event_tokens": int(event_tokens),
-            "used_tokens": int(used)}
+    return {
+        "job_tokens": int(job_tokens),
+        "events": int(events),
+        "event_tokens": int(event_tokens),
+        "used_tokens": int(used),
+    }
 
 
 def chunk_rows(job_id: str) -> list[Any]:
@@ -107,9 +113,16 @@ def chunk_rows(job_id: str) -> list[Any]:
 
     with session_scope() as session:
         return session.execute(
-            select(job_chunks.c.id, job_chunks.c.seq, job_chunks.c.status, job_chunks.c.releases,
-                   job_chunks.c.first_item, job_chunks.c.item_count)
-            .where(job_chunks.c.job_id == job_id).order_by(job_chunks.c.seq)
+            select(
+                job_chunks.c.id,
+                job_chunks.c.seq,
+                job_chunks.c.status,
+                job_chunks.c.releases,
+                job_chunks.c.first_item,
+                job_chunks.c.item_count,
+            )
+            .where(job_chunks.c.job_id == job_id)
+            .order_by(job_chunks.c.seq)
         ).all()
 
 
@@ -178,8 +191,12 @@ def test_job_succeeds_with_every_vector_in_order_and_tokens_counted_once_per_chu
     assert final["chunks"] == {"total": 7, "done": 7}
     assert_vectors(job_id, items)
     expected = fake_tokens(texts_of(items))
-    assert ledger(job_id, tenant) == {"job_tokens": expected, "events": 7, "event_tokens": expected,
-                                      "used_tokens": expected}
+    assert ledger(job_id, tenant) == {
+        "job_tokens": expected,
+        "events": 7,
+        "event_tokens": expected,
+        "used_tokens": expected,
+    }
     assert len(embedding_calls(fake_provider)) == 7
     assert all(call.key == KEY for call in fake_provider.calls)
 
@@ -246,8 +263,12 @@ def test_rate_limit_with_retry_after_is_retried_after_the_given_wait_and_counted
     assert retry.time - first.time >= 2.0
     assert_vectors(job_id, items)
     expected = fake_tokens(texts_of(items))
-    assert ledger(job_id, tenant) == {"job_tokens": expected, "events": 1, "event_tokens": expected,
-                                      "used_tokens": expected}
+    assert ledger(job_id, tenant) == {
+        "job_tokens": expected,
+        "events": 1,
+        "event_tokens": expected,
+        "used_tokens": expected,
+    }
 
 
 def test_quota_error_is_not_retried_and_fails_only_its_chunk(
@@ -314,8 +335,12 @@ def test_server_errors_are_retried_until_the_provider_recovers(
     assert [c.status for c in embedding_calls(fake_provider)] == [500, 500, 200]
     assert_vectors(job_id, items)
     expected = fake_tokens(texts_of(items))
-    assert ledger(job_id, tenant) == {"job_tokens": expected, "events": 1, "event_tokens": expected,
-                                      "used_tokens": expected}
+    assert ledger(job_id, tenant) == {
+        "job_tokens": expected,
+        "events": 1,
+        "event_tokens": expected,
+        "used_tokens": expected,
+    }
 
 
 def test_server_errors_past_max_retries_fail_the_items_with_max_retries(
@@ -345,9 +370,7 @@ def test_server_errors_past_max_retries_fail_the_items_with_max_retries(
     assert len(embedding_calls(fake_provider)) == 3
 
 
-def test_wrong_key_fails_at_once_with_authentication(
-    stack: Stack, worker_factory, fake_provider: FakeProvider
-) -> None:
+def test_wrong_key_fails_at_once_with_authentication(stack: Stack, worker_factory, fake_provider: FakeProvider) -> None:
     """A key the provider rejects (401 ``invalid_api_key``): one request per chunk, no retry,
     every item fails with AUTHENTICATION, the job ends ``failed``; the message does not repeat
     the key."""
@@ -395,11 +418,13 @@ def test_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice(
         first = worker_factory(concurrency=2, extra_env=stall)
         job_id = producer.submit_embedding(tenant, MODEL, items, chunk_size=5)  # 24 chunks
 
-        poll_until(lambda: sum(c.status == "succeeded" for c in chunk_rows(job_id)) >= 3, JOB_TIMEOUT,
-                   "three chunks done")
+        poll_until(
+            lambda: sum(c.status == "succeeded" for c in chunk_rows(job_id)) >= 3, JOB_TIMEOUT, "three chunks done"
+        )
         # Kill while a request is open (it arrived less than the latency ago).
-        poll_until(lambda: any(time.time() - c.time < 0.15 for c in embedding_calls(fake_provider)), 10,
-                   "a request in flight")
+        poll_until(
+            lambda: any(time.time() - c.time < 0.15 for c in embedding_calls(fake_provider)), 10, "a request in flight"
+        )
         first.kill(signal.SIGKILL)
         after_kill = chunk_rows(job_id)
         assert any(c.status in ("queued", "running") for c in after_kill)
@@ -419,8 +444,12 @@ def test_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice(
     assert any(c.releases > 1 for c in chunk_rows(job_id)), "the sweeper re-sent no chunk: nothing was recovered"
     assert_vectors(job_id, items)
     expected = fake_tokens(texts_of(items))
-    assert ledger(job_id, tenant) == {"job_tokens": expected, "events": 24, "event_tokens": expected,
-                                      "used_tokens": expected}
+    assert ledger(job_id, tenant) == {
+        "job_tokens": expected,
+        "events": 24,
+        "event_tokens": expected,
+        "used_tokens": expected,
+    }
 
 
 def _task_lines(log: str, result: str | None = None) -> list[str]:
@@ -465,8 +494,11 @@ def test_redelivered_chunk_message_cannot_count_twice(
 
     calls_before = len(embedding_calls(fake_provider))
     late = app.send_task(TASK_NAMES["embedding"], args=[chunk.id], queue="embedding")
-    poll_until(lambda: any(late.id in line for line in _task_lines(worker.log_text(), "skipped")), 20,
-               "the late message to be skipped")
+    poll_until(
+        lambda: any(late.id in line for line in _task_lines(worker.log_text(), "skipped")),
+        20,
+        "the late message to be skipped",
+    )
     assert len(embedding_calls(fake_provider)) == calls_before
     assert ledger(job_id, tenant) == exact
 
@@ -474,9 +506,7 @@ def test_redelivered_chunk_message_cannot_count_twice(
 # --------------------------------------------------------------------------- cancel and idempotency
 
 
-def test_cancel_stops_a_running_job(
-    stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str
-) -> None:
+def test_cancel_stops_a_running_job(stack: Stack, worker_factory, fake_provider: FakeProvider, tenant: str) -> None:
     """Cancel a running job: it ends ``cancelled``, its pending items are ``cancelled``, only
     requests already under way reach the provider afterwards (at most one per worker process)
     and then no more arrive, although messages for released chunks were still queued. Tokens
@@ -518,8 +548,9 @@ def test_cancel_stops_a_running_job(
     assert counts["job_tokens"] == counts["event_tokens"] == counts["used_tokens"] >= fake_tokens(done_texts)
 
 
-def test_same_idempotency_key_returns_the_same_job(stack: Stack, clean_broker: None, fake_provider: FakeProvider,
-                                                    tenant: str) -> None:
+def test_same_idempotency_key_returns_the_same_job(
+    stack: Stack, clean_broker: None, fake_provider: FakeProvider, tenant: str
+) -> None:
     """Submitting twice with the same idempotency key returns the first job's id, writes no
     second job or items, and sends no second set of messages; another key makes a new job."""
     from models.db import session_scope

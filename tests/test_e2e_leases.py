@@ -5,6 +5,7 @@ chunk's message carries its release; a worker claims the chunk (a lease it renew
 calls the provider; the sweeper re-sends only chunks whose deadline or lease expired, as a new
 release, and a message of an older release is dropped without a provider call.
 """
+
 from __future__ import annotations
 
 import signal
@@ -54,8 +55,11 @@ def tenant(stack: Stack, fake_provider: FakeProvider) -> str:
 
 def results_in_log(log: str, result: str) -> int:
     """How many chunk tasks the worker's log shows ending with ``result``."""
-    return sum(1 for line in log.splitlines()
-               if "run_chunk[" in line and " succeeded in " in line and line.rstrip().endswith(f"'{result}'"))
+    return sum(
+        1
+        for line in log.splitlines()
+        if "run_chunk[" in line and " succeeded in " in line and line.rstrip().endswith(f"'{result}'")
+    )
 
 
 @contextmanager
@@ -119,14 +123,20 @@ def test_chunks_waiting_in_a_long_queue_past_their_deadline_reach_the_provider_o
     assert resends > 0, "nothing waited past its deadline"
     calls = embedding_calls(fake_provider)
     # The duplicate-call count: provider calls beyond one per chunk.
-    print(f"\n16 chunks, {resends} re-sends, {len(calls)} provider calls, "
-          f"{results_in_log(worker.log_text(), 'superseded')} superseded messages dropped")
+    print(
+        f"\n16 chunks, {resends} re-sends, {len(calls)} provider calls, "
+        f"{results_in_log(worker.log_text(), 'superseded')} superseded messages dropped"
+    )
     assert len(calls) == len(chunks) == 16
     assert results_in_log(worker.log_text(), "superseded") >= 1
     assert_vectors(job_id, items)
     expected = fake_tokens(texts_of(items))
-    assert ledger(job_id, tenant) == {"job_tokens": expected, "events": 16, "event_tokens": expected,
-                                      "used_tokens": expected}
+    assert ledger(job_id, tenant) == {
+        "job_tokens": expected,
+        "events": 16,
+        "event_tokens": expected,
+        "used_tokens": expected,
+    }
 
 
 def test_a_superseded_message_is_dropped_without_a_provider_call(
@@ -202,23 +212,30 @@ def test_a_worker_killed_mid_call_has_its_chunk_rerun_after_the_lease_expires_no
         second = worker_factory(concurrency=1, extra_env=env)
         with sweeping():
             send_release(chunk.id, 1)  # the killed worker's message, redelivered
-            poll_until(lambda: results_in_log(second.log_text(), "claimed") == 1, 20,
-                       "the redelivered message to be dropped")
+            poll_until(
+                lambda: results_in_log(second.log_text(), "claimed") == 1, 20, "the redelivered message to be dropped"
+            )
             final = wait_for(job_id, timeout=lease + JOB_TIMEOUT)
 
     assert final["status"] == "succeeded", final
     calls = embedding_calls(fake_provider)
     assert len(calls) == 2, [(c.time - first_call, c.status) for c in calls]
     rerun = calls[1].time
-    print(f"\nlease {lease}s: re-run {rerun - first_call:.1f}s after the first call, "
-          f"{rerun - expires:.1f}s after the lease expired")
+    print(
+        f"\nlease {lease}s: re-run {rerun - first_call:.1f}s after the first call, "
+        f"{rerun - expires:.1f}s after the lease expired"
+    )
     assert rerun >= expires, "re-run before the lease expired"
     assert rerun - expires < 5
     assert chunk_rows(job_id)[0].releases == 2  # one re-send
     assert_vectors(job_id, items)
     expected = fake_tokens(texts_of(items))
-    assert ledger(job_id, tenant) == {"job_tokens": expected, "events": 1, "event_tokens": expected,
-                                      "used_tokens": expected}
+    assert ledger(job_id, tenant) == {
+        "job_tokens": expected,
+        "events": 1,
+        "event_tokens": expected,
+        "used_tokens": expected,
+    }
 
 
 def test_a_long_running_chunk_renews_its_lease_and_is_never_resent(

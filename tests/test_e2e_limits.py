@@ -4,6 +4,7 @@ real Redis and Postgres, the fake provider enforcing OpenAI-style limits at the 
 Also the retry bug this work fixed: at the documented ``LLM_MAX_RETRIES`` (5, not Celery's own
 3) a failing chunk is tried 1 + 5 times, then fails ``MAX_RETRIES``, and the job ends.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ from tests.test_e2e_embedding import MODEL, corpus, embedding_calls, ledger, mak
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 # The documented defaults (an empty value means "not set": the default applies).
-DEFAULTS = {"LLM_MAX_RETRIES": "", "LLM_BASE_DELAY": "", "LLM_MAX_DELAY": "", "LLM_TIMEOUT_SECONDS": "",
-            "MODELYARD_LIMIT_MAX_WAIT": ""}
+DEFAULTS = {
+    "LLM_MAX_RETRIES": "",
+    "LLM_BASE_DELAY": "",
+    "LLM_MAX_DELAY": "",
+    "LLM_TIMEOUT_SECONDS": "",
+    "MODELYARD_LIMIT_MAX_WAIT": "",
+}
 
 
 def set_limits(tenant_id: str, **limits: int) -> None:
@@ -45,8 +51,14 @@ def chunk_states(job_id: str) -> list[str]:
 
 
 def cli_json(stack: Stack, *args: str) -> Any:
-    done = subprocess.run([sys.executable, "-m", "workers.cli", *args, "--json"], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **stack.env}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.env},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -68,8 +80,13 @@ def test_at_the_documented_default_a_failing_chunk_gets_six_calls_then_max_retri
 
     worker = worker_factory(pool="threads", concurrency=2, extra_env=DEFAULTS)
     # A 503 that asks for a short wait: Retry-After is how the defaults stay fast here.
-    fake_provider.error(503, {"error": {"message": "overloaded", "type": "server_error", "code": None}},
-                        headers={"retry-after": "0.2"}, times=100, path="embeddings")
+    fake_provider.error(
+        503,
+        {"error": {"message": "overloaded", "type": "server_error", "code": None}},
+        headers={"retry-after": "0.2"},
+        times=100,
+        path="embeddings",
+    )
     tenant = make_tenant(fake_provider.base_url)
     items = corpus(4)
     job_id = producer.submit_embedding(tenant, MODEL, items)
@@ -177,8 +194,14 @@ def test_a_429_pauses_the_other_process_too(stack: Stack, worker_factory, fake_p
     tenant = make_tenant(fake_provider.base_url)
     for _ in range(2):
         worker_factory(pool="threads", concurrency=4)
-    body = {"error": {"message": "Rate limit reached. Please try again in 2s.", "type": "requests",
-                      "param": None, "code": "rate_limit_exceeded"}}
+    body = {
+        "error": {
+            "message": "Rate limit reached. Please try again in 2s.",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
     fake_provider.error(429, body, headers={"retry-after": "2"}, times=1, path="embeddings")
     job_id = producer.submit_embedding(tenant, MODEL, corpus(120), chunk_size=4)
 
@@ -217,8 +240,9 @@ def test_waiting_for_budget_is_not_a_try(stack: Stack, worker_factory, fake_prov
 
     tenant = make_tenant(fake_provider.base_url)
     set_limits(tenant, rpm=120)  # one call every 0.5 s; 8 chunks in flight wait up to 4 s
-    worker = worker_factory(pool="threads", concurrency=8, extra_env={"LLM_MAX_RETRIES": "0",
-                                                                      "MODELYARD_LIMIT_MAX_WAIT": "0.5"})
+    worker = worker_factory(
+        pool="threads", concurrency=8, extra_env={"LLM_MAX_RETRIES": "0", "MODELYARD_LIMIT_MAX_WAIT": "0.5"}
+    )
     job_id = producer.submit_embedding(tenant, MODEL, corpus(40), chunk_size=4)
 
     assert wait_for(job_id)["status"] == "succeeded"

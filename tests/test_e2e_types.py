@@ -6,6 +6,7 @@ interactive worker) and calls the fake provider over loopback. Each job goes in 
 fake's deterministic answers, and the usage ledger against the tokens the fake reported
 (or, where a provider reports none, our estimate, flagged as such).
 """
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,15 @@ from conf.errors import InvalidRequest
 from models.jobs import ItemRow
 from providers.base import estimate_tokens
 from tests.conftest import Stack, Worker, empty_broker, start_worker
-from tests.fakeprovider import FAKE_REFUSAL, FakeProvider, fake_audio, fake_reply, fake_score, fake_tokens, fake_transcript
+from tests.fakeprovider import (
+    FAKE_REFUSAL,
+    FakeProvider,
+    fake_audio,
+    fake_reply,
+    fake_score,
+    fake_tokens,
+    fake_transcript,
+)
 
 KEY = "sk-test-valid-key-0001"
 MODELS = {
@@ -33,19 +42,31 @@ MODELS = {
     "speech2text": "whisper-1@OpenAI",
     "tts": "tts-1@OpenAI",
 }
-TOOLS = [{"type": "function", "function": {
-    "name": "search_docs", "description": "Search the documentation.",
-    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the documentation.",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        },
+    }
+]
 
 
 def tiny_png() -> bytes:
     """A valid 1x1 red PNG."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def small_wav() -> bytes:
@@ -63,8 +84,13 @@ def small_wav() -> bytes:
 def types_worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker for the whole module, on the five non-embedding queues (an empty broker first)."""
     empty_broker(stack.redis_url)
-    worker = start_worker(stack, tmp_path_factory.mktemp("types-worker"),
-                          queues="chat,rerank,image2text,speech2text,tts", pool="threads", concurrency=4)
+    worker = start_worker(
+        stack,
+        tmp_path_factory.mktemp("types-worker"),
+        queues="chat,rerank,image2text,speech2text,tts",
+        pool="threads",
+        concurrency=4,
+    )
     yield worker
     worker.stop()
     assert KEY not in worker.log_text(), "the API key reached the worker's log"
@@ -105,22 +131,35 @@ def used_tokens(tenant: str, model_type: str) -> int:
     from models.tables import tenant_llm
 
     with session_scope() as s:
-        return s.execute(select(tenant_llm.c.used_tokens).where(
-            tenant_llm.c.tenant_id == tenant, tenant_llm.c.model_type == model_type)).scalar_one()
+        return s.execute(
+            select(tenant_llm.c.used_tokens).where(
+                tenant_llm.c.tenant_id == tenant, tenant_llm.c.model_type == model_type
+            )
+        ).scalar_one()
 
 
-def test_chat_items_each_get_the_fake_reply_and_a_usage_row(types_worker: Worker, tenant: str,
-                                                           fake_provider: FakeProvider) -> None:
+def test_chat_items_each_get_the_fake_reply_and_a_usage_row(
+    types_worker: Worker, tenant: str, fake_provider: FakeProvider
+) -> None:
     """Three chat items (one with a system prompt) each succeed with the fake's reply; each call
     writes one usage row with the prompt and completion tokens the fake reported."""
     conversations = [
         ("c1", None, [{"role": "user", "content": "hello there"}]),
         ("c2", "Answer briefly.", [{"role": "user", "content": "what is a queue"}]),
-        ("c3", None, [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
-                      {"role": "user", "content": "and the second question"}]),
+        (
+            "c3",
+            None,
+            [
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "and the second question"},
+            ],
+        ),
     ]
-    items = [ItemRow(cid, payload={"messages": msgs, **({"system": system} if system else {})})
-             for cid, system, msgs in conversations]
+    items = [
+        ItemRow(cid, payload={"messages": msgs, **({"system": system} if system else {})})
+        for cid, system, msgs in conversations
+    ]
     final, results = run_job(tenant, "chat", items)
     assert final["status"] == "succeeded", final
     assert [r.custom_id for r in results] == ["c1", "c2", "c3"]
@@ -130,8 +169,12 @@ def test_chat_items_each_get_the_fake_reply_and_a_usage_row(types_worker: Worker
         usage = result.result.pop("usage")
         assert result.result == {"text": reply, "tool_calls": [], "finish_reason": "stop"}
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
-        expected_prompt.append((fake_tokens([system, *(m["content"] for m in msgs)] if system
-                                            else [m["content"] for m in msgs]), fake_tokens([reply])))
+        expected_prompt.append(
+            (
+                fake_tokens([system, *(m["content"] for m in msgs)] if system else [m["content"] for m in msgs]),
+                fake_tokens([reply]),
+            )
+        )
     rows = usage_rows(final["id"])
     assert sorted((r.prompt_tokens, r.completion_tokens) for r in rows) == sorted(expected_prompt)
     assert all(r.model == MODELS["chat"] and r.model_type == "chat" and not r.estimated for r in rows)
@@ -154,7 +197,8 @@ def test_chat_with_tools_returns_the_parsed_tool_call(types_worker: Worker, tena
 
 
 def test_a_refused_chat_item_fails_with_refusal_keeping_its_text_and_usage(
-        types_worker: Worker, tenant: str, fake_provider: FakeProvider) -> None:
+    types_worker: Worker, tenant: str, fake_provider: FakeProvider
+) -> None:
     """OpenAI answers a refusal as a 200 with ``message.refusal`` and finish reason ``stop``. The
     refused item is not a success: it fails with REFUSAL (the refusal as its message), its result
     keeps the refusal and says finish reason ``refusal``, the job is ``partial`` beside an answered
@@ -201,8 +245,11 @@ def test_rerank_scores_documents_in_their_order(types_worker: Worker, tenant: st
     assert result.result["scores"] == pytest.approx([fake_score(query, d) for d in docs], abs=1e-6)
     assert result.result["scores"][0] > result.result["scores"][2] > result.result["scores"][1]
     (row,) = usage_rows(final["id"])
-    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (fake_tokens([query, *docs]), 0,
-                                                                            fake_tokens([query, *docs]))
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (
+        fake_tokens([query, *docs]),
+        0,
+        fake_tokens([query, *docs]),
+    )
 
 
 def test_image2text_describes_the_png(types_worker: Worker, tenant: str, fake_provider: FakeProvider) -> None:
@@ -210,8 +257,9 @@ def test_image2text_describes_the_png(types_worker: Worker, tenant: str, fake_pr
     (which names the image's type and size) is the result."""
     png = tiny_png()
     prompt = "what is in this picture"
-    final, (result,) = run_job(tenant, "image2text",
-                               [ItemRow("img", blob=png, payload={"prompt": prompt, "mime_type": "image/png"})])
+    final, (result,) = run_job(
+        tenant, "image2text", [ItemRow("img", blob=png, payload={"prompt": prompt, "mime_type": "image/png"})]
+    )
     assert final["status"] == "succeeded", final
     assert result.result == {"text": f"You said: {prompt} [image image/png {len(png)} bytes]"}
     (row,) = usage_rows(final["id"])
@@ -235,8 +283,9 @@ def test_tts_stores_the_audio_bytes(types_worker: Worker, tenant: str) -> None:
     """TTS output lands in ``result_blob`` byte for byte with its content type; the provider
     reports no usage, so the ledger holds an estimate flagged ``estimated``."""
     text = "Hello from the speech queue."
-    final, (mp3, wav) = run_job(tenant, "tts", [ItemRow("a", text=text),
-                                                 ItemRow("b", text=text + " Again.", payload={"format": "wav"})])
+    final, (mp3, wav) = run_job(
+        tenant, "tts", [ItemRow("a", text=text), ItemRow("b", text=text + " Again.", payload={"format": "wav"})]
+    )
     assert final["status"] == "succeeded", final
     assert mp3.result_blob == fake_audio(text) and mp3.result == {"content_type": "audio/mpeg"}
     assert wav.result_blob == fake_audio(text + " Again.") and wav.result == {"content_type": "audio/wav"}
@@ -248,16 +297,23 @@ def test_tts_stores_the_audio_bytes(types_worker: Worker, tenant: str) -> None:
 @pytest.mark.parametrize(
     ("model_type", "item", "needle"),
     [
-        ("chat", ItemRow("no-msgs", payload={"gen_conf": {"temperature": 0}}), "chat needs \"messages\""),
-        ("chat", ItemRow("empty-msgs", payload={"messages": []}), "chat needs \"messages\""),
-        ("rerank", ItemRow("no-docs", payload={"query": "q"}), "rerank needs \"documents\""),
-        ("rerank", ItemRow("no-query", payload={"documents": ["d"]}), "rerank needs a non-empty \"query\""),
+        ("chat", ItemRow("no-msgs", payload={"gen_conf": {"temperature": 0}}), 'chat needs "messages"'),
+        ("chat", ItemRow("empty-msgs", payload={"messages": []}), 'chat needs "messages"'),
+        ("rerank", ItemRow("no-docs", payload={"query": "q"}), 'rerank needs "documents"'),
+        ("rerank", ItemRow("no-query", payload={"documents": ["d"]}), 'rerank needs a non-empty "query"'),
         ("image2text", ItemRow("no-bytes", payload={"prompt": "describe"}), "image2text needs the image bytes"),
         ("speech2text", ItemRow("no-audio"), "speech2text needs the audio bytes"),
         ("tts", ItemRow("no-text", text="  "), "tts needs a non-empty text"),
     ],
-    ids=["chat-no-messages", "chat-empty-messages", "rerank-no-documents", "rerank-no-query",
-         "image2text-no-bytes", "speech2text-no-bytes", "tts-empty-text"],
+    ids=[
+        "chat-no-messages",
+        "chat-empty-messages",
+        "rerank-no-documents",
+        "rerank-no-query",
+        "image2text-no-bytes",
+        "speech2text-no-bytes",
+        "tts-empty-text",
+    ],
 )
 def test_bad_payloads_are_refused_at_submit(tenant: str, model_type: str, item: ItemRow, needle: str) -> None:
     """A malformed item is refused by ``submit`` with a message naming the item and what is

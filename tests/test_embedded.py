@@ -1,5 +1,6 @@
 """The embedded default: no Redis, no Postgres, no API key. SQLite tables and kombu's
 SQLAlchemy transport on a SQLite file, both in MODELYARD_DATA_DIR, with a real worker process."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,10 @@ def _run_worker(data_dir: Path, job_id: str, *pool: str) -> tuple[dict, Path]:
     with open(log, "wb") as fh:
         worker = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding", *pool, "-l", "info"],
-            cwd=ROOT, env=_embedded_env(data_dir), stdout=fh, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=_embedded_env(data_dir),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     try:
         return producer.wait(job_id, timeout=120, poll=0.2), log
@@ -59,8 +63,14 @@ def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fa
     upgrade(get_engine())
     with session_scope() as s:
         tenant = create_tenant(s, "embedded", defaults=False)
-        save_llm(s, tenant, "text-embedding-3-small@OpenAI", "embedding",
-                api_key="sk-test-valid-key-0001", api_base=fake_provider.base_url)
+        save_llm(
+            s,
+            tenant,
+            "text-embedding-3-small@OpenAI",
+            "embedding",
+            api_key="sk-test-valid-key-0001",
+            api_base=fake_provider.base_url,
+        )
     texts = [f"embedded text {i} about {i % 7}" for i in range(150)]
     job_id = producer.submit_embedding(tenant, "text-embedding-3-small@OpenAI", texts, chunk_size=16)
 
@@ -102,8 +112,12 @@ def test_demo_runs_with_no_server_and_prints_search_hits(tmp_path: Path) -> None
     """`modelyard demo`: the Builtin model embeds the docs corpus in a worker process, then
     similarity queries find relevant passages."""
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "demo"], cwd=ROOT, env=_embedded_env(tmp_path / "data"),
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "workers.cli", "demo"],
+        cwd=ROOT,
+        env=_embedded_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     corpus_line = next(line for line in proc.stderr.splitlines() if line.startswith("corpus:"))
@@ -115,8 +129,11 @@ def test_demo_runs_with_no_server_and_prints_search_hits(tmp_path: Path) -> None
     # Honest numbers: the job's tokens and the queries' are told apart, and add up to the ledger
     # (a fresh data dir: the ledger holds this run only); the solo worker says it runs one task at a time.
     said = " ".join(proc.stderr.split())  # rich wraps long lines at 80 columns
-    tokens = re.search(r"tokens: the job's ([\d,]+) \((\d+) chunk calls\) \+ the 4 search queries' ([\d,]+) "
-                       r"\(4 calls", said)
+    tokens = re.search(
+        r"tokens: the job's ([\d,]+) \((\d+) chunk calls\) \+ the 4 search queries' ([\d,]+) "
+        r"\(4 calls",
+        said,
+    )
     ledger = re.search(r"usage ledger[^:]*: [^:]*: (\d+) calls, ([\d,]+) tokens", said)
     assert tokens and ledger, said[-2000:]
     job_tokens, chunks, query_tokens = int(tokens[1].replace(",", "")), int(tokens[2]), int(tokens[3].replace(",", ""))

@@ -7,6 +7,7 @@ broker behind ``MODELYARD_FLOWER_BASIC_AUTH``; the worker and the job's tasks sh
 HTTP API; and what Flower shows its users -- every task's arguments -- holds chunk ids and release numbers only,
 never a tenant's API key.
 """
+
 from __future__ import annotations
 
 import ast
@@ -68,9 +69,14 @@ def flower(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator[Flower]
     log = tmp_path / "flower.log"
     env = {**os.environ, **stack.env, "MODELYARD_FLOWER_BASIC_AUTH": "%s:%s" % AUTH}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "flower", "--port", str(port),
-                                 "--address", "127.0.0.1"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "flower", "--port", str(port), "--address", "127.0.0.1"],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     fl = Flower(proc, f"http://127.0.0.1:{port}", log)
 
     def answers() -> bool:
@@ -107,7 +113,10 @@ def test_flower_requires_its_password(flower: Flower) -> None:
 
 
 def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
-    stack: Stack, flower: Flower, worker_factory, fake_provider,  # noqa: ANN001
+    stack: Stack,
+    flower: Flower,
+    worker_factory,
+    fake_provider,  # noqa: ANN001
 ) -> None:
     """A worker appears in ``/api/workers``; an embedding job's chunks appear in ``/api/tasks``
     as ``modelyard.embedding.run_chunk`` tasks whose arguments are a chunk id of that job and its release (1);
@@ -122,13 +131,16 @@ def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
         tenant = create_tenant(s, f"flower-{uuid.uuid4().hex[:8]}", defaults=False)
         save_llm(s, tenant, "text-embedding-3-small@OpenAI", "embedding", api_key=KEY, api_base=fake_provider.base_url)
 
-    workers = eventually(lambda: worker.name in flower.get("/api/workers?refresh=1").json()
-                         and flower.get("/api/workers").json(), f"{worker.name} did not appear in /api/workers",
-                         log=flower.log_text)
+    workers = eventually(
+        lambda: worker.name in flower.get("/api/workers?refresh=1").json() and flower.get("/api/workers").json(),
+        f"{worker.name} did not appear in /api/workers",
+        log=flower.log_text,
+    )
     assert KEY not in str(workers)
 
-    job_id = producer.submit_embedding(tenant, "text-embedding-3-small@OpenAI",
-                                       [f"flower text {i}" for i in range(6)], chunk_size=2)
+    job_id = producer.submit_embedding(
+        tenant, "text-embedding-3-small@OpenAI", [f"flower text {i}" for i in range(6)], chunk_size=2
+    )
     assert producer.wait(job_id, timeout=60, poll=0.2)["status"] == "succeeded"
     with session_scope() as s:
         chunk_ids = set(s.execute(select(job_chunks.c.id).where(job_chunks.c.job_id == job_id)).scalars())
@@ -139,8 +151,9 @@ def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
         done = [t for t in tasks if t.get("state") == "SUCCESS" and t.get("worker") == worker.name]
         return tasks if len(done) >= 3 else None
 
-    tasks = eventually(job_tasks, "the job's three tasks did not all show as succeeded in /api/tasks",
-                       log=flower.log_text)
+    tasks = eventually(
+        job_tasks, "the job's three tasks did not all show as succeeded in /api/tasks", log=flower.log_text
+    )
     shown_args = set()
     for task in tasks:
         args = ast.literal_eval(task["args"])

@@ -210,7 +210,10 @@ def test_gemini_2_0_gets_no_thought_signature() -> None:
     recorder = Recorder(httpx.Response(200, json=answer({"text": "ok"})))
     messages = [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "get_current_weather", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "function": {"name": "get_current_weather", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "[1, 2]"},
     ]
 
@@ -366,7 +369,10 @@ def test_stream_request_and_assembly() -> None:
 
 
 def test_stream_blocked_prompt_and_error_event() -> None:
-    blocked = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}}
+    blocked = {
+        "promptFeedback": {"blockReason": "SAFETY"},
+        "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4},
+    }
     recorder = Recorder(httpx.Response(200, content=sse(blocked)))
     with pytest.raises(ProviderError) as info:
         list(gemini("chat", recorder).chat_stream(None, [{"role": "user", "content": "x"}]))
@@ -438,6 +444,7 @@ def test_documents_and_queries_use_their_task_types() -> None:
 
     assert str(recorder.requests[0].url) == f"{BASE}/models/gemini-embedding-001:batchEmbedContents"
     assert recorder.requests[0].headers["x-goog-api-key"] == KEY
+
     def embed_request(text: str, task_type: str) -> dict[str, Any]:
         return {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": text}]}, "taskType": task_type}
 
@@ -449,7 +456,9 @@ def test_documents_and_queries_use_their_task_types() -> None:
     np.testing.assert_array_equal(docs.vectors, np.array([[0.1, -0.2, 0.3], [0.0, 1.0, 0.5]], "f4"))
     np.testing.assert_array_equal(query.vectors, np.array([[1.0, 0.0, 0.0]], "f4"))
     # Gemini reports no usage for embeddings
-    assert docs.usage.estimated and docs.usage.prompt_tokens == estimate_tokens("first text") + estimate_tokens("second")
+    assert docs.usage.estimated and docs.usage.prompt_tokens == estimate_tokens("first text") + estimate_tokens(
+        "second"
+    )
     assert query.usage.estimated
 
 
@@ -457,7 +466,11 @@ def test_embedding_usage_is_read_from_usage_metadata_when_reported() -> None:
     """gemini-embedding-2 reports ``usageMetadata.promptTokenCount`` beside the embeddings; an
     answer without it (gemini-embedding-001) is estimated."""
     reported = httpx.Response(
-        200, json={"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3, 0.4]}], "usageMetadata": {"promptTokenCount": 11}}
+        200,
+        json={
+            "embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3, 0.4]}],
+            "usageMetadata": {"promptTokenCount": 11},
+        },
     )
     recorder = Recorder(reported, embeddings([1.0, 0.0]))
     model = gemini("embedding", recorder, model="gemini-embedding-2")
@@ -487,7 +500,10 @@ def test_embedding_batches_of_100_and_count_mismatch() -> None:
 HELP = {
     "@type": "type.googleapis.com/google.rpc.Help",
     "links": [
-        {"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
     ],
 }
 QUOTA_TEXT = (
@@ -566,7 +582,9 @@ def test_zero_limit_and_depleted_credits_are_quota() -> None:
     assert classify(raised(zero, 429)) is ErrorCode.QUOTA
 
     depleted = google_error(
-        429, "RESOURCE_EXHAUSTED", "Your prepayment credits are depleted. Please go to AI Studio to manage your billing."
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Your prepayment credits are depleted. Please go to AI Studio to manage your billing.",
     )
     assert classify(raised(depleted, 429)) is ErrorCode.QUOTA
 
@@ -590,7 +608,12 @@ PLAN_QUOTA_429 = google_error(
     "https://ai.dev/rate-limit. ",
     {
         "@type": "type.googleapis.com/google.rpc.Help",
-        "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
+        "links": [
+            {
+                "description": "Learn more about Gemini API quotas",
+                "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+            }
+        ],
     },
 )
 
@@ -602,12 +625,16 @@ def test_resource_exhausted_without_quota_failure_is_decided_by_body_and_headers
     assert classify(raised(PLAN_QUOTA_429, 429)) is ErrorCode.QUOTA
     assert classify(raised(PLAN_QUOTA_429, 429, headers={"retry-after": "20"})) is ErrorCode.RATE_LIMIT
     with_retry_info = google_error(
-        429, "RESOURCE_EXHAUSTED", PLAN_QUOTA_429["error"]["message"],
+        429,
+        "RESOURCE_EXHAUSTED",
+        PLAN_QUOTA_429["error"]["message"],
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"},
     )
     assert classify(raised(with_retry_info, 429)) is ErrorCode.RATE_LIMIT
     vertex = google_error(
-        429, "RESOURCE_EXHAUSTED", "Resource exhausted. Please try again later. Please refer to "
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Resource exhausted. Please try again later. Please refer to "
         "https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details.",
     )
     assert classify(raised(vertex, 429)) is ErrorCode.RATE_LIMIT
@@ -661,8 +688,16 @@ def test_resource_exhausted_without_quota_failure_is_decided_by_body_and_headers
             google_error(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified\n"),
             ErrorCode.INVALID_REQUEST,
         ),
-        (403, google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."), ErrorCode.AUTHENTICATION),
-        (504, google_error(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."), ErrorCode.TIMEOUT),
+        (
+            403,
+            google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."),
+            ErrorCode.AUTHENTICATION,
+        ),
+        (
+            504,
+            google_error(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+            ErrorCode.TIMEOUT,
+        ),
     ],
 )
 def test_error_bodies_are_classified(status: int, body: dict[str, Any], expected: ErrorCode) -> None:

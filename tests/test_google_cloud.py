@@ -201,7 +201,9 @@ def test_stream_on_vertex(rsa_key: rsa.RSAPrivateKey) -> None:
         "/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     )
     assert recorder.last.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
-    assert [d.text for d in deltas] == ["Hi!", ""] and deltas[-1].usage is not None and deltas[-1].usage.total_tokens == 4
+    assert (
+        [d.text for d in deltas] == ["Hi!", ""] and deltas[-1].usage is not None and deltas[-1].usage.total_tokens == 4
+    )
 
 
 def test_image2text_on_vertex(rsa_key: rsa.RSAPrivateKey) -> None:
@@ -272,11 +274,17 @@ def test_401_forgets_the_token(rsa_key: rsa.RSAPrivateKey) -> None:
             "or other valid authentication credential.",
             "status": "UNAUTHENTICATED",
             "details": [
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_EXPIRED", "domain": "googleapis.com"}
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "ACCESS_TOKEN_EXPIRED",
+                    "domain": "googleapis.com",
+                }
             ],
         }
     }
-    recorder = Recorder(token_answer("ya29.old"), httpx.Response(401, json=expired), token_answer("ya29.new"), gemini_answer())
+    recorder = Recorder(
+        token_answer("ya29.old"), httpx.Response(401, json=expired), token_answer("ya29.new"), gemini_answer()
+    )
     model = vertex(recorder, key)
 
     with pytest.raises(ProviderError) as info:

@@ -4,6 +4,7 @@ item and the limit; nothing is written and nothing is sent; no error text carrie
 item's content; the Python API raises our own :class:`InvalidRequest` with the same line.
 A property-based test (hypothesis) then throws arbitrary texts, ids and payloads at submit.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,17 @@ def tenant(stack: Stack) -> tuple[str, str]:
     return tenant_id, name
 
 
-def cli(stack: Stack, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
-                          env={**os.environ, **stack.env, **(env or {})}, timeout=120)
+def cli(
+    stack: Stack, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, **stack.env, **(env or {})},
+        timeout=120,
+    )
 
 
 def one_line(proc: subprocess.CompletedProcess[bytes], *needles: str) -> str:
@@ -68,20 +77,50 @@ GOOD_JSONL = (json.dumps({"custom_id": "fine", "text": f"{OTHER} three"}) + "\n"
     [
         ("nul.txt", GOOD + b"before\x00after\n", ["nul.txt:3", "NUL", "U+0000"]),
         ("nul.jsonl", GOOD_JSONL + b'{"custom_id": "n", "text": "x\\u0000y"}\n', ["nul.jsonl:2", "'n'", "NUL"]),
-        ("surrogate.jsonl", GOOD_JSONL + b'{"custom_id": "s", "text": "x\\ud800y"}\n', ["surrogate.jsonl:2", "surrogate"]),
+        (
+            "surrogate.jsonl",
+            GOOD_JSONL + b'{"custom_id": "s", "text": "x\\ud800y"}\n',
+            ["surrogate.jsonl:2", "surrogate"],
+        ),
         ("latin1.txt", GOOD + "caf\u00e9\n".encode("latin-1"), ["latin1.txt:3", "not valid UTF-8"]),
         ("deep.jsonl", GOOD_JSONL + b"[" * 100_000 + b"]" * 100_000 + b"\n", ["deep.jsonl:2", "nested", "levels"]),
-        ("object-id.jsonl", GOOD_JSONL + b'{"custom_id": {"a": 1}, "text": "t"}\n', ["object-id.jsonl:2", "custom_id must be a string", "dict"]),
-        ("null-id.jsonl", GOOD_JSONL + b'{"custom_id": null, "text": "t"}\n', ["null-id.jsonl:2", "custom_id must be a string"]),
-        ("control-id.jsonl", GOOD_JSONL + b'{"custom_id": "a\\u001b[31m", "text": "t"}\n', ["control-id.jsonl:2", "U+001B", "control"]),
-        ("long-id.jsonl", GOOD_JSONL + json.dumps({"custom_id": "i" * 300, "text": "t"}).encode() + b"\n",
-         ["long-id.jsonl:2", "300 characters", "256", "MODELYARD_MAX_CUSTOM_ID_CHARS"]),
-        ("huge-line.txt", GOOD + b"w" * 5_000_000, ["huge-line.txt:3", "longer than 4,194,304 bytes", "MODELYARD_MAX_PAYLOAD_BYTES"]),
+        (
+            "object-id.jsonl",
+            GOOD_JSONL + b'{"custom_id": {"a": 1}, "text": "t"}\n',
+            ["object-id.jsonl:2", "custom_id must be a string", "dict"],
+        ),
+        (
+            "null-id.jsonl",
+            GOOD_JSONL + b'{"custom_id": null, "text": "t"}\n',
+            ["null-id.jsonl:2", "custom_id must be a string"],
+        ),
+        (
+            "control-id.jsonl",
+            GOOD_JSONL + b'{"custom_id": "a\\u001b[31m", "text": "t"}\n',
+            ["control-id.jsonl:2", "U+001B", "control"],
+        ),
+        (
+            "long-id.jsonl",
+            GOOD_JSONL + json.dumps({"custom_id": "i" * 300, "text": "t"}).encode() + b"\n",
+            ["long-id.jsonl:2", "300 characters", "256", "MODELYARD_MAX_CUSTOM_ID_CHARS"],
+        ),
+        (
+            "huge-line.txt",
+            GOOD + b"w" * 5_000_000,
+            ["huge-line.txt:3", "longer than 4,194,304 bytes", "MODELYARD_MAX_PAYLOAD_BYTES"],
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) and "." in v else None,
 )
-def test_cli_refuses_a_hostile_file(stack: Stack, tenant: tuple[str, str], unchanged: None, tmp_path: Path,
-                                    name: str, content: bytes, needles: list[str]) -> None:
+def test_cli_refuses_a_hostile_file(
+    stack: Stack,
+    tenant: tuple[str, str],
+    unchanged: None,
+    tmp_path: Path,
+    name: str,
+    content: bytes,
+    needles: list[str],
+) -> None:
     good = tmp_path / "good.txt"
     good.write_bytes(GOOD)
     path = tmp_path / name
@@ -98,19 +137,37 @@ def test_cli_refuses_a_hostile_file(stack: Stack, tenant: tuple[str, str], uncha
     ],
     ids=["nul", "invalid-utf8", "lone-surrogate"],
 )
-def test_cli_refuses_hostile_standard_input(stack: Stack, tenant: tuple[str, str], unchanged: None, stdin: bytes,
-                                            needles: list[str]) -> None:
+def test_cli_refuses_hostile_standard_input(
+    stack: Stack, tenant: tuple[str, str], unchanged: None, stdin: bytes, needles: list[str]
+) -> None:
     one_line(cli(stack, "embed", "--tenant", tenant[1], "--model", MODEL, "-", "--json", stdin=stdin), *needles)
 
 
 def test_cli_refuses_chunk_size_zero(stack: Stack, tenant: tuple[str, str], unchanged: None) -> None:
-    one_line(cli(stack, "embed", "--tenant", tenant[1], "--model", MODEL, "-", "--chunk-size", "0", stdin=GOOD),
-             "chunk size", "at least 1", "got 0")
+    one_line(
+        cli(stack, "embed", "--tenant", tenant[1], "--model", MODEL, "-", "--chunk-size", "0", stdin=GOOD),
+        "chunk size",
+        "at least 1",
+        "got 0",
+    )
 
 
 def test_the_line_limit_follows_its_setting(stack: Stack, tenant: tuple[str, str], unchanged: None) -> None:
-    one_line(cli(stack, "embed", "--tenant", tenant[1], "--model", MODEL, "-", stdin=GOOD + b"x" * 101 + b"\n",
-                 env={"MODELYARD_MAX_PAYLOAD_BYTES": "100"}), "stdin:3", "longer than 100 bytes")
+    one_line(
+        cli(
+            stack,
+            "embed",
+            "--tenant",
+            tenant[1],
+            "--model",
+            MODEL,
+            "-",
+            stdin=GOOD + b"x" * 101 + b"\n",
+            env={"MODELYARD_MAX_PAYLOAD_BYTES": "100"},
+        ),
+        "stdin:3",
+        "longer than 100 bytes",
+    )
 
 
 # --------------------------------------------------------------------------- the Python API
@@ -144,22 +201,53 @@ def api_refusal(tenant_id: str, model_type: str, items: list[Any], **kwargs: Any
         ("embedding", {"custom_id": 7, "text": "t"}, {}, ["item 2", "custom_id must be a string", "int"]),
         ("chat", chat("x" * 100_000), {}, ["item 2", "100,000 characters", "MODELYARD_MAX_CUSTOM_ID_CHARS"]),
         ("chat", chat(None), {}, ["item 2", "custom_id must be a string", "null"]),
-        ("chat", chat("big", "y" * 10_000_000), {}, ["item 'big'", "bytes", "4,194,304", "MODELYARD_MAX_PAYLOAD_BYTES"]),
+        (
+            "chat",
+            chat("big", "y" * 10_000_000),
+            {},
+            ["item 'big'", "bytes", "4,194,304", "MODELYARD_MAX_PAYLOAD_BYTES"],
+        ),
         ("chat", chat("raw", b"\x89PNG"), {}, ["item 'raw'", "payload.messages[0].content", "bytes"]),
-        ("chat", chat("nan", "t", gen_conf={"temperature": math.nan}), {}, ["item 'nan'", "gen_conf.temperature", "finite"]),
+        (
+            "chat",
+            chat("nan", "t", gen_conf={"temperature": math.nan}),
+            {},
+            ["item 'nan'", "gen_conf.temperature", "finite"],
+        ),
         ("chat", chat("set", "t", tools={"a", "b"}), {}, ["item 'set'", "payload.tools", "set"]),
         ("chat", chat("nul", "a\x00"), {}, ["item 'nul'", "payload.messages[0].content", "NUL"]),
-        ("chat", chat("deep", "t", gen_conf=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
-         {}, ["item 'deep'", "nested more than 32 levels", "MODELYARD_MAX_PAYLOAD_DEPTH"]),
+        (
+            "chat",
+            chat("deep", "t", gen_conf=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
+            {},
+            ["item 'deep'", "nested more than 32 levels", "MODELYARD_MAX_PAYLOAD_DEPTH"],
+        ),
         ("chat", chat("ctl\x07"), {}, ["item 2", "U+0007", "control"]),
     ],
-    ids=["emb-nul", "emb-surrogate", "emb-object-id", "emb-int-id", "chat-100k-id", "chat-none-id", "chat-10MB",
-         "chat-bytes", "chat-nan", "chat-set", "chat-nul", "chat-deep", "chat-control-id"],
+    ids=[
+        "emb-nul",
+        "emb-surrogate",
+        "emb-object-id",
+        "emb-int-id",
+        "chat-100k-id",
+        "chat-none-id",
+        "chat-10MB",
+        "chat-bytes",
+        "chat-nan",
+        "chat-set",
+        "chat-nul",
+        "chat-deep",
+        "chat-control-id",
+    ],
 )
-def test_api_refuses_hostile_items(tenant: tuple[str, str], unchanged: None, model_type: str, bad: Any,
-                                   kwargs: dict[str, Any], needles: list[str]) -> None:
-    good: list[Any] = ([f"{OTHER} a", f"{OTHER} b"] if model_type == "embedding"
-                       else [chat("g1", f"{OTHER} a"), chat("g2", f"{OTHER} b")])
+def test_api_refuses_hostile_items(
+    tenant: tuple[str, str], unchanged: None, model_type: str, bad: Any, kwargs: dict[str, Any], needles: list[str]
+) -> None:
+    good: list[Any] = (
+        [f"{OTHER} a", f"{OTHER} b"]
+        if model_type == "embedding"
+        else [chat("g1", f"{OTHER} a"), chat("g2", f"{OTHER} b")]
+    )
     message = api_refusal(tenant[0], model_type, [*good, bad], **kwargs)
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
@@ -190,8 +278,16 @@ def test_an_integrity_error_that_is_no_duplicate_is_not_called_one(stack: Stack,
 
     with pytest.raises(IntegrityError) as info, session_scope() as session:
         job_id = uuid.uuid4().hex[:16]
-        insert_job(session, job_id=job_id, tenant_id=tenant[0], tenant_llm_id=1, model_type="embedding", model=MODEL,
-                   options={}, idempotency_key=None)
+        insert_job(
+            session,
+            job_id=job_id,
+            tenant_id=tenant[0],
+            tenant_llm_id=1,
+            model_type="embedding",
+            model=MODEL,
+            options={},
+            idempotency_key=None,
+        )
         insert_items(session, job_id, [ItemRow("ok", text=f"{OTHER} x"), ItemRow(None, text="t")])  # type: ignore[arg-type]
     assert OTHER not in str(info.value)
     line = internal_error_line(info.value)
@@ -202,21 +298,32 @@ def test_an_integrity_error_that_is_no_duplicate_is_not_called_one(stack: Stack,
 
 _plain = st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), min_size=1, max_size=40)
 # A plain text with one of the characters PostgreSQL, UTF-8 or a terminal cannot take.
-_spiked = st.builds(lambda a, c, b: a + c + b, _plain, st.sampled_from(["\x00", "\ud800", "\udfff", "\x1b", "\x07"]),
-                    _plain)
-_json_leaf = st.none() | st.booleans() | st.integers(-1000, 1000) | _plain | st.one_of(
-    st.floats(), st.integers(), st.text(), _spiked, st.binary(max_size=4))  # the last group: mostly hostile
-_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                               max_size=3), max_leaves=12)
+_spiked = st.builds(
+    lambda a, c, b: a + c + b, _plain, st.sampled_from(["\x00", "\ud800", "\udfff", "\x1b", "\x07"]), _plain
+)
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-1000, 1000)
+    | _plain
+    | st.one_of(st.floats(), st.integers(), st.text(), _spiked, st.binary(max_size=4))
+)  # the last group: mostly hostile
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+)
 _ids = st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True) | st.one_of(
-    st.text(max_size=300), _spiked, st.integers(), st.none(), st.just("same"))
+    st.text(max_size=300), _spiked, st.integers(), st.none(), st.just("same")
+)
 _texts = _plain | st.text() | _spiked
 
 
 @st.composite
 def embedding_items(draw: st.DrawFn) -> list[Any]:
-    return draw(st.lists(st.one_of(_texts, st.fixed_dictionaries({"custom_id": _ids, "text": _texts})),
-                         min_size=0, max_size=5))
+    return draw(
+        st.lists(st.one_of(_texts, st.fixed_dictionaries({"custom_id": _ids, "text": _texts})), min_size=0, max_size=5)
+    )
 
 
 @st.composite
@@ -225,20 +332,35 @@ def chat_items(draw: st.DrawFn) -> list[Any]:
 
     def item() -> Any:
         content = _plain | _json
-        messages = draw(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": content}),
-                                 min_size=1, max_size=3) | _json)
-        return ItemRow(draw(_ids), text=draw(st.none() | _texts),
-                       payload={"messages": messages, "gen_conf": draw(st.just({}) | _json)})
+        messages = draw(
+            st.lists(
+                st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": content}),
+                min_size=1,
+                max_size=3,
+            )
+            | _json
+        )
+        return ItemRow(
+            draw(_ids),
+            text=draw(st.none() | _texts),
+            payload={"messages": messages, "gen_conf": draw(st.just({}) | _json)},
+        )
 
     return [item() for _ in range(draw(st.integers(0, 3)))]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
-@given(kind=st.sampled_from(["embedding", "chat"]), data=st.data(),
-       chunk_size=st.none() | st.integers(-2, 70), key=st.none() | _plain | st.text(max_size=300))
-def test_submit_gives_a_job_or_one_clean_refusal(stack: Stack, tenant: tuple[str, str], kind: str, data: st.DataObject,
-                                                 chunk_size: int | None, key: str | None) -> None:
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    kind=st.sampled_from(["embedding", "chat"]),
+    data=st.data(),
+    chunk_size=st.none() | st.integers(-2, 70),
+    key=st.none() | _plain | st.text(max_size=300),
+)
+def test_submit_gives_a_job_or_one_clean_refusal(
+    stack: Stack, tenant: tuple[str, str], kind: str, data: st.DataObject, chunk_size: int | None, key: str | None
+) -> None:
     from tasks import producer
 
     items = data.draw(embedding_items() if kind == "embedding" else chat_items())

@@ -1,6 +1,7 @@
 """Fast unit tests (no servers) for the pieces of tenant model management that need no
 database: base-URL checks, assembling a (multi-part) credential and its hint, the probe calls
 and their generated inputs, the order keys are tried in, and how refusals are reported."""
+
 from __future__ import annotations
 
 import io
@@ -60,60 +61,77 @@ def dns(settings_env: pytest.MonkeyPatch) -> list[str]:
         asked.append(host)
         if host not in DNS:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
-                 (a, 0, 0, 0) if ":" in a else (a, 0)) for a in DNS[host]]
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (a, 0, 0, 0) if ":" in a else (a, 0),
+            )
+            for a in DNS[host]
+        ]
 
     settings_env.setattr(base_url_module.socket, "getaddrinfo", getaddrinfo)
     return asked
 
 
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest/meta-data",
-    "http://169.254.0.1:8080/v1",
-    "http://[fe80::1]/v1",
-    "http://[fe80::1%25eth0]/v1",
-    "http://[::ffff:169.254.169.254]/v1",  # IPv4-mapped IPv6
-    "http://[::ffff:a9fe:a9fe]/v1",  # the same, in hex
-    "http://100.100.100.200/v1",  # Alibaba Cloud's metadata service
-    "http://[fd00:ec2::254]/v1",  # AWS's IPv6 one
-    "http://rebind.example.com/v1",  # a name with one link-local address among others
-    "http://v6-link-local.example.com/v1",  # an IPv6 link-local address with a scope id
-    "http://mapped.example.com/v1",
-    "http://alibaba.example.com/v1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://169.254.0.1:8080/v1",
+        "http://[fe80::1]/v1",
+        "http://[fe80::1%25eth0]/v1",
+        "http://[::ffff:169.254.169.254]/v1",  # IPv4-mapped IPv6
+        "http://[::ffff:a9fe:a9fe]/v1",  # the same, in hex
+        "http://100.100.100.200/v1",  # Alibaba Cloud's metadata service
+        "http://[fd00:ec2::254]/v1",  # AWS's IPv6 one
+        "http://rebind.example.com/v1",  # a name with one link-local address among others
+        "http://v6-link-local.example.com/v1",  # an IPv6 link-local address with a scope id
+        "http://mapped.example.com/v1",
+        "http://alibaba.example.com/v1",
+    ],
+)
 def test_link_local_and_metadata_addresses_are_refused(dns: list[str], url: str) -> None:
     with pytest.raises(InvalidRequest, match="link-local or cloud metadata address.*MODELYARD_ALLOW_LINK_LOCAL"):
         check_base_url(url)
 
 
-@pytest.mark.parametrize("url", [
-    "http://metadata.google.internal/computeMetadata/v1",
-    "http://METADATA.Google.Internal./v1",  # case and a trailing dot change nothing
-    "http://metadata/v1",
-    "http://metadata.goog/v1",
-    "http://instance-data/latest",
-    "http://instance-data.ec2.internal/latest",
-    "https://metadata.azure.com/v1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://metadata.google.internal/computeMetadata/v1",
+        "http://METADATA.Google.Internal./v1",  # case and a trailing dot change nothing
+        "http://metadata/v1",
+        "http://metadata.goog/v1",
+        "http://instance-data/latest",
+        "http://instance-data.ec2.internal/latest",
+        "https://metadata.azure.com/v1",
+    ],
+)
 def test_metadata_service_names_are_refused_even_when_they_do_not_resolve(dns: list[str], url: str) -> None:
     with pytest.raises(InvalidRequest, match="cloud metadata service"):
         check_base_url(url)
     assert dns == []  # refused by name, before any lookup
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("https://api.example.com/v1/", "https://api.example.com/v1"),
-    ("  https://api.example.com/v1  ", "https://api.example.com/v1"),
-    ("http://localhost:11434/v1", "http://localhost:11434/v1"),  # loopback: local model servers
-    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
-    ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
-    ("http://10.1.2.3/v1", "http://10.1.2.3/v1"),  # private networks too
-    ("http://192.168.1.10:11434", "http://192.168.1.10:11434"),
-    ("http://ollama.internal:11434", "http://ollama.internal:11434"),
-    ("http://no-such-host.invalid/v1", "http://no-such-host.invalid/v1"),  # the key check reports it
-    ("", ""),
-    ("   ", ""),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.example.com/v1/", "https://api.example.com/v1"),
+        ("  https://api.example.com/v1  ", "https://api.example.com/v1"),
+        ("http://localhost:11434/v1", "http://localhost:11434/v1"),  # loopback: local model servers
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+        ("http://10.1.2.3/v1", "http://10.1.2.3/v1"),  # private networks too
+        ("http://192.168.1.10:11434", "http://192.168.1.10:11434"),
+        ("http://ollama.internal:11434", "http://ollama.internal:11434"),
+        ("http://no-such-host.invalid/v1", "http://no-such-host.invalid/v1"),  # the key check reports it
+        ("", ""),
+        ("   ", ""),
+    ],
+)
 def test_ordinary_base_urls_are_kept_without_a_trailing_slash(dns: list[str], url: str, expected: str) -> None:
     assert check_base_url(url) == expected
 
@@ -125,24 +143,28 @@ def test_a_name_is_checked_as_it_resolves(dns: list[str]) -> None:
         check_base_url("https://rebind.example.com/v1")
 
 
-@pytest.mark.parametrize(("url", "needle"), [
-    ("ftp://example.com/v1", "got ftp scheme"),
-    ("file:///etc/passwd", "got file scheme"),
-    ("gopher://127.0.0.1:6379/_FLUSHALL", "got gopher scheme"),
-    ("api.example.com/v1", "got no scheme"),
-    ("http:///v1", "no host"),
-    ("http://user:pw@api.example.com/v1", "user name or password"),
-    ("https://sk-secret@api.example.com/v1", "user name or password"),
-    ("http://[::1/v1", "not a valid URL"),
-    ("http://api.example.com:99999/v1", "not a valid URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("ftp://example.com/v1", "got ftp scheme"),
+        ("file:///etc/passwd", "got file scheme"),
+        ("gopher://127.0.0.1:6379/_FLUSHALL", "got gopher scheme"),
+        ("api.example.com/v1", "got no scheme"),
+        ("http:///v1", "no host"),
+        ("http://user:pw@api.example.com/v1", "user name or password"),
+        ("https://sk-secret@api.example.com/v1", "user name or password"),
+        ("http://[::1/v1", "not a valid URL"),
+        ("http://api.example.com:99999/v1", "not a valid URL"),
+    ],
+)
 def test_malformed_base_urls_are_refused_with_the_reason(dns: list[str], url: str, needle: str) -> None:
     with pytest.raises(InvalidRequest, match=needle):
         check_base_url(url)
 
 
-def test_the_setting_allows_link_local_and_metadata_hosts_but_nothing_else(dns: list[str],
-                                                                         settings_env: pytest.MonkeyPatch) -> None:
+def test_the_setting_allows_link_local_and_metadata_hosts_but_nothing_else(
+    dns: list[str], settings_env: pytest.MonkeyPatch
+) -> None:
     settings_env.setenv("MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS", "1")
     reset_settings()
     assert check_base_url("http://169.254.10.10/v1/") == "http://169.254.10.10/v1"
@@ -168,8 +190,12 @@ class KeyAndVersion(EmbeddingModel):  # Azure-OpenAI's shape
 
 class KeyPair(EmbeddingModel):  # a region first, then two secrets, none named api_key
     factories = ("PairCo",)
-    credential_fields = (CredentialField("region", secret=False), CredentialField("access_key"),
-                         CredentialField("secret_key"), CredentialField("session_token", required=False))
+    credential_fields = (
+        CredentialField("region", secret=False),
+        CredentialField("access_key"),
+        CredentialField("secret_key"),
+        CredentialField("session_token", required=False),
+    )
 
 
 def test_key_hint_shows_the_last_four_characters_of_a_long_key_only() -> None:
@@ -196,15 +222,19 @@ def test_api_key_fills_the_field_named_api_key() -> None:
     assert json.loads(stored) == {"api_key": KEY} and hint == "7a3f"
 
 
-@pytest.mark.parametrize(("api_key", "fields", "needle"), [
-    (KEY, {"api_key": KEY}, "takes named credentials, not --api-key"),  # given twice
-    (KEY, {"region": "eu"}, r"no credential field region; it takes api_key, api_version\?"),
-    (None, {"api_version": "2024-10-21"}, r"needs --field api_key \(it takes api_key, api_version\?\)"),
-    (None, {"api_key": ""}, "needs --field api_key"),  # empty is missing
-    (None, {}, "needs --field api_key"),
-])
-def test_named_fields_are_checked_before_anything_is_called(api_key: str | None, fields: dict[str, str],
-                                                            needle: str) -> None:
+@pytest.mark.parametrize(
+    ("api_key", "fields", "needle"),
+    [
+        (KEY, {"api_key": KEY}, "takes named credentials, not --api-key"),  # given twice
+        (KEY, {"region": "eu"}, r"no credential field region; it takes api_key, api_version\?"),
+        (None, {"api_version": "2024-10-21"}, r"needs --field api_key \(it takes api_key, api_version\?\)"),
+        (None, {"api_key": ""}, "needs --field api_key"),  # empty is missing
+        (None, {}, "needs --field api_key"),
+    ],
+)
+def test_named_fields_are_checked_before_anything_is_called(
+    api_key: str | None, fields: dict[str, str], needle: str
+) -> None:
     with pytest.raises(InvalidRequest, match=needle):
         assemble_key(KeyAndVersion, api_key, fields)
 
@@ -232,9 +262,9 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     chunks, pos = [], 8
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, f"bad CRC on {kind!r}"
         chunks.append((kind, body))
         pos += 12 + length
@@ -250,7 +280,7 @@ def test_tiny_png_is_a_valid_png(size: int) -> None:
     assert struct.unpack(">IIBBBBB", chunks[0][1]) == (size, size, 8, 2, 0, 0, 0)
     raw = zlib.decompress(chunks[1][1])
     assert len(raw) == size * (1 + 3 * size)
-    rows = [raw[i * (1 + 3 * size):(i + 1) * (1 + 3 * size)] for i in range(size)]
+    rows = [raw[i * (1 + 3 * size) : (i + 1) * (1 + 3 * size)] for i in range(size)]
     assert all(row[0] == 0 for row in rows)  # filter type None on every scanline
 
 
@@ -273,6 +303,7 @@ class Spy:
         def method(*args: Any) -> Any:
             self.calls.append((name, args))
             return SimpleNamespace(usage=Usage(3, 1, 4))
+
         return method
 
 
@@ -301,11 +332,21 @@ def test_each_type_is_probed_with_its_cheapest_real_call() -> None:
 def test_the_cheapest_types_are_probed_first() -> None:
     assert sorted(PROBE_ORDER) == sorted(MODEL_TYPES) and PROBE_ORDER[0] == "embedding"
     assert PROBE_ORDER.index("chat") < min(PROBE_ORDER.index(t) for t in ("image2text", "tts", "speech2text"))
-    candidates = [("c1", "chat"), ("x", "video"), ("s", "speech2text"), ("e1", "embedding"), ("i", "image2text"),
-                  ("c2", "chat"), ("r", "rerank"), ("e2", "embedding"), ("t", "tts")]
+    candidates = [
+        ("c1", "chat"),
+        ("x", "video"),
+        ("s", "speech2text"),
+        ("e1", "embedding"),
+        ("i", "image2text"),
+        ("c2", "chat"),
+        ("r", "rerank"),
+        ("e2", "embedding"),
+        ("t", "tts"),
+    ]
     ordered = by_probe_cost(candidates)
-    assert [t for _, t in ordered] == sorted((t for _, t in candidates),
-                                             key=lambda t: PROBE_ORDER.index(t) if t in PROBE_ORDER else 99)
+    assert [t for _, t in ordered] == sorted(
+        (t for _, t in candidates), key=lambda t: PROBE_ORDER.index(t) if t in PROBE_ORDER else 99
+    )
     assert ordered[:2] == [("e1", "embedding"), ("e2", "embedding")]  # stable within a type
     assert ordered[-1] == ("x", "video")  # an unknown type goes last
 
@@ -315,14 +356,34 @@ def test_the_cheapest_types_are_probed_first() -> None:
 
 # How the wire says each outcome, as an OpenAI-compatible server (or the network) says it.
 WIRE_ANSWERS: dict[str, Any] = {
-    "AUTHENTICATION": (401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                       "code": "invalid_api_key"}}),
-    "MODEL": (404, {"error": {"message": "The model does not exist", "type": "invalid_request_error",
-                              "code": "model_not_found"}}),
-    "RATE_LIMIT": (429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
-                                   "code": "rate_limit_exceeded"}}),
-    "QUOTA": (429, {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
-                              "code": "insufficient_quota"}}),
+    "AUTHENTICATION": (
+        401,
+        {
+            "error": {
+                "message": "Incorrect API key provided",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        },
+    ),
+    "MODEL": (
+        404,
+        {"error": {"message": "The model does not exist", "type": "invalid_request_error", "code": "model_not_found"}},
+    ),
+    "RATE_LIMIT": (
+        429,
+        {"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}},
+    ),
+    "QUOTA": (
+        429,
+        {
+            "error": {
+                "message": "You exceeded your current quota",
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+            }
+        },
+    ),
     "SERVER": (500, {"error": {"message": "The server had an error", "type": "server_error"}}),
     "INVALID_REQUEST": (400, {"error": {"message": "Invalid 'input'", "type": "invalid_request_error"}}),
     "CONNECTION": httpx.ConnectError("connection refused"),
@@ -354,23 +415,31 @@ def scripted(codes: dict[str, str | None]) -> tuple[httpx.Client, list[str]]:
 CANDIDATES = [("a", "embedding"), ("b", "embedding"), ("c", "chat"), ("d", "chat")]
 
 
-@pytest.mark.parametrize(("codes", "tried", "not_tried"), [
-    ({"a": None, "b": None, "c": None, "d": None}, "a", ""),  # the first that passes ends it
-    ({"a": "MODEL", "b": "INVALID_REQUEST", "c": None, "d": None}, "abc", ""),  # a model's own refusal: go on
-    ({"a": "AUTHENTICATION", "b": None, "c": None, "d": None}, "a", "bcd"),  # the key refused: the rest would be too
-    ({"a": "RATE_LIMIT", "b": None, "c": None, "d": None}, "ab", ""),  # a busy model says nothing of the rest
-    ({"a": "SERVER", "b": "QUOTA", "c": "INVALID_REQUEST", "d": "AUTHENTICATION"}, "abcd", ""),
-    ({"a": "CONNECTION", "b": None, "c": None, "d": None}, "a", "bcd"),  # nobody answers: stop calling
-    ({"a": "MODEL", "b": "TIMEOUT", "c": None, "d": None}, "ab", "cd"),
-])
+@pytest.mark.parametrize(
+    ("codes", "tried", "not_tried"),
+    [
+        ({"a": None, "b": None, "c": None, "d": None}, "a", ""),  # the first that passes ends it
+        ({"a": "MODEL", "b": "INVALID_REQUEST", "c": None, "d": None}, "abc", ""),  # a model's own refusal: go on
+        (
+            {"a": "AUTHENTICATION", "b": None, "c": None, "d": None},
+            "a",
+            "bcd",
+        ),  # the key refused: the rest would be too
+        ({"a": "RATE_LIMIT", "b": None, "c": None, "d": None}, "ab", ""),  # a busy model says nothing of the rest
+        ({"a": "SERVER", "b": "QUOTA", "c": "INVALID_REQUEST", "d": "AUTHENTICATION"}, "abcd", ""),
+        ({"a": "CONNECTION", "b": None, "c": None, "d": None}, "a", "bcd"),  # nobody answers: stop calling
+        ({"a": "MODEL", "b": "TIMEOUT", "c": None, "d": None}, "ab", "cd"),
+    ],
+)
 def test_models_are_tried_until_one_accepts_and_not_after_the_provider_stops_answering(
-        codes: dict[str, str | None], tried: str, not_tried: str) -> None:
+    codes: dict[str, str | None], tried: str, not_tried: str
+) -> None:
     client, calls = scripted(codes)
     with client:
         outcomes = check_until_accepted("OpenAI", CANDIDATES, KEY, "https://api.example.com/v1", client=client)
     assert "".join(calls) == tried
     assert [o.model for o in outcomes] == [f"{n}@OpenAI" for n in tried + not_tried]
-    assert [o.code for o in outcomes[:len(tried)]] == [codes[n] for n in tried]  # each classified from the wire
+    assert [o.code for o in outcomes[: len(tried)]] == [codes[n] for n in tried]  # each classified from the wire
     skipped = [o for o in outcomes if o.code == "NOT_TRIED"]
     assert "".join(o.model[0] for o in skipped) == not_tried and not any(o.ok for o in skipped)
     assert outcomes[-1].ok == (not not_tried and codes[tried[-1]] is None)
@@ -385,19 +454,24 @@ def test_a_refused_key_stops_after_the_first_refusal_and_says_so() -> None:
     assert calls == ["a"]
     message = str(KeyRejected("no OpenAI model accepted it", outcomes))
     assert "AUTHENTICATION: " in message and KEY not in message
-    assert ("NOT_TRIED: skipped: the provider refused the key (AUTHENTICATION) on a@OpenAI "
-            "[b@OpenAI (embedding), c@OpenAI (chat), d@OpenAI (chat)]") in message
+    assert (
+        "NOT_TRIED: skipped: the provider refused the key (AUTHENTICATION) on a@OpenAI "
+        "[b@OpenAI (embedding), c@OpenAI (chat), d@OpenAI (chat)]"
+    ) in message
 
 
 def test_a_refusal_names_each_distinct_error_once_with_at_most_three_models() -> None:
-    refused = [ProbeOutcome(f"m{i}@Co", "chat", False, "AUTHENTICATION", "Incorrect API key provided")
-               for i in range(40)]
+    refused = [
+        ProbeOutcome(f"m{i}@Co", "chat", False, "AUTHENTICATION", "Incorrect API key provided") for i in range(40)
+    ]
     other = ProbeOutcome("big@Co", "embedding", False, "MODEL", "no such model")
     exc = KeyRejected("no Co model accepted it", [refused[0], other, *refused[1:]])
     message = str(exc)
     assert message.startswith("the key was not saved: no Co model accepted it: ")
     assert message.count("Incorrect API key provided") == 1 and message.count("@Co") == 4
-    assert "AUTHENTICATION: Incorrect API key provided [m0@Co (chat), m1@Co (chat), m2@Co (chat) and 37 more]" in message
+    assert (
+        "AUTHENTICATION: Incorrect API key provided [m0@Co (chat), m1@Co (chat), m2@Co (chat) and 37 more]" in message
+    )
     assert "MODEL: no such model [big@Co (embedding)]" in message
     assert exc.outcomes[1] == other and len(exc.outcomes) == 41
     # the same code with another message is another entry
@@ -407,13 +481,34 @@ def test_a_refusal_names_each_distinct_error_once_with_at_most_three_models() ->
 
 def test_try_model_classifies_and_scrubs_what_the_provider_says(settings_env: pytest.MonkeyPatch) -> None:
     answers = [
-        httpx.Response(401, json={"error": {"message": f"Incorrect API key provided: {KEY}.",
-                                            "type": "invalid_request_error", "code": "invalid_api_key"}}),
-        httpx.Response(429, json={"error": {"message": "You exceeded your current quota",
-                                            "type": "insufficient_quota", "code": "insufficient_quota"}}),
-        httpx.Response(200, json={"object": "list", "data": [{"object": "embedding", "index": 0,
-                                                              "embedding": [0.1, 0.2]}],
-                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+        httpx.Response(
+            401,
+            json={
+                "error": {
+                    "message": f"Incorrect API key provided: {KEY}.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        ),
+        httpx.Response(
+            429,
+            json={
+                "error": {
+                    "message": "You exceeded your current quota",
+                    "type": "insufficient_quota",
+                    "code": "insufficient_quota",
+                }
+            },
+        ),
+        httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            },
+        ),
     ]
     seen: list[httpx.Request] = []
 
@@ -422,6 +517,7 @@ def test_try_model_classifies_and_scrubs_what_the_provider_says(settings_env: py
         return answers.pop(0)
 
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+
         def attempt() -> ProbeOutcome:
             return try_model(client, "OpenAI", "text-embedding-3-small", "embedding", KEY, "https://api.example.com/v1")
 
@@ -439,6 +535,7 @@ def test_try_model_classifies_and_scrubs_what_the_provider_says(settings_env: py
 def test_try_model_scrubs_a_failure_that_is_not_a_provider_error() -> None:
     """Not every failure is a ProviderError scrubbed by the HTTP layer: a transport failing with
     the key in its text (a proxy bug, say) is classified and scrubbed here."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         raise RuntimeError(f"proxy could not forward {request.headers['authorization']}")
 

@@ -1,6 +1,7 @@
 """The fleet-wide limiter's decisions, the same scenarios against each store: the Redis script
 (real Redis, Redis's clock) and the database (real Postgres, this host's clock). The two are
 one algorithm written twice (Python and Lua); these tests hold them equal."""
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,15 @@ def bucket() -> str:
     return uuid.uuid4().hex
 
 
-def _take(store: Limiter, bucket: str, limits: Limits, cost: Cost = Cost(), holder: str = "h", max_wait: float = 1.0,
-          slot_ttl: float = 30.0):  # noqa: ANN202
+def _take(
+    store: Limiter,
+    bucket: str,
+    limits: Limits,
+    cost: Cost = Cost(),
+    holder: str = "h",
+    max_wait: float = 1.0,
+    slot_ttl: float = 30.0,
+):  # noqa: ANN202
     return store.acquire(bucket, limits, cost, holder, max_wait=max_wait, slot_ttl=slot_ttl)
 
 

@@ -2,6 +2,7 @@
 test stack's Postgres: keys tested before they are saved (valid, wrong -> 401, quota, provider
 down, a provider that echoes the key), named multi-part credentials, base-URL checks, delete
 factory, ``llm list``, ``my-llms --details``, new-tenant defaults and key rotation."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,18 @@ OTHER_KEY = "sk-test-wrong-key-9999"
 EMBED = "text-embedding-3-small@OpenAI"
 
 
-def cli(stack: Stack, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **stack.env, **(env or {})})
+def cli(
+    stack: Stack, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **stack.env, **(env or {})},
+    )
 
 
 def new_tenant(stack: Stack, *extra: str, env: dict[str, str] | None = None) -> str:
@@ -43,8 +53,7 @@ def rows_of(tenant: str) -> list[Any]:
 
     with session_scope() as s:
         tenant_id = s.execute(select(tenants.c.id).where(tenants.c.name == tenant)).scalar_one()
-        return s.execute(select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id)
-                         .order_by(tenant_llm.c.id)).all()
+        return s.execute(select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id).order_by(tenant_llm.c.id)).all()
 
 
 def openai_rows(tenant: str) -> list[Any]:
@@ -61,18 +70,47 @@ def closed_port() -> int:
 
 
 def test_keys_set_tests_the_key_on_the_cheapest_model_then_saves_it_for_every_catalog_model(
-        stack: Stack, fake_provider: FakeProvider) -> None:
+    stack: Stack, fake_provider: FakeProvider
+) -> None:
     from conf.catalog import load_catalog
     from models import crypto
     from providers.registry import supported
 
     tenant = new_tenant(stack)
     # A model of the factory configured before (not in the catalog, another key) gets the new key too.
-    ok_json(cli(stack, "llm", "add", "--tenant", tenant, "--model", "my-finetune@OpenAI", "--type", "chat",
-                "--api-key", OTHER_KEY, "--skip-check", "--json"))
+    ok_json(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            tenant,
+            "--model",
+            "my-finetune@OpenAI",
+            "--type",
+            "chat",
+            "--api-key",
+            OTHER_KEY,
+            "--skip-check",
+            "--json",
+        )
+    )
     (custom,) = openai_rows(tenant)
-    proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", "-",
-               "--base-url", fake_provider.base_url, "--json", stdin=KEY + "\n")
+    proc = cli(
+        stack,
+        "keys",
+        "set",
+        "--tenant",
+        tenant,
+        "--factory",
+        "OpenAI",
+        "--api-key",
+        "-",
+        "--base-url",
+        fake_provider.base_url,
+        "--json",
+        stdin=KEY + "\n",
+    )
     saved = ok_json(proc)
     assert KEY not in proc.stdout + proc.stderr
     # One call: the first embedding model passed, so no other model was tried.
@@ -108,8 +146,21 @@ def test_keys_set_tests_the_key_on_the_cheapest_model_then_saves_it_for_every_ca
     assert "Builtin" in listing  # the new-tenant default
 
     # --skip-check saves the key for every row without a call, and says it is unchecked
-    unchecked = ok_json(cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", OTHER_KEY,
-                            "--skip-check", "--json"))
+    unchecked = ok_json(
+        cli(
+            stack,
+            "keys",
+            "set",
+            "--tenant",
+            tenant,
+            "--factory",
+            "OpenAI",
+            "--api-key",
+            OTHER_KEY,
+            "--skip-check",
+            "--json",
+        )
+    )
     assert unchecked["checked_with"] is None and unchecked["key_state"] == "unchecked"
     assert len(fake_provider.calls) == 1
     rows = openai_rows(tenant)
@@ -121,19 +172,45 @@ def test_keys_set_keeps_looking_after_a_rate_limited_model(stack: Stack, fake_pr
     """A busy model says nothing about the key (nor about the provider answering): the next is tried."""
     tenant = new_tenant(stack)
     fake_provider.rate_limit(1, times=1)
-    saved = ok_json(cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
-                        "--base-url", fake_provider.base_url, "--json"))
+    saved = ok_json(
+        cli(
+            stack,
+            "keys",
+            "set",
+            "--tenant",
+            tenant,
+            "--factory",
+            "OpenAI",
+            "--api-key",
+            KEY,
+            "--base-url",
+            fake_provider.base_url,
+            "--json",
+        )
+    )
     assert [(c.route, c.status) for c in fake_provider.calls] == [("embeddings", 429), ("embeddings", 200)]
     assert saved["key_state"] == "valid" and saved["checked_with"] == f"{fake_provider.calls[1].model}@OpenAI"
 
 
 def test_keys_set_with_a_wrong_key_stops_at_the_first_refusal_and_saves_nothing(
-        stack: Stack, fake_provider: FakeProvider) -> None:
+    stack: Stack, fake_provider: FakeProvider
+) -> None:
     """A key the provider refuses (401) is refused by every model: one call, not one a model, and
     the line says the others were skipped and why."""
     tenant = new_tenant(stack)
-    proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", OTHER_KEY,
-               "--base-url", fake_provider.base_url)
+    proc = cli(
+        stack,
+        "keys",
+        "set",
+        "--tenant",
+        tenant,
+        "--factory",
+        "OpenAI",
+        "--api-key",
+        OTHER_KEY,
+        "--base-url",
+        fake_provider.base_url,
+    )
     line = assert_one_line_error(proc, 2, "the key was not saved", "AUTHENTICATION")
     assert OTHER_KEY not in line
     assert [c.status for c in fake_provider.calls] == [401]  # one call
@@ -146,16 +223,38 @@ def test_keys_set_with_a_wrong_key_stops_at_the_first_refusal_and_saves_nothing(
 def test_keys_set_with_quota_exhausted_saves_nothing(stack: Stack, fake_provider: FakeProvider) -> None:
     tenant = new_tenant(stack)
     fake_provider.quota(times=1000)
-    proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
-               "--base-url", fake_provider.base_url)
+    proc = cli(
+        stack,
+        "keys",
+        "set",
+        "--tenant",
+        tenant,
+        "--factory",
+        "OpenAI",
+        "--api-key",
+        KEY,
+        "--base-url",
+        fake_provider.base_url,
+    )
     assert_one_line_error(proc, 2, "QUOTA")
     assert openai_rows(tenant) == []
 
 
 def test_keys_set_with_the_provider_down_tries_once_and_saves_nothing(stack: Stack) -> None:
     tenant = new_tenant(stack)
-    proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
-               "--base-url", f"http://127.0.0.1:{closed_port()}/v1")
+    proc = cli(
+        stack,
+        "keys",
+        "set",
+        "--tenant",
+        tenant,
+        "--factory",
+        "OpenAI",
+        "--api-key",
+        KEY,
+        "--base-url",
+        f"http://127.0.0.1:{closed_port()}/v1",
+    )
     line = assert_one_line_error(proc, 2, "CONNECTION", "NOT_TRIED")
     # only the first model was called: the one CONNECTION entry names one model, every other is NOT_TRIED
     connection = next(part for part in line.split("; ") if "CONNECTION" in part)
@@ -166,19 +265,43 @@ def test_keys_set_with_the_provider_down_tries_once_and_saves_nothing(stack: Sta
 def test_a_provider_that_echoes_the_key_is_scrubbed_from_the_report(stack: Stack, fake_provider: FakeProvider) -> None:
     tenant = new_tenant(stack)
     fake_provider.echo_key_in_error(400, times=1000)
-    proc = cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
-               "--base-url", fake_provider.base_url)
+    proc = cli(
+        stack,
+        "keys",
+        "set",
+        "--tenant",
+        tenant,
+        "--factory",
+        "OpenAI",
+        "--api-key",
+        KEY,
+        "--base-url",
+        fake_provider.base_url,
+    )
     line = assert_one_line_error(proc, 2, "INVALID_REQUEST")
     assert fake_provider.calls and KEY not in line and "***" in line
 
 
 def test_llm_add_is_tested_too_and_a_refused_key_leaves_nothing(stack: Stack, fake_provider: FakeProvider) -> None:
     tenant = new_tenant(stack)
-    flags = ["--tenant", tenant, "--model", "gpt-4o-mini@OpenAI", "--type", "chat", "--base-url", fake_provider.base_url]
+    flags = [
+        "--tenant",
+        tenant,
+        "--model",
+        "gpt-4o-mini@OpenAI",
+        "--type",
+        "chat",
+        "--base-url",
+        fake_provider.base_url,
+    ]
     assert_one_line_error(cli(stack, "llm", "add", *flags), 2, "OpenAI needs an API key")  # no call without one
     assert fake_provider.calls == []
-    assert_one_line_error(cli(stack, "llm", "add", *flags, "--api-key", OTHER_KEY), 2,
-                          "gpt-4o-mini@OpenAI did not accept it", "AUTHENTICATION")
+    assert_one_line_error(
+        cli(stack, "llm", "add", *flags, "--api-key", OTHER_KEY),
+        2,
+        "gpt-4o-mini@OpenAI did not accept it",
+        "AUTHENTICATION",
+    )
     assert openai_rows(tenant) == []
     added = ok_json(cli(stack, "llm", "add", *flags, "--api-key", KEY, "--json"))
     assert added["key_state"] == "valid"
@@ -197,17 +320,44 @@ def test_multi_part_credentials_are_assembled_from_named_fields(stack: Stack, fa
     from models import crypto
 
     tenant = new_tenant(stack)
-    flags = ["--tenant", tenant, "--model", "my-embedding@Azure-OpenAI", "--type", "embedding",
-             "--base-url", fake_provider.url]
-    assert_one_line_error(cli(stack, "llm", "add", *flags, "--api-key", KEY, "--field", "region=eu"), 2,
-                          "no credential field region", "api_key, api_version?")
-    assert_one_line_error(cli(stack, "llm", "add", *flags, "--field", "api_version=2024-10-21"), 2, "needs --field api_key")
-    line = assert_one_line_error(cli(stack, "llm", "add", *flags, "--field", "sk-pasted-without-a-name"), 2,
-                                 "NAME=VALUE")
+    flags = [
+        "--tenant",
+        tenant,
+        "--model",
+        "my-embedding@Azure-OpenAI",
+        "--type",
+        "embedding",
+        "--base-url",
+        fake_provider.url,
+    ]
+    assert_one_line_error(
+        cli(stack, "llm", "add", *flags, "--api-key", KEY, "--field", "region=eu"),
+        2,
+        "no credential field region",
+        "api_key, api_version?",
+    )
+    assert_one_line_error(
+        cli(stack, "llm", "add", *flags, "--field", "api_version=2024-10-21"), 2, "needs --field api_key"
+    )
+    line = assert_one_line_error(
+        cli(stack, "llm", "add", *flags, "--field", "sk-pasted-without-a-name"), 2, "NAME=VALUE"
+    )
     assert "sk-pasted-without-a-name" not in line  # it may have been a secret
     assert fake_provider.calls == []
-    added = ok_json(cli(stack, "llm", "add", *flags, "--api-key", "-", "--field", "api_version=2024-10-21", "--json",
-                        stdin=KEY + "\n"))
+    added = ok_json(
+        cli(
+            stack,
+            "llm",
+            "add",
+            *flags,
+            "--api-key",
+            "-",
+            "--field",
+            "api_version=2024-10-21",
+            "--json",
+            stdin=KEY + "\n",
+        )
+    )
     assert added["key_state"] == "valid" and added["key_hint"] == KEY[-4:]
     (call,) = fake_provider.calls
     assert call.path == "/openai/deployments/my-embedding/embeddings?api-version=2024-10-21" and call.key == KEY
@@ -218,15 +368,36 @@ def test_multi_part_credentials_are_assembled_from_named_fields(stack: Stack, fa
 def test_a_service_account_json_is_read_from_a_file_and_stored_whole(stack: Stack, tmp_path: Path) -> None:
     from models import crypto
 
-    account = {"type": "service_account", "project_id": "p", "private_key_id": "k" * 40,
-               "private_key": "-----BEGIN PRIVATE KEY-----\n" + "A" * 2400 + "\n-----END PRIVATE KEY-----\n",
-               "client_email": "svc@p.iam.gserviceaccount.com", "token_uri": "https://oauth2.googleapis.com/token"}
+    account = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "k" * 40,
+        "private_key": "-----BEGIN PRIVATE KEY-----\n" + "A" * 2400 + "\n-----END PRIVATE KEY-----\n",
+        "client_email": "svc@p.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(account))
     tenant = new_tenant(stack)
-    proc = cli(stack, "llm", "add", "--tenant", tenant, "--model", "gemini-2.5-flash@Google Cloud", "--type", "chat",
-               "--field", "project_id=p", "--field", "region=us-central1", "--field", f"service_account_json=@{path}",
-               "--skip-check", "--json")
+    proc = cli(
+        stack,
+        "llm",
+        "add",
+        "--tenant",
+        tenant,
+        "--model",
+        "gemini-2.5-flash@Google Cloud",
+        "--type",
+        "chat",
+        "--field",
+        "project_id=p",
+        "--field",
+        "region=us-central1",
+        "--field",
+        f"service_account_json=@{path}",
+        "--skip-check",
+        "--json",
+    )
     added = ok_json(proc)
     assert "PRIVATE KEY" not in proc.stdout and added["has_key"]
     (row,) = [r for r in rows_of(tenant) if r.factory == "Google Cloud"]
@@ -237,27 +408,57 @@ def test_a_service_account_json_is_read_from_a_file_and_stored_whole(stack: Stac
 # --------------------------------------------------------------------------- base URL checks
 
 
-@pytest.mark.parametrize(("url", "needle"), [
-    ("http://169.254.169.254/latest/meta-data", "link-local"),
-    ("http://metadata.google.internal/v1", "metadata"),
-    ("http://[fe80::1]/v1", "link-local"),
-    ("http://100.100.100.200/v1", "metadata"),
-    ("ftp://example.com/v1", "http:// or https://"),
-    ("file:///etc/passwd", "http:// or https://"),
-    ("http://user:pw@example.com/v1", "user name or password"),
-])
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://metadata.google.internal/v1", "metadata"),
+        ("http://[fe80::1]/v1", "link-local"),
+        ("http://100.100.100.200/v1", "metadata"),
+        ("ftp://example.com/v1", "http:// or https://"),
+        ("file:///etc/passwd", "http:// or https://"),
+        ("http://user:pw@example.com/v1", "user name or password"),
+    ],
+)
 def test_dangerous_base_urls_are_refused_before_any_call(stack: Stack, url: str, needle: str) -> None:
     tenant = new_tenant(stack)
-    proc = cli(stack, "llm", "add", "--tenant", tenant, "--model", EMBED, "--type", "embedding", "--api-key", KEY,
-               "--base-url", url)
+    proc = cli(
+        stack,
+        "llm",
+        "add",
+        "--tenant",
+        tenant,
+        "--model",
+        EMBED,
+        "--type",
+        "embedding",
+        "--api-key",
+        KEY,
+        "--base-url",
+        url,
+    )
     assert_one_line_error(proc, 2, needle)
     assert openai_rows(tenant) == []
 
 
 def test_a_link_local_base_url_is_allowed_only_by_the_setting(stack: Stack) -> None:
     tenant = new_tenant(stack)
-    flags = ["llm", "add", "--tenant", tenant, "--model", EMBED, "--type", "embedding", "--api-key", KEY,
-             "--base-url", "http://169.254.10.10/v1", "--skip-check", "--json"]
+    flags = [
+        "llm",
+        "add",
+        "--tenant",
+        tenant,
+        "--model",
+        EMBED,
+        "--type",
+        "embedding",
+        "--api-key",
+        KEY,
+        "--base-url",
+        "http://169.254.10.10/v1",
+        "--skip-check",
+        "--json",
+    ]
     assert_one_line_error(cli(stack, *flags[:-1]), 2, "MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS")
     added = ok_json(cli(stack, *flags, env={"MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS": "1"}))
     assert added["api_base"] == "http://169.254.10.10/v1"
@@ -287,14 +488,44 @@ def test_delete_factory_list_and_defaults(stack: Stack, fake_provider: FakeProvi
 
     tenant = new_tenant(stack)
     assert [(r.factory, r.llm_name, r.model_type) for r in rows_of(tenant)] == [
-        ("Builtin", "all-MiniLM-L6-v2", "embedding")]
+        ("Builtin", "all-MiniLM-L6-v2", "embedding")
+    ]
     # Another tenant's model of the same factory: nothing below may touch it.
     other = new_tenant(stack)
-    ok_json(cli(stack, "llm", "add", "--tenant", other, "--model", "gpt-4o-mini@OpenAI", "--type", "chat",
-                "--api-key", OTHER_KEY, "--skip-check", "--json"))
+    ok_json(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            other,
+            "--model",
+            "gpt-4o-mini@OpenAI",
+            "--type",
+            "chat",
+            "--api-key",
+            OTHER_KEY,
+            "--skip-check",
+            "--json",
+        )
+    )
     (theirs,) = openai_rows(other)
-    ok_json(cli(stack, "keys", "set", "--tenant", tenant, "--factory", "OpenAI", "--api-key", KEY,
-                "--base-url", fake_provider.base_url, "--json"))
+    ok_json(
+        cli(
+            stack,
+            "keys",
+            "set",
+            "--tenant",
+            tenant,
+            "--factory",
+            "OpenAI",
+            "--api-key",
+            KEY,
+            "--base-url",
+            fake_provider.base_url,
+            "--json",
+        )
+    )
     assert openai_rows(other) == [theirs]
     ok_json(cli(stack, "llm", "disable", "--tenant", tenant, "--model", "gpt-4o@OpenAI", "--type", "chat", "--json"))
     set_row(tenant, "text-embedding-3-large", "embedding", key_state="invalid", key_error="AUTHENTICATION: revoked")
@@ -316,9 +547,17 @@ def test_delete_factory_list_and_defaults(stack: Stack, fake_provider: FakeProvi
     unserved = next(r for r in everything if not r["supported"] and r["factory"] in have and r["factory"] != "OpenAI")
     assert unserved["type"] not in have[unserved["factory"]]
     with session_scope() as s:
-        s.execute(tenant_llm.insert().values(
-            tenant_id=theirs.tenant_id, factory=unserved["factory"], llm_name=unserved["model"].rsplit("@", 1)[0],
-            model_type=unserved["type"], status="enabled", key_state="valid", api_key_enc=theirs.api_key_enc))
+        s.execute(
+            tenant_llm.insert().values(
+                tenant_id=theirs.tenant_id,
+                factory=unserved["factory"],
+                llm_name=unserved["model"].rsplit("@", 1)[0],
+                model_type=unserved["type"],
+                status="enabled",
+                key_state="valid",
+                api_key_enc=theirs.api_key_enc,
+            )
+        )
     listed = ok_json(cli(stack, "llm", "list", "--tenant", other, "--json"))
     mine = {(r["model"], r["type"]): r["available"] for r in listed}
     assert mine[(unserved["model"], unserved["type"])] is False and mine[("gpt-4o-mini@OpenAI", "chat")] is True
@@ -331,8 +570,10 @@ def test_delete_factory_list_and_defaults(stack: Stack, fake_provider: FakeProvi
 
     # A defaults file of one's own: a keyed default is added when its key's variable is set, skipped otherwise.
     custom = tmp_path / "defaults.toml"
-    custom.write_text('[[model]]\ntype = "chat"\nmodel = "gpt-4o-mini@OpenAI"\napi_key_env = "MY_DEFAULT_KEY"\n'
-                      f'base_url = "{fake_provider.base_url}"\n')
+    custom.write_text(
+        '[[model]]\ntype = "chat"\nmodel = "gpt-4o-mini@OpenAI"\napi_key_env = "MY_DEFAULT_KEY"\n'
+        f'base_url = "{fake_provider.base_url}"\n'
+    )
     env = {"MODELYARD_TENANT_DEFAULTS": str(custom)}
     assert rows_of(new_tenant(stack, env=env)) == []
     keyed = new_tenant(stack, env={**env, "MY_DEFAULT_KEY": KEY})
@@ -341,8 +582,13 @@ def test_delete_factory_list_and_defaults(stack: Stack, fake_provider: FakeProvi
     custom.write_text("[[model]]\ntype = \n")
     assert_one_line_error(cli(stack, "tenant", "create", "broken-defaults", env=env), 1, "MODELYARD_TENANT_DEFAULTS")
     custom.write_text('[[model]]\ntype = "chat"\nmodel = "mineru@MinerU"\n')  # a factory no provider serves
-    assert_one_line_error(cli(stack, "tenant", "create", "unserved-defaults", env=env), 1,
-                          "MODELYARD_TENANT_DEFAULTS", "mineru@MinerU", "MinerU")
+    assert_one_line_error(
+        cli(stack, "tenant", "create", "unserved-defaults", env=env),
+        1,
+        "MODELYARD_TENANT_DEFAULTS",
+        "mineru@MinerU",
+        "MinerU",
+    )
 
 
 # --------------------------------------------------------------------------- rotation
@@ -356,13 +602,42 @@ def test_keys_rotate_re_encrypts_under_the_newest_secret_and_back(stack: Stack, 
     k1 = stack.env["MODELYARD_SECRET_KEY"]
     k2 = Fernet.generate_key().decode()
     tenant = new_tenant(stack)
-    ok_json(cli(stack, "llm", "add", "--tenant", tenant, "--model", EMBED, "--type", "embedding", "--api-key", KEY,
-                "--base-url", fake_provider.base_url, "--json"))
+    ok_json(
+        cli(
+            stack,
+            "llm",
+            "add",
+            "--tenant",
+            tenant,
+            "--model",
+            EMBED,
+            "--type",
+            "embedding",
+            "--api-key",
+            KEY,
+            "--base-url",
+            fake_provider.base_url,
+            "--json",
+        )
+    )
     (before,) = openai_rows(tenant)
     # Another tenant's key, saved once for all of a factory's models: its rows share one token.
     shared = new_tenant(stack)
-    ok_json(cli(stack, "keys", "set", "--tenant", shared, "--factory", "OpenAI", "--api-key", OTHER_KEY,
-                "--skip-check", "--json"))
+    ok_json(
+        cli(
+            stack,
+            "keys",
+            "set",
+            "--tenant",
+            shared,
+            "--factory",
+            "OpenAI",
+            "--api-key",
+            OTHER_KEY,
+            "--skip-check",
+            "--json",
+        )
+    )
     assert len({r.api_key_enc for r in openai_rows(shared)}) == 1
     try:
         report = ok_json(cli(stack, "keys", "rotate", "--json", env={"MODELYARD_SECRET_KEY": f"{k2},{k1}"}))
@@ -377,10 +652,15 @@ def test_keys_rotate_re_encrypts_under_the_newest_secret_and_back(stack: Stack, 
         assert again["rotated"] == 0 and again["current"] >= 1
 
         k3 = Fernet.generate_key().decode()
-        assert_one_line_error(cli(stack, "keys", "rotate", env={"MODELYARD_SECRET_KEY": k3}), 1,
-                              "MODELYARD_SECRET_KEY", "cannot be decrypted")
-        assert_one_line_error(cli(stack, "keys", "rotate", env={"MODELYARD_SECRET_KEY": "not-a-fernet-key"}), 1,
-                              "MODELYARD_SECRET_KEY")
+        assert_one_line_error(
+            cli(stack, "keys", "rotate", env={"MODELYARD_SECRET_KEY": k3}),
+            1,
+            "MODELYARD_SECRET_KEY",
+            "cannot be decrypted",
+        )
+        assert_one_line_error(
+            cli(stack, "keys", "rotate", env={"MODELYARD_SECRET_KEY": "not-a-fernet-key"}), 1, "MODELYARD_SECRET_KEY"
+        )
         assert openai_rows(tenant)[0].api_key_enc == after.api_key_enc
     finally:
         back = ok_json(cli(stack, "keys", "rotate", "--json", env={"MODELYARD_SECRET_KEY": f"{k1},{k2}"}))

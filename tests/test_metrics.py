@@ -2,6 +2,7 @@
 counts summed through the multiprocess directory) after a known job, behind basic auth; the
 API's ``/metrics`` behind an operator token. The exposition is parsed with prometheus_client's
 own text parser."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -37,8 +38,9 @@ def value(got: dict[tuple[str, frozenset], float], name: str, **labels: str) -> 
 @pytest.fixture
 def metered(stack: Stack, worker_factory) -> Iterator[tuple[str, int]]:
     port = free_port()
-    worker_factory(concurrency=2, extra_env={"MODELYARD_METRICS_PORT": str(port),
-                                             "MODELYARD_METRICS_BASIC_AUTH": ":".join(AUTH)})
+    worker_factory(
+        concurrency=2, extra_env={"MODELYARD_METRICS_PORT": str(port), "MODELYARD_METRICS_BASIC_AUTH": ":".join(AUTH)}
+    )
     yield f"http://127.0.0.1:{port}/metrics", port
 
 
@@ -69,8 +71,11 @@ def test_worker_metrics_count_a_known_job_and_refuse_an_unauthenticated_scrape(
     assert value(got, "modelyard_chunks_total", model_type="embedding", status="succeeded") == 3
     assert value(got, "modelyard_jobs_finished_total", model_type="embedding", status="succeeded") == 1
     with session_scope() as session:
-        tokens, cost = session.execute(select(func.sum(usage_events.c.total_tokens), func.sum(usage_events.c.cost))
-                                       .where(usage_events.c.job_id == job)).one()
+        tokens, cost = session.execute(
+            select(func.sum(usage_events.c.total_tokens), func.sum(usage_events.c.cost)).where(
+                usage_events.c.job_id == job
+            )
+        ).one()
     assert value(got, "modelyard_tokens_total", tenant=tenant, model=MODEL) == tokens
     assert value(got, "modelyard_cost_usd_total", tenant=tenant, model=MODEL) == pytest.approx(cost)
     for queue in ("embedding", "chat", "maintenance"):
@@ -81,13 +86,18 @@ def test_worker_metrics_count_a_known_job_and_refuse_an_unauthenticated_scrape(
 
     # The API's /metrics: an operator token, not a tenant's, and never none. Pointed at the
     # worker's directory (same host), it shows the worker's counts too.
-    api = start_api(stack, tmp_path, extra_env={
-        "PROMETHEUS_MULTIPROC_DIR": str(stack.data_dir / "metrics" / f"worker-{port}")})
+    api = start_api(
+        stack, tmp_path, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(stack.data_dir / "metrics" / f"worker-{port}")}
+    )
     try:
         assert httpx.get(f"{api.base_url}/metrics", timeout=10).status_code == 401
         tenant_token = make_token(stack, tenant, "jobs", "models")["token"]
-        assert httpx.get(f"{api.base_url}/metrics", headers={"Authorization": f"Bearer {tenant_token}"},
-                         timeout=10).status_code == 403
+        assert (
+            httpx.get(
+                f"{api.base_url}/metrics", headers={"Authorization": f"Bearer {tenant_token}"}, timeout=10
+            ).status_code
+            == 403
+        )
         operator = make_token(stack, None)["token"]
         api_scrape = httpx.get(f"{api.base_url}/metrics", headers={"Authorization": f"Bearer {operator}"}, timeout=10)
         assert api_scrape.status_code == 200
@@ -96,7 +106,9 @@ def test_worker_metrics_count_a_known_job_and_refuse_an_unauthenticated_scrape(
         assert ("modelyard_queue_depth", frozenset({("queue", "embedding")})) in api_got
 
         # Usage and budgets through the API, with the tenant's token (scope models).
-        tenant_api = httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {tenant_token}"}, timeout=10)
+        tenant_api = httpx.Client(
+            base_url=api.base_url, headers={"Authorization": f"Bearer {tenant_token}"}, timeout=10
+        )
         (day,) = tenant_api.get("/api/usage", params={"by": "day"}).json()
         assert day["calls"] == 3 and day["total_tokens"] == tokens and day["cost"] == pytest.approx(cost)
         assert tenant_api.get("/api/usage", params={"since": "not a date"}).status_code == 400

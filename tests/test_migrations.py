@@ -1,5 +1,6 @@
 """The Alembic migrations build exactly the schema that models/tables.py declares, on
 SQLite and on Postgres, and `db upgrade` can run again without changing anything."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,7 @@
 """Money end to end: prices and cost on the ledger, usage reports, budgets that hold (also
 under two worker processes), and the embedding cache -- real worker processes, real Redis and
 Postgres, the fake OpenAI-compatible provider on loopback."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ PRICE = 3e-8  # USD per token, the operator's override in these tests
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env={**os.environ, **stack.env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def events(job_id: str) -> list[Any]:
@@ -34,8 +41,9 @@ def events(job_id: str) -> list[Any]:
     from models.tables import usage_events
 
     with session_scope() as session:
-        return session.execute(select(usage_events).where(usage_events.c.job_id == job_id)
-                               .order_by(usage_events.c.id)).all()
+        return session.execute(
+            select(usage_events).where(usage_events.c.job_id == job_id).order_by(usage_events.c.id)
+        ).all()
 
 
 def set_price(value: float) -> None:
@@ -145,8 +153,13 @@ def test_a_budget_stops_a_running_job_with_budget_items_and_refuses_the_next_sub
     from models.tables import job_items
 
     with session_scope() as session:  # not lost: the failed items keep their inputs, for a retry
-        kept = session.execute(select(job_items.c.text).where(job_items.c.job_id == job,
-                                                              job_items.c.error_code == "BUDGET")).scalars().all()
+        kept = (
+            session.execute(
+                select(job_items.c.text).where(job_items.c.job_id == job, job_items.c.error_code == "BUDGET")
+            )
+            .scalars()
+            .all()
+        )
     assert kept and all(kept)
 
     shown = json.loads(cli(stack, "budget", "show", "--tenant", tenant, "--json").stdout)
@@ -169,7 +182,7 @@ def test_a_budget_holds_under_two_concurrent_worker_processes(
     from models.db import session_scope
 
     items = corpus(400, "race")
-    per_chunk = max(fake_tokens(texts_of(items[i:i + 10])) for i in range(0, 400, 10))
+    per_chunk = max(fake_tokens(texts_of(items[i : i + 10])) for i in range(0, 400, 10))
     limit = per_chunk * 8
     with session_scope() as session:
         set_budget(session, tenant, period="month", tokens=limit)
@@ -249,7 +262,9 @@ def test_cache_is_bounded_and_can_be_shared_when_the_operator_says_so(
     from models.db import session_scope
     from models.tables import embedding_cache
 
-    worker_factory(concurrency=1, extra_env={"MODELYARD_EMBED_CACHE": "shared", "MODELYARD_EMBED_CACHE_MAX_ENTRIES": "20"})
+    worker_factory(
+        concurrency=1, extra_env={"MODELYARD_EMBED_CACHE": "shared", "MODELYARD_EMBED_CACHE_MAX_ENTRIES": "20"}
+    )
     items = corpus(100, "bounded")
     assert wait_for(submit(tenant, items, chunk_size=10))["status"] == "succeeded"
     with session_scope() as session:
@@ -285,13 +300,15 @@ def test_a_spent_budget_still_serves_what_the_cache_holds(
 
 
 def test_budget_and_price_commands_refuse_bad_input_with_one_line_and_write_nothing(stack: Stack, tenant: str) -> None:
-    for args in (["budget", "set", "--tenant", tenant, "--period", "day"],  # no limit
-                 ["budget", "set", "--tenant", tenant, "--period", "week", "--tokens", "5"],
-                 ["budget", "set", "--tenant", tenant, "--period", "day", "--cost", "-1"],
-                 ["budget", "set", "--tenant", tenant, "--period", "day", "--tokens", "5", "--model", "no-factory"],
-                 ["budget", "clear", "--tenant", tenant],  # none set
-                 ["price", "set", "--model", MODEL, "--input", "2"],  # not USD per token
-                 ["price", "set", "--model", "no-factory", "--input", "1e-6"]):
+    for args in (
+        ["budget", "set", "--tenant", tenant, "--period", "day"],  # no limit
+        ["budget", "set", "--tenant", tenant, "--period", "week", "--tokens", "5"],
+        ["budget", "set", "--tenant", tenant, "--period", "day", "--cost", "-1"],
+        ["budget", "set", "--tenant", tenant, "--period", "day", "--tokens", "5", "--model", "no-factory"],
+        ["budget", "clear", "--tenant", tenant],  # none set
+        ["price", "set", "--model", MODEL, "--input", "2"],  # not USD per token
+        ["price", "set", "--model", "no-factory", "--input", "1e-6"],
+    ):
         done = cli(stack, *args)
         assert done.returncode != 0 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, args
     assert json.loads(cli(stack, "budget", "show", "--tenant", tenant, "--json").stdout) == []

@@ -1,5 +1,6 @@
 """Pure pieces of money and signals: pricing arithmetic, budget periods, token shares of the
 cache, basic-auth checks, the price importer, and docs that name only real series."""
+
 from __future__ import annotations
 
 import base64
@@ -30,10 +31,14 @@ def test_cost_bills_prompt_at_input_and_completion_at_output() -> None:
 
 def test_budget_periods_are_utc_days_and_months() -> None:
     moment = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
-    assert period_bounds("day", moment) == (datetime(2026, 12, 31, tzinfo=timezone.utc),
-                                            datetime(2027, 1, 1, tzinfo=timezone.utc))
-    assert period_bounds("month", moment) == (datetime(2026, 12, 1, tzinfo=timezone.utc),
-                                              datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert period_bounds("day", moment) == (
+        datetime(2026, 12, 31, tzinfo=timezone.utc),
+        datetime(2027, 1, 1, tzinfo=timezone.utc),
+    )
+    assert period_bounds("month", moment) == (
+        datetime(2026, 12, 1, tzinfo=timezone.utc),
+        datetime(2027, 1, 1, tzinfo=timezone.utc),
+    )
 
 
 @pytest.mark.parametrize(("total", "weights"), [(75, [3, 3, 4, 5]), (7, [1, 1, 1]), (1000, [1]), (0, [2, 3])])
@@ -57,7 +62,11 @@ def test_basic_auth_check() -> None:
 
 def test_price_import_takes_only_the_factorys_own_provider() -> None:
     prices = {
-        "text-embedding-3-small": {"litellm_provider": "openai", "input_cost_per_token": 2e-8, "output_cost_per_token": 0.0},
+        "text-embedding-3-small": {
+            "litellm_provider": "openai",
+            "input_cost_per_token": 2e-8,
+            "output_cost_per_token": 0.0,
+        },
         "voyage/voyage-3": {"litellm_provider": "voyage", "input_cost_per_token": 6e-8},
         "gpt-4o": {"litellm_provider": "openrouter", "input_cost_per_token": 9.0},  # a reseller's: not OpenAI's
     }
@@ -73,7 +82,9 @@ def test_dashboard_and_alerts_name_only_series_that_exist() -> None:
 
     source = (ROOT / "tasks" / "metrics.py").read_text() + (ROOT / "workers" / "metrics.py").read_text()
     defined = set(re.findall(r'"(modelyard_[a-z_]+)"', source))
-    exprs = [r["expr"] for g in yaml.safe_load((ROOT / "docs" / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    exprs = [
+        r["expr"] for g in yaml.safe_load((ROOT / "docs" / "alerts.yml").read_text())["groups"] for r in g["rules"]
+    ]
     dash = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = {re.sub(r"_(total|bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"modelyard_[a-z_]+", e)}
@@ -101,5 +112,6 @@ def test_cache_store_lookup_and_eviction_on_sqlite(tmp_path: Path) -> None:
         assert embed_cache.evict(session, "t1", 10) == 20
         assert len(embed_cache.lookup(session, "t1", keys)) == 10
     assert embed_cache.cache_key(fp, "a") != embed_cache.cache_key(
-        embed_cache.model_fingerprint("OpenAI", "m", "", "query", None, 0), "a")
+        embed_cache.model_fingerprint("OpenAI", "m", "", "query", None, 0), "a"
+    )
     engine.dispose()

@@ -718,7 +718,11 @@ def test_a_refusal_is_the_answer_with_finish_reason_refusal() -> None:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": None, "refusal": "I'm sorry, I can't assist with that request."},
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": "I'm sorry, I can't assist with that request.",
+                },
                 "logprobs": None,
                 "finish_reason": "stop",
             }

@@ -213,7 +213,9 @@ def test_tencent_tokenhub_is_openai_compatible_beside_the_native_hunyuan_api() -
     assert "hy3" in hub and hub == hunyuan
     assert issubclass(get_provider_class("chat", "Tencent Hunyuan"), HunyuanChat)
     server = Server()
-    result = make("chat", "Tencent TokenHub", server, model="hy3", api_key=KEY).chat(None, [{"role": "user", "content": "ping"}])
+    result = make("chat", "Tencent TokenHub", server, model="hy3", api_key=KEY).chat(
+        None, [{"role": "user", "content": "ping"}]
+    )
     assert str(server.last.url) == "https://tokenhub.tencentmaas.com/v1/chat/completions"
     assert server.last.headers["authorization"] == f"Bearer {KEY}"
     assert json.loads(server.last.content)["model"] == "hy3"

@@ -3,6 +3,7 @@ stack's Postgres and Redis (and a real worker calling the fake provider where a 
 finding jobs, retrying what failed, the input and output formats pipelines use, idempotency
 keys bound to their request, retention, a closed pipe, ``--version`` and ``python -m workers``.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,11 +52,13 @@ def test_version_and_python_m_workers_run_the_cli(stack: Stack) -> None:
     """``modelyard --version`` prints the installed version; ``python -m workers`` is the CLI."""
     from importlib.metadata import version
 
-    proc = subprocess.run([sys.executable, "-m", "workers", "--version"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == f"modelyard {version('modelyard')}"
-    helped = subprocess.run([sys.executable, "-m", "workers", "job", "--help"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    helped = subprocess.run(
+        [sys.executable, "-m", "workers", "job", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert helped.returncode == 0 and all(word in helped.stdout for word in ("list", "retry", "delete"))
     assert (ROOT / "tasks" / "py.typed").exists()
 
@@ -64,8 +67,13 @@ def test_job_results_into_a_closed_pipe_exits_quietly(stack: Stack, clean_broker
     """``modelyard job results J | head -1``: the reader goes away; no error, no traceback."""
     _, name = tenant_with_model()
     job_id = submit(name, [f"text number {i}" for i in range(6000)])  # ~300 KB of lines: more than a pipe holds
-    proc = subprocess.Popen([sys.executable, "-m", "workers", "job", "results", job_id], cwd=ROOT,
-                            env={**os.environ, **stack.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers", "job", "results", job_id],
+        cwd=ROOT,
+        env={**os.environ, **stack.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     first = json.loads(proc.stdout.readline())
     proc.stdout.close()  # what `head -1` does after its line
@@ -76,8 +84,13 @@ def test_job_results_into_a_closed_pipe_exits_quietly(stack: Stack, clean_broker
     # A short output, buffered until exit (as it is unless PYTHONUNBUFFERED is set), into a pipe
     # already closed: the same quiet exit, not "Exception ignored ... BrokenPipeError" and status 120.
     buffered = {k: v for k, v in {**os.environ, **stack.env}.items() if k != "PYTHONUNBUFFERED"}
-    small = subprocess.Popen([sys.executable, "-m", "workers", "job", "list", "--json"], cwd=ROOT,
-                             env=buffered, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    small = subprocess.Popen(
+        [sys.executable, "-m", "workers", "job", "list", "--json"],
+        cwd=ROOT,
+        env=buffered,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert small.stdout is not None and small.stderr is not None
     small.stdout.close()
     assert small.stderr.read().decode() == "" and small.wait(timeout=60) == 141
@@ -99,8 +112,9 @@ def test_job_list_newest_first_with_filters_counts_and_tokens(stack: Stack, clea
     assert {"tenant", "model", "items_succeeded", "items_failed", "total_tokens", "created_at"} <= set(rows[0])
     assert rows[0]["tenant"] == name and rows[0]["model"] == MODEL and rows[0]["total_tokens"] == 0
 
-    assert [r["id"] for r in ok_json(cli(stack, "job", "list", "--tenant", tenant_id, "--status", "cancelled",
-                                         "--json"))] == [older]
+    assert [
+        r["id"] for r in ok_json(cli(stack, "job", "list", "--tenant", tenant_id, "--status", "cancelled", "--json"))
+    ] == [older]
     assert [r["id"] for r in ok_json(cli(stack, "job", "list", "--tenant", name, "--limit", "1", "--json"))] == [newer]
     assert len(ok_json(cli(stack, "job", "list", "--tenant", name, "--since", "1h", "--json"))) == 2
     assert ok_json(cli(stack, "job", "list", "--tenant", name, "--since", "2999-01-01", "--json")) == []
@@ -114,7 +128,8 @@ def test_job_list_newest_first_with_filters_counts_and_tokens(stack: Stack, clea
 
 
 def test_an_idempotency_key_with_another_input_is_a_conflict_and_writes_nothing(
-        stack: Stack, clean_broker: None, tmp_path: Path) -> None:
+    stack: Stack, clean_broker: None, tmp_path: Path
+) -> None:
     """Same key, same file: the same job. Same key, a different file: one line, exit 4, still one
     job in the database, no items written and nothing more sent to the broker."""
     from models.tables import job_items, jobs
@@ -147,19 +162,27 @@ def _items(job_id: str) -> list[tuple[str, str]]:
     from models.tables import job_items
 
     with session_scope() as s:
-        return [tuple(r) for r in s.execute(select(job_items.c.custom_id, job_items.c.text)
-                                            .where(job_items.c.job_id == job_id).order_by(job_items.c.seq))]
+        return [
+            tuple(r)
+            for r in s.execute(
+                select(job_items.c.custom_id, job_items.c.text)
+                .where(job_items.c.job_id == job_id)
+                .order_by(job_items.c.seq)
+            )
+        ]
 
 
-def test_embed_reads_csv_tsv_parquet_and_openai_batch_request_lines(stack: Stack, clean_broker: None,
-                                                                    tmp_path: Path) -> None:
+def test_embed_reads_csv_tsv_parquet_and_openai_batch_request_lines(
+    stack: Stack, clean_broker: None, tmp_path: Path
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     _, name = tenant_with_model()
     embed = ("embed", "--tenant", name, "--model", MODEL, "--json")
-    (tmp_path / "docs.csv").write_text('key,body,lang\nd1,"first, with a comma",en\nd2,"two\nlines",en\n\n'
-                                       'd3,third,fr\n', encoding="utf-8")
+    (tmp_path / "docs.csv").write_text(
+        'key,body,lang\nd1,"first, with a comma",en\nd2,"two\nlines",en\n\nd3,third,fr\n', encoding="utf-8"
+    )
     job = ok_json(cli(stack, *embed, "--text-column", "body", "--id-column", "key", str(tmp_path / "docs.csv")))
     assert _items(job["job_id"]) == [("d1", "first, with a comma"), ("d2", "two\nlines"), ("d3", "third")]
 
@@ -167,16 +190,27 @@ def test_embed_reads_csv_tsv_parquet_and_openai_batch_request_lines(stack: Stack
     job = ok_json(cli(stack, *embed, str(tmp_path / "docs.tsv")))
     assert _items(job["job_id"]) == [("docs.tsv:2", "hello tab"), ("docs.tsv:3", "second")]
 
-    lines = [{"custom_id": "r-1", "method": "POST", "url": "/v1/embeddings",
-              "body": {"model": "text-embedding-3-small", "input": "batch line one"}},
-             {"custom_id": "r-2", "method": "POST", "url": "/v1/embeddings",
-              "body": {"model": "text-embedding-3-small", "input": ["batch line two"]}}]
+    lines = [
+        {
+            "custom_id": "r-1",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": "batch line one"},
+        },
+        {
+            "custom_id": "r-2",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": ["batch line two"]},
+        },
+    ]
     (tmp_path / "batch.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     job = ok_json(cli(stack, *embed, str(tmp_path / "batch.jsonl")))
     assert _items(job["job_id"]) == [("r-1", "batch line one"), ("r-2", "batch line two")]
 
-    pq.write_table(pa.table({"custom_id": ["p1", "p2"], "text": ["parquet one", "parquet two"]}),
-                   tmp_path / "docs.parquet")
+    pq.write_table(
+        pa.table({"custom_id": ["p1", "p2"], "text": ["parquet one", "parquet two"]}), tmp_path / "docs.parquet"
+    )
     job = ok_json(cli(stack, *embed, str(tmp_path / "docs.parquet")))
     assert _items(job["job_id"]) == [("p1", "parquet one"), ("p2", "parquet two")]
 
@@ -188,10 +222,13 @@ def test_bad_table_inputs_are_one_line_and_write_no_job(stack: Stack, clean_brok
     embed = ("embed", "--tenant", name, "--model", MODEL)
     (tmp_path / "a.csv").write_text("title,body\nx,hello\n")
     assert_one_line_error(cli(stack, *embed, str(tmp_path / "a.csv")), 2, "a.csv", "no column 'text'", "--text-column")
-    (tmp_path / "b.csv").write_text("custom_id,text\na,fine\n,\nb,   \n")  # a blank row is skipped, an empty text is not
+    (tmp_path / "b.csv").write_text(
+        "custom_id,text\na,fine\n,\nb,   \n"
+    )  # a blank row is skipped, an empty text is not
     assert_one_line_error(cli(stack, *embed, str(tmp_path / "b.csv")), 2, "b.csv:4", "item 'b'", "text is empty")
-    (tmp_path / "c.jsonl").write_text(json.dumps({"custom_id": "x", "url": "/v1/chat/completions",
-                                                  "body": {"messages": []}}) + "\n")
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"custom_id": "x", "url": "/v1/chat/completions", "body": {"messages": []}}) + "\n"
+    )
     assert_one_line_error(cli(stack, *embed, str(tmp_path / "c.jsonl")), 2, "c.jsonl:1", "/v1/embeddings")
     (tmp_path / "d.jsonl").write_text(json.dumps({"custom_id": "x", "body": {"input": ["a", "b"]}}) + "\n")
     assert_one_line_error(cli(stack, *embed, str(tmp_path / "d.jsonl")), 2, "d.jsonl:1", "one text per line")
@@ -206,10 +243,13 @@ def test_parquet_without_the_extra_names_it(stack: Stack, tmp_path: Path) -> Non
     (tmp_path / "x.parquet").write_bytes(b"PAR1")
     _, name = tenant_with_model()
     env = {**os.environ, **stack.env, "PYTHONPATH": str(tmp_path / "shadow")}
-    for args in (("embed", "--tenant", name, "--model", MODEL, str(tmp_path / "x.parquet")),
-                 ("job", "results", "nojob", "-o", str(tmp_path / "out.parquet"))):
-        proc = subprocess.run([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=60)
+    for args in (
+        ("embed", "--tenant", name, "--model", MODEL, str(tmp_path / "x.parquet")),
+        ("job", "results", "nojob", "-o", str(tmp_path / "out.parquet")),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "workers", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
         assert_one_line_error(proc, 2, "parquet extra", "modelyard[parquet]")
 
 
@@ -217,7 +257,8 @@ def test_parquet_without_the_extra_names_it(stack: Stack, tmp_path: Path) -> Non
 
 
 def test_retry_embeds_only_the_failed_items_and_results_read_together(
-        stack: Stack, embedding_worker: Worker, fake_provider: FakeProvider, tmp_path: Path) -> None:
+    stack: Stack, embedding_worker: Worker, fake_provider: FakeProvider, tmp_path: Path
+) -> None:
     """One chunk of three fails (a 400 from the provider): the job ends partial. ``job retry``
     makes a job of its two failed items (same custom ids) linked to it; once it succeeds, the
     retry's results -- JSON lines, .npy with its ids file, Parquet -- hold all six items in the
@@ -226,11 +267,23 @@ def test_retry_embeds_only_the_failed_items_and_results_read_together(
 
     _, name = tenant_with_model(fake_provider.base_url)
     texts = [f"retry text {i}" for i in range(6)]
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"custom_id": f"c{i}", "text": t}) + "\n"
-                                               for i, t in enumerate(texts)))
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"custom_id": f"c{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
     fake_provider.error(400, {"error": {"message": "bad input", "type": "invalid_request_error"}}, path="embeddings")
-    proc = cli(stack, "embed", "--tenant", name, "--model", MODEL, str(tmp_path / "in.jsonl"), "--chunk-size", "2",
-               "--wait", "--json")
+    proc = cli(
+        stack,
+        "embed",
+        "--tenant",
+        name,
+        "--model",
+        MODEL,
+        str(tmp_path / "in.jsonl"),
+        "--chunk-size",
+        "2",
+        "--wait",
+        "--json",
+    )
     first = json.loads(proc.stdout)
     assert proc.returncode == 5 and first["status"] == "partial" and first["items"]["failed"] == 2
     failed_ids = sorted(e["custom_id"] for e in first["errors"])
@@ -259,8 +312,9 @@ def test_retry_embeds_only_the_failed_items_and_results_read_together(
     assert cli(stack, "job", "results", retry["job_id"], "-o", str(parquet)).returncode == 0
     table = pq.read_table(parquet)
     assert table.column("custom_id").to_pylist() == [f"c{i}" for i in range(6)]
-    np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), np.stack([fake_vector(t) for t in texts]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array(table.column("vector").to_pylist()), np.stack([fake_vector(t) for t in texts]), rtol=1e-6
+    )
     partial = tmp_path / "first.parquet"  # the original alone: its failed items have no vector
     assert cli(stack, "job", "results", first["job_id"], "-o", str(partial)).returncode == 0
     first_rows = pq.read_table(partial).to_pylist()
@@ -274,7 +328,8 @@ def test_retry_embeds_only_the_failed_items_and_results_read_together(
 
 
 def test_retention_purges_items_keeps_usage_and_delete_removes_the_job(
-        stack: Stack, embedding_worker: Worker, fake_provider: FakeProvider) -> None:
+    stack: Stack, embedding_worker: Worker, fake_provider: FakeProvider
+) -> None:
     """A job past MODELYARD_JOB_RETENTION loses its items and chunks to the beat task; its row
     (counts, tokens) and its usage rows stay. ``job delete`` removes a job, not its usage;
     a job still running cannot be deleted."""
@@ -311,8 +366,11 @@ def test_retention_purges_items_keeps_usage_and_delete_removes_the_job(
     assert deleted["deleted"] is True
     assert count(jobs, id=keep) == 0 and count(job_items, job_id=keep) == 0
     with session_scope() as s:
-        orphans = s.execute(select(func.count()).select_from(usage_events)
-                            .where(usage_events.c.job_id.is_(None), usage_events.c.model == MODEL)).scalar_one()
+        orphans = s.execute(
+            select(func.count())
+            .select_from(usage_events)
+            .where(usage_events.c.job_id.is_(None), usage_events.c.model == MODEL)
+        ).scalar_one()
     assert orphans >= 2  # the deleted job's two calls are still in the ledger
     assert_one_line_error(cli(stack, "job", "delete", keep), 3, keep)
 
@@ -323,8 +381,9 @@ def test_a_running_job_cannot_be_deleted(stack: Stack, clean_broker: None) -> No
     from tasks import producer
 
     _, name = tenant_with_model(model="gpt-4o@OpenAI", model_type="chat")
-    job_id = producer.submit(name, "chat", "gpt-4o@OpenAI",
-                             [ItemRow("a", payload={"messages": [{"role": "user", "content": "hi"}]})])
+    job_id = producer.submit(
+        name, "chat", "gpt-4o@OpenAI", [ItemRow("a", payload={"messages": [{"role": "user", "content": "hi"}]})]
+    )
     assert_one_line_error(cli(stack, "job", "delete", job_id), 4, "cancel it first")
 
 

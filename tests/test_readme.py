@@ -1,5 +1,6 @@
 """The README's promises that can drift from the code: its factory x model type table is the
 one ``modelyard factories --markdown`` prints from the registered provider classes."""
+
 from __future__ import annotations
 
 from models.admin import list_factories

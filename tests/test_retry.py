@@ -1,4 +1,5 @@
 """The retry policy (tasks/retry.py): what is retried, how long it waits, when it gives up."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,4 +44,3 @@ def test_backoff_spreads_a_burst() -> None:
     delays = {retry_countdown(ErrorCode.RATE_LIMIT, 2, None, **POLICY) for _ in range(20)}
     assert len(delays) > 15
     assert all(4.0 <= d <= 8.0 for d in delays)
-

@@ -3,6 +3,7 @@ test stack's Redis and Postgres, against the fake provider: a key the provider s
 becomes invalid (and submits fail fast with the reason); rate limits and server errors keep the
 state; a key accepted again becomes valid. Two beats: only one schedules, the other stands by
 and takes over when the first dies. A wrong secret never makes a key invalid."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,11 @@ from tests.conftest import ROOT, Stack, Worker, apply_env
 from tests.fakeprovider import FakeProvider
 
 KEY = "sk-test-valid-key-0001"
-FAST = {"MODELYARD_KEY_REVALIDATE_SECONDS": "1.5", "MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS": "0.5",
-        "MODELYARD_KEY_VALIDATION_TIMEOUT": "3"}
+FAST = {
+    "MODELYARD_KEY_REVALIDATE_SECONDS": "1.5",
+    "MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS": "0.5",
+    "MODELYARD_KEY_VALIDATION_TIMEOUT": "3",
+}
 
 
 @dataclass
@@ -48,8 +52,14 @@ class Beat:
 def start_beat(stack: Stack, log: Path, data_dir: Path) -> Beat:
     env = {**os.environ, **stack.env, **FAST, "MODELYARD_DATA_DIR": str(data_dir)}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "beat", "-l", "debug"], cwd=ROOT, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "beat", "-l", "debug"],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Beat(proc, log)
 
 
@@ -88,8 +98,12 @@ def keyed_model(stack: Stack, fake_provider: FakeProvider) -> Iterator[tuple[str
 
 
 def test_beat_and_worker_revalidate_keys_and_only_auth_or_quota_make_them_invalid(
-        stack: Stack, worker_factory: Callable[..., Worker], fake_provider: FakeProvider,
-        keyed_model: tuple[str, int], tmp_path: Path) -> None:
+    stack: Stack,
+    worker_factory: Callable[..., Worker],
+    fake_provider: FakeProvider,
+    keyed_model: tuple[str, int],
+    tmp_path: Path,
+) -> None:
     from conf.errors import InvalidRequest
     from tasks import producer
 
@@ -139,10 +153,30 @@ def test_two_beats_schedule_once_and_the_standby_takes_over(stack: Stack, tmp_pa
         env = {**os.environ, **stack.env, **FAST, "MODELYARD_DATA_DIR": str(tmp_path / "worker-data")}
         log = tmp_path / "worker-beat.log"
         with open(log, "wb") as fh:
-            embedded = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "-Q", "maintenance", "-P",
-                                         "threads", "-c", "1", "--beat", "-n", f"beat-{uuid.uuid4().hex[:8]}@localhost"],
-                                        cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            embedded = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.cli",
+                    "worker",
+                    "-Q",
+                    "maintenance",
+                    "-P",
+                    "threads",
+                    "-c",
+                    "1",
+                    "--beat",
+                    "-n",
+                    f"beat-{uuid.uuid4().hex[:8]}@localhost",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
+
             def started() -> str:
                 text = log.read_text(errors="replace")
                 return text if "without -B" in text or "ready." in text else ""
@@ -174,7 +208,10 @@ def test_a_wrong_secret_never_makes_a_key_invalid(stack: Stack, keyed_model: tup
         apply_env({"MODELYARD_SECRET_KEY": stack.env["MODELYARD_SECRET_KEY"]})
     after = key_row(row_id)
     assert (after.key_state, after.key_error, after.key_checked_at) == (
-        before.key_state, before.key_error, before.key_checked_at)
+        before.key_state,
+        before.key_error,
+        before.key_checked_at,
+    )
 
 
 def tenant_rows(tenant_id: str) -> list[Any]:
@@ -186,7 +223,8 @@ def tenant_rows(tenant_id: str) -> list[Any]:
 
 
 def test_revalidation_records_what_it_learned_on_every_row_of_the_key_and_no_other(
-        stack: Stack, fake_provider: FakeProvider, keyed_model: tuple[str, int]) -> None:
+    stack: Stack, fake_provider: FakeProvider, keyed_model: tuple[str, int]
+) -> None:
     """The same task the beat schedules, run in this process step by step: only AUTHENTICATION or
     QUOTA make a key invalid, a rate limit or server error stops the round without changing the
     state, a model-specific refusal tries the next model, and a key accepted again is valid."""
@@ -206,8 +244,10 @@ def test_revalidation_records_what_it_learned_on_every_row_of_the_key_and_no_oth
     fake_provider.reset()
     # one revalidation per stored key (not per row), represented by its first row
     scheduled = [k for k in keys_to_revalidate() if k[0] in (first.tenant_id, other_id)]
-    assert scheduled == [(first.tenant_id, "OpenAI", min(r.id for r in tenant_rows(first.tenant_id))),
-                         (other_id, "OpenAI", theirs[0].id)]
+    assert scheduled == [
+        (first.tenant_id, "OpenAI", min(r.id for r in tenant_rows(first.tenant_id))),
+        (other_id, "OpenAI", theirs[0].id),
+    ]
 
     def round_(expected: str, calls: int) -> list[Any]:
         assert revalidate_key(row_id) == expected
@@ -227,8 +267,17 @@ def test_revalidation_records_what_it_learned_on_every_row_of_the_key_and_no_oth
     assert (rows[0].key_state, rows[0].key_checked_at) == ("valid", first.key_checked_at)
     assert rows[0].key_error.startswith("SERVER")
 
-    fake_provider.error(404, {"error": {"message": "The model does not exist or you do not have access to it.",
-                                        "type": "invalid_request_error", "param": None, "code": "model_not_found"}})
+    fake_provider.error(
+        404,
+        {
+            "error": {
+                "message": "The model does not exist or you do not have access to it.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        },
+    )
     rows = round_("valid", 2)  # that model is gone, the key is fine: the next model says so
     assert rows[0].key_state == "valid" and rows[0].key_error is None and rows[0].key_checked_at > first.key_checked_at
 
@@ -250,7 +299,8 @@ def test_revalidation_records_what_it_learned_on_every_row_of_the_key_and_no_oth
 
 
 def test_a_key_replaced_while_it_is_revalidated_is_left_alone(
-        stack: Stack, fake_provider: FakeProvider, keyed_model: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Stack, fake_provider: FakeProvider, keyed_model: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The old key is refused, but the tenant saved a new one meanwhile: the new one is not marked invalid."""
     from models import crypto, keycheck
     from models.admin import set_api_key
@@ -272,7 +322,9 @@ def test_a_key_replaced_while_it_is_revalidated_is_left_alone(
     assert {(r.key_state, r.key_error) for r in rows} == {("unchecked", None)}
 
 
-def test_revalidate_keys_spreads_the_checks_evenly_below_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_revalidate_keys_spreads_the_checks_evenly_below_the_visibility_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """No servers: the stored keys are stubbed and the messages kept instead of sent."""
     from types import SimpleNamespace
 
@@ -281,8 +333,11 @@ def test_revalidate_keys_spreads_the_checks_evenly_below_the_visibility_timeout(
 
     sent: list[tuple[tuple[int, ...], float]] = []
     monkeypatch.setattr(maintenance, "keys_to_revalidate", lambda: [("t", "F", 100 + n) for n in range(4)])
-    monkeypatch.setattr(maintenance, "revalidate_key", SimpleNamespace(
-        apply_async=lambda args, countdown: sent.append((args, countdown))))
+    monkeypatch.setattr(
+        maintenance,
+        "revalidate_key",
+        SimpleNamespace(apply_async=lambda args, countdown: sent.append((args, countdown))),
+    )
 
     def countdowns(spread: float, period: float) -> list[float]:
         monkeypatch.setenv("MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS", str(spread))

@@ -4,6 +4,7 @@ at rest in plain text, not in stored errors, job status, worker logs or CLI outp
 The key used here is one the fake provider accepts; the error test makes the provider repeat
 it verbatim in its error body, the way some real providers do.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,9 @@ MODEL = "text-embedding-3-small@OpenAI"
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """``modelyard ARGS`` in a child process against the test stack."""
     env = {**os.environ, **stack.env}
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def assert_no_key(text: str, where: str) -> None:
@@ -89,8 +91,11 @@ def test_task_messages_carry_the_chunk_id_only(stack: Stack, clean_broker: None,
     for raw in raw_messages:
         text = raw.decode()
         message = json.loads(text)
-        body = base64.b64decode(message["body"]).decode() if message.get("properties", {}).get(
-            "body_encoding") == "base64" else message["body"]
+        body = (
+            base64.b64decode(message["body"]).decode()
+            if message.get("properties", {}).get("body_encoding") == "base64"
+            else message["body"]
+        )
         args, kwargs, _embed = json.loads(body)
         assert set(kwargs) == {"release"} and kwargs["release"] == 1
         assert len(args) == 1 and isinstance(args[0], int)
@@ -99,8 +104,11 @@ def test_task_messages_carry_the_chunk_id_only(stack: Stack, clean_broker: None,
             assert_no_key(blob, where)
             assert "confidential" not in blob, f"input text is in {where}"
     with session_scope() as session:
-        released = set(session.scalars(
-            select(job_chunks.c.id).where(job_chunks.c.job_id == job_id, job_chunks.c.status == "queued")))
+        released = set(
+            session.scalars(
+                select(job_chunks.c.id).where(job_chunks.c.job_id == job_id, job_chunks.c.status == "queued")
+            )
+        )
     assert sorted(sent_ids) == sorted(released)
     assert_no_key(redis_dump(stack.redis_url), "the broker")
 
@@ -140,8 +148,9 @@ def test_provider_error_that_echoes_the_key_is_scrubbed_everywhere(
     assert final["status"] == "failed", final
     assert [c.behaviour for c in fake_provider.calls] == ["echo_key_in_error"]
     with session_scope() as session:
-        stored = session.execute(select(job_items.c.error_code, job_items.c.error_message)
-                                 .where(job_items.c.job_id == job_id)).all()
+        stored = session.execute(
+            select(job_items.c.error_code, job_items.c.error_message).where(job_items.c.job_id == job_id)
+        ).all()
     assert {code for code, _ in stored} == {"INVALID_REQUEST"}
     for _, message in stored:
         assert "may not use model" in message  # the provider's message is kept ...
@@ -173,8 +182,22 @@ def test_cli_never_prints_the_key(stack: Stack, clean_broker: None, fake_provide
     with session_scope() as session:
         create_tenant(session, name, defaults=False)
     outputs: dict[str, Any] = {}
-    outputs["llm add"] = cli(stack, "llm", "add", "--tenant", name, "--model", MODEL, "--type", "embedding",
-                             "--api-key", KEY, "--base-url", fake_provider.base_url, "--json")
+    outputs["llm add"] = cli(
+        stack,
+        "llm",
+        "add",
+        "--tenant",
+        name,
+        "--model",
+        MODEL,
+        "--type",
+        "embedding",
+        "--api-key",
+        KEY,
+        "--base-url",
+        fake_provider.base_url,
+        "--json",
+    )
     outputs["my-llms --json"] = cli(stack, "my-llms", "--tenant", name, "--json")
     outputs["my-llms"] = cli(stack, "my-llms", "--tenant", name)
     outputs["my-llms --details"] = cli(stack, "my-llms", "--tenant", name, "--details")

@@ -3,6 +3,7 @@
 Resolution happens once per process, so each path is exercised in a child interpreter with
 its own environment; what the child saw comes back as one JSON line on stdout.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,14 @@ def run_child(script: str, env: dict[str, str] | None = None) -> dict:
     child_env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     child_env.update(env or {})
     child_env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=child_env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=child_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -79,7 +86,8 @@ def test_env_vars_point_at_the_given_services() -> None:
         services._select_one(MACHINE_DB)
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"the machine's Redis/PostgreSQL are not up: {exc}")
-    seen = run_child("""
+    seen = run_child(
+        """
         import json
         from tests import services as s
         before = s.describe()
@@ -87,7 +95,9 @@ def test_env_vars_point_at_the_given_services() -> None:
         assert s.redis_url() is r and s.database_url() is d  # once per process
         print(json.dumps({"redis": r, "db": d, "started": sorted(s._servers), "before": before,
                           "after": s.describe()}))
-    """, {services.REDIS_ENV: MACHINE_REDIS, services.DATABASE_ENV: MACHINE_DB})
+    """,
+        {services.REDIS_ENV: MACHINE_REDIS, services.DATABASE_ENV: MACHINE_DB},
+    )
     assert seen["redis"] == MACHINE_REDIS
     assert seen["db"] == "postgresql+psycopg://" + MACHINE_DB.partition("://")[2]
     assert seen["started"] == []
@@ -213,7 +223,8 @@ def test_fresh_redis_db_leaves_other_peoples_data_alone() -> None:
 def test_unreachable_env_urls_give_one_clear_line(closed_port: int) -> None:
     redis_bad = f"redis://:s3cret@127.0.0.1:{closed_port}/0"
     db_bad = f"postgresql://bob:s3cret@127.0.0.1:{closed_port}/test"
-    seen = run_child("""
+    seen = run_child(
+        """
         import json
         from tests import services as s
         messages = []
@@ -223,7 +234,9 @@ def test_unreachable_env_urls_give_one_clear_line(closed_port: int) -> None:
             except s.ServicesUnavailable as exc:
                 messages.append(str(exc))
         print(json.dumps({"messages": messages, "describe": s.describe()}))
-    """, {services.REDIS_ENV: redis_bad, services.DATABASE_ENV: db_bad})
+    """,
+        {services.REDIS_ENV: redis_bad, services.DATABASE_ENV: db_bad},
+    )
     redis_msg, db_msg, db_again = seen["messages"]
     assert redis_msg.startswith(f"{services.REDIS_ENV}=redis://:***@127.0.0.1:{closed_port}/0 is set but Redis")
     assert db_msg.startswith(f"{services.DATABASE_ENV}=postgresql://bob:***@127.0.0.1:{closed_port}/test is set")
@@ -233,7 +246,8 @@ def test_unreachable_env_urls_give_one_clear_line(closed_port: int) -> None:
 
 
 def test_no_services_and_no_binaries_says_what_is_needed() -> None:
-    seen = run_child("""
+    seen = run_child(
+        """
         import json
         from tests import services as s
         s._PG_BIN_GLOB = "/nonexistent/*/bin"
@@ -244,7 +258,9 @@ def test_no_services_and_no_binaries_says_what_is_needed() -> None:
             except s.ServicesUnavailable as exc:
                 messages.append(str(exc))
         print(json.dumps({"messages": messages}))
-    """, {"PATH": "/nonexistent"})
+    """,
+        {"PATH": "/nonexistent"},
+    )
     assert len(seen["messages"]) == 2
     for message in seen["messages"]:
         assert message.startswith(services.NEEDED) and "\n" not in message

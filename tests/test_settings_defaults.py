@@ -5,6 +5,7 @@ dir under the current directory, its SQLite database and its secret key file, mo
 The suite's own fixtures override LLM_*, MODELYARD_STALL_SECONDS and the URLs for speed and
 isolation; the tests here (and those in test_e2e_limits.py and test_broker_restart.py that
 unset them) are where the defaults themselves run."""
+
 from __future__ import annotations
 
 import os
@@ -21,19 +22,30 @@ from tests.conftest import ROOT
 PREFIXES = ("MODELYARD_", "LLM_", "LANGFUSE_")
 # README variable -> Settings attribute, for every default the table states as a number.
 NUMERIC = {
-    "LLM_MAX_RETRIES": "llm_max_retries", "LLM_BASE_DELAY": "llm_base_delay", "LLM_MAX_DELAY": "llm_max_delay",
-    "LLM_TIMEOUT_SECONDS": "llm_timeout_seconds", "MODELYARD_JOB_MAX_INFLIGHT": "job_max_inflight_chunks",
-    "MODELYARD_EMBEDDING_CHUNK_SIZE": "embedding_chunk_size", "MODELYARD_MAX_TEXT_CHARS": "max_text_chars",
-    "MODELYARD_MAX_JOB_ITEMS": "max_job_items", "MODELYARD_STALL_SECONDS": "stall_seconds",
+    "LLM_MAX_RETRIES": "llm_max_retries",
+    "LLM_BASE_DELAY": "llm_base_delay",
+    "LLM_MAX_DELAY": "llm_max_delay",
+    "LLM_TIMEOUT_SECONDS": "llm_timeout_seconds",
+    "MODELYARD_JOB_MAX_INFLIGHT": "job_max_inflight_chunks",
+    "MODELYARD_EMBEDDING_CHUNK_SIZE": "embedding_chunk_size",
+    "MODELYARD_MAX_TEXT_CHARS": "max_text_chars",
+    "MODELYARD_MAX_JOB_ITEMS": "max_job_items",
+    "MODELYARD_STALL_SECONDS": "stall_seconds",
     "MODELYARD_KEY_VALIDATION_TIMEOUT": "key_validation_timeout",
     "MODELYARD_KEY_REVALIDATE_SECONDS": "key_revalidate_seconds",
     "MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS": "key_revalidate_spread_seconds",
-    "MODELYARD_MAX_CUSTOM_ID_CHARS": "max_custom_id_chars", "MODELYARD_MAX_PAYLOAD_BYTES": "max_payload_bytes",
-    "MODELYARD_MAX_BLOB_BYTES": "max_blob_bytes", "MODELYARD_MAX_PAYLOAD_DEPTH": "max_payload_depth",
-    "MODELYARD_MAX_CHAT_MESSAGES": "max_chat_messages", "MODELYARD_LIMIT_MAX_WAIT": "limit_max_wait",
-    "MODELYARD_API_PORT": "api_port", "MODELYARD_API_MAX_UPLOAD_BYTES": "api_max_upload_bytes",
-    "MODELYARD_API_WAIT_SECONDS": "api_wait_seconds", "MODELYARD_EMBED_CACHE_MAX_ENTRIES": "embed_cache_max_entries",
-    "MODELYARD_METRICS_PORT": "metrics_port", "MODELYARD_PURGE_BATCH_ROWS": "purge_batch_rows",
+    "MODELYARD_MAX_CUSTOM_ID_CHARS": "max_custom_id_chars",
+    "MODELYARD_MAX_PAYLOAD_BYTES": "max_payload_bytes",
+    "MODELYARD_MAX_BLOB_BYTES": "max_blob_bytes",
+    "MODELYARD_MAX_PAYLOAD_DEPTH": "max_payload_depth",
+    "MODELYARD_MAX_CHAT_MESSAGES": "max_chat_messages",
+    "MODELYARD_LIMIT_MAX_WAIT": "limit_max_wait",
+    "MODELYARD_API_PORT": "api_port",
+    "MODELYARD_API_MAX_UPLOAD_BYTES": "api_max_upload_bytes",
+    "MODELYARD_API_WAIT_SECONDS": "api_wait_seconds",
+    "MODELYARD_EMBED_CACHE_MAX_ENTRIES": "embed_cache_max_entries",
+    "MODELYARD_METRICS_PORT": "metrics_port",
+    "MODELYARD_PURGE_BATCH_ROWS": "purge_batch_rows",
 }
 
 
@@ -69,17 +81,37 @@ def test_the_readme_states_the_defaults_the_code_uses(monkeypatch: pytest.Monkey
 def test_a_fresh_directory_runs_on_the_embedded_defaults(tmp_path: Path) -> None:
     """No MODELYARD_* variable at all, as on a user's first run: the data dir is ./.modelyard,
     the database a SQLite file in it, and the secret key a file only its owner can read."""
+
     def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=tmp_path, env=_clean_env(),
-                              input=stdin, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            cwd=tmp_path,
+            env=_clean_env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         return done
 
     provider_key = "sk-default-dir-key-0123456789"
     cli("db", "upgrade")
     cli("tenant", "create", "first", "--json")
-    cli("llm", "add", "--tenant", "first", "--model", "text-embedding-3-small@OpenAI", "--type", "embedding",
-        "--api-key", "-", "--skip-check", stdin=provider_key + "\n")
+    cli(
+        "llm",
+        "add",
+        "--tenant",
+        "first",
+        "--model",
+        "text-embedding-3-small@OpenAI",
+        "--type",
+        "embedding",
+        "--api-key",
+        "-",
+        "--skip-check",
+        stdin=provider_key + "\n",
+    )
     data = tmp_path / ".modelyard"
     database = data / "modelyard.sqlite"
     assert database.is_file() and provider_key.encode() not in database.read_bytes()  # stored encrypted

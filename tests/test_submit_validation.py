@@ -5,6 +5,7 @@ first, last, or item 70,000 of 80,000 -- must roll the whole job back and leave 
 untouched. Each refusal is a :class:`conf.errors.UserError` subclass (the CLI prints it as one
 line) whose message names the problem and, for an item, which item.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -33,8 +34,14 @@ def tenant(stack: Stack) -> str:
         tenant_id = create_tenant(session, f"validation-{uuid.uuid4().hex[:10]}", defaults=False)
         save_llm(session, tenant_id, MODEL, "embedding", api_key="sk-validation-0001", api_base=BASE_URL)
         save_llm(session, tenant_id, CHAT_MODEL, "chat", api_key="sk-validation-0001", api_base=BASE_URL)
-        save_llm(session, tenant_id, "text-embedding-3-large@OpenAI", "embedding", api_key="sk-validation-0001",
-                api_base=BASE_URL)
+        save_llm(
+            session,
+            tenant_id,
+            "text-embedding-3-large@OpenAI",
+            "embedding",
+            api_key="sk-validation-0001",
+            api_base=BASE_URL,
+        )
         set_llm_status(session, tenant_id, "text-embedding-3-large@OpenAI", "embedding", enabled=False)
     return tenant_id
 
@@ -67,14 +74,30 @@ def test_a_good_submission_does_write_and_send(stack: Stack, clean_broker: None,
         pytest.param(["fine", ""], InvalidRequest, ["item '1'", "empty"], id="empty-string"),
         pytest.param(["fine", " \t\n "], InvalidRequest, ["item '1'", "empty"], id="whitespace-only"),
         pytest.param(["fine", 42], InvalidRequest, ["item 1", "int"], id="non-string-item"),
-        pytest.param([{"custom_id": "a", "text": "fine"}, {"custom_id": "b", "text": 3.5}], InvalidRequest,
-                     ["item 'b'", "string"], id="non-string-text"),
-        pytest.param([{"custom_id": "a", "text": "fine"}, {"custom_id": "b"}], InvalidRequest,
-                     ["item 'b'", "string"], id="missing-text"),
-        pytest.param(["fine", "x" * 200_001], InvalidRequest, ["item '1'", "200,001", "MODELYARD_MAX_TEXT_CHARS"],
-                     id="oversized-text"),
-        pytest.param([{"custom_id": "a", "text": "one"}, {"custom_id": "b", "text": "two"},
-                      {"custom_id": "a", "text": "three"}], Conflict, ["'a'", "unique"], id="duplicate-custom-id"),
+        pytest.param(
+            [{"custom_id": "a", "text": "fine"}, {"custom_id": "b", "text": 3.5}],
+            InvalidRequest,
+            ["item 'b'", "string"],
+            id="non-string-text",
+        ),
+        pytest.param(
+            [{"custom_id": "a", "text": "fine"}, {"custom_id": "b"}],
+            InvalidRequest,
+            ["item 'b'", "string"],
+            id="missing-text",
+        ),
+        pytest.param(
+            ["fine", "x" * 200_001],
+            InvalidRequest,
+            ["item '1'", "200,001", "MODELYARD_MAX_TEXT_CHARS"],
+            id="oversized-text",
+        ),
+        pytest.param(
+            [{"custom_id": "a", "text": "one"}, {"custom_id": "b", "text": "two"}, {"custom_id": "a", "text": "three"}],
+            Conflict,
+            ["'a'", "unique"],
+            id="duplicate-custom-id",
+        ),
         pytest.param("a single string, not a list of texts", InvalidRequest, ["single string"], id="bare-string"),
     ],
 )
@@ -144,6 +167,7 @@ def test_duplicate_custom_id_across_insert_batches_is_named(unchanged: None, ten
 def test_bad_item_deep_in_a_large_stream_rolls_everything_back(unchanged: None, tenant: str) -> None:
     """Item 70,000 of 80,000 is empty: the 70,000 good items already streamed into the
     transaction are rolled back with the job, and the message names the bad item."""
+
     def stream() -> Iterator[dict[str, str]]:
         for i in range(80_000):
             yield {"custom_id": f"chunk-{i}", "text": "" if i == 70_000 else f"passage number {i}"}

@@ -47,8 +47,15 @@ def answer(message: dict[str, Any], finish: str = "stop", usage: dict[str, int] 
 
 
 def error(code: str, message: str) -> httpx.Response:
-    return httpx.Response(200, json={"Response": {"Error": {"Code": code, "Message": message},
-                                                  "RequestId": "f3b8a0e1-0c9e-4b0e-9b8f-5a1c2e3d4f50"}})
+    return httpx.Response(
+        200,
+        json={
+            "Response": {
+                "Error": {"Code": code, "Message": message},
+                "RequestId": "f3b8a0e1-0c9e-4b0e-9b8f-5a1c2e3d4f50",
+            }
+        },
+    )
 
 
 # --------------------------------------------------------------------------- the signature
@@ -107,8 +114,12 @@ def test_signature_covers_the_bytes_sent_and_the_region_header() -> None:
     assert str(request.url) == "https://hunyuan.ap-guangzhou.tencentcloudapi.com/"
     assert request.headers["x-tc-region"] == "ap-guangzhou"
     assert request.headers["authorization"] == tc3_authorization(
-        SECRET_ID, SECRET_KEY, service="hunyuan", host="hunyuan.ap-guangzhou.tencentcloudapi.com",
-        payload=request.content, timestamp=NOW,
+        SECRET_ID,
+        SECRET_KEY,
+        service="hunyuan",
+        host="hunyuan.ap-guangzhou.tencentcloudapi.com",
+        payload=request.content,
+        timestamp=NOW,
     )
 
 
@@ -143,12 +154,23 @@ def test_tools_and_tool_turns_in_hunyuans_shape() -> None:
     call = {"Id": "call_cs8p", "Type": "function", "Function": {"Name": "get_weather", "Arguments": '{"city":"深圳"}'}}
     recorder = Recorder(answer({"Content": "", "ToolCalls": [call]}, finish="tool_calls"))
     parameters = {"type": "object", "properties": {"city": {"type": "string"}}}
-    tool = {"type": "function",
-            "function": {"name": "get_weather", "description": "Weather of a city", "parameters": parameters}}
+    tool = {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather of a city", "parameters": parameters},
+    }
     history = [
         {"role": "user", "content": "深圳天气？"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"北京"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"北京"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "晴"},
         {"role": "user", "content": "那深圳呢？"},
     ]
@@ -156,11 +178,22 @@ def test_tools_and_tool_turns_in_hunyuans_shape() -> None:
     result = hunyuan(recorder, model="hunyuan-functioncall").chat(None, history, tools=[tool])
 
     sent = json.loads(recorder.last.content)
-    assert sent["Tools"] == [{"Type": "function", "Function": {
-        "Name": "get_weather", "Description": "Weather of a city",
-        "Parameters": '{"type": "object", "properties": {"city": {"type": "string"}}}'}}]
-    assert sent["Messages"][1] == {"Role": "assistant", "ToolCalls": [
-        {"Id": "call_1", "Type": "function", "Function": {"Name": "get_weather", "Arguments": '{"city":"北京"}'}}]}
+    assert sent["Tools"] == [
+        {
+            "Type": "function",
+            "Function": {
+                "Name": "get_weather",
+                "Description": "Weather of a city",
+                "Parameters": '{"type": "object", "properties": {"city": {"type": "string"}}}',
+            },
+        }
+    ]
+    assert sent["Messages"][1] == {
+        "Role": "assistant",
+        "ToolCalls": [
+            {"Id": "call_1", "Type": "function", "Function": {"Name": "get_weather", "Arguments": '{"city":"北京"}'}}
+        ],
+    }
     assert sent["Messages"][2] == {"Role": "tool", "Content": "晴", "ToolCallId": "call_1"}
     assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [("call_cs8p", "get_weather", {"city": "深圳"})]
     assert result.finish_reason == "tool_calls"
@@ -173,8 +206,12 @@ def test_image_parts_become_contents() -> None:
 
     hunyuan(recorder, model="hunyuan-vision").chat(None, [{"role": "user", "content": content}])
 
-    assert json.loads(recorder.last.content)["Messages"] == [{"Role": "user", "Contents": [
-        {"Type": "text", "Text": "这是什么"}, {"Type": "image_url", "ImageUrl": {"Url": image}}]}]
+    assert json.loads(recorder.last.content)["Messages"] == [
+        {
+            "Role": "user",
+            "Contents": [{"Type": "text", "Text": "这是什么"}, {"Type": "image_url", "ImageUrl": {"Url": image}}],
+        }
+    ]
 
 
 def test_missing_usage_is_estimated() -> None:
@@ -193,8 +230,9 @@ def test_an_answer_without_response_is_a_server_error() -> None:
 def test_missing_credential_fields_are_an_authentication_error_without_a_call() -> None:
     recorder = Recorder()
     with pytest.raises(ProviderError) as info:
-        hunyuan(recorder, api_key=encode_credentials({"secret_id": SECRET_ID})).chat(None, [{"role": "user",
-                                                                                           "content": "hi"}])
+        hunyuan(recorder, api_key=encode_credentials({"secret_id": SECRET_ID})).chat(
+            None, [{"role": "user", "content": "hi"}]
+        )
     assert classify(info.value) is ErrorCode.AUTHENTICATION and recorder.requests == []
 
 
@@ -204,15 +242,30 @@ def test_missing_credential_fields_are_an_authentication_error_without_a_call() 
 @pytest.mark.parametrize(
     ("code", "message", "expected"),
     [
-        ("AuthFailure.SignatureFailure", ("The provided credentials could not be validated. Please check your "
-         "signature is correct."), ErrorCode.AUTHENTICATION),
-        ("AuthFailure.SecretIdNotFound", "The SecretId is not found, please ensure that your SecretId is correct.",
-         ErrorCode.AUTHENTICATION),
-        ("AuthFailure.SignatureExpire", "Signature expired. Timestamp age should be within 300 seconds.",
-         ErrorCode.AUTHENTICATION),
+        (
+            "AuthFailure.SignatureFailure",
+            ("The provided credentials could not be validated. Please check your signature is correct."),
+            ErrorCode.AUTHENTICATION,
+        ),
+        (
+            "AuthFailure.SecretIdNotFound",
+            "The SecretId is not found, please ensure that your SecretId is correct.",
+            ErrorCode.AUTHENTICATION,
+        ),
+        (
+            "AuthFailure.SignatureExpire",
+            "Signature expired. Timestamp age should be within 300 seconds.",
+            ErrorCode.AUTHENTICATION,
+        ),
         ("LimitExceeded", "请求并发超过限制", ErrorCode.RATE_LIMIT),
-        ("RequestLimitExceeded", ("Your current request times equals to `21` in a second, which exceeds the "
-         "frequency limit `20` for a second. Please reduce the frequency of calls."), ErrorCode.RATE_LIMIT),
+        (
+            "RequestLimitExceeded",
+            (
+                "Your current request times equals to `21` in a second, which exceeds the "
+                "frequency limit `20` for a second. Please reduce the frequency of calls."
+            ),
+            ErrorCode.RATE_LIMIT,
+        ),
         ("ResourceInsufficient.ChargeResourceExhaust", "计费资源已耗尽", ErrorCode.QUOTA),
         ("FailedOperation.ServiceStopArrears", "欠费停服", ErrorCode.QUOTA),
         ("FailedOperation.ServiceNotActivated", "服务未开通，请前往控制台申请试用", ErrorCode.AUTHENTICATION),
@@ -265,8 +318,11 @@ def stream_chunk(content: str, finish: str = "", usage: dict[str, int] | None = 
 
 
 def test_chat_stream() -> None:
-    body = sse(stream_chunk("你"), stream_chunk("好"),
-               stream_chunk("", "stop", {"PromptTokens": 4, "CompletionTokens": 3, "TotalTokens": 7}))
+    body = sse(
+        stream_chunk("你"),
+        stream_chunk("好"),
+        stream_chunk("", "stop", {"PromptTokens": 4, "CompletionTokens": 3, "TotalTokens": 7}),
+    )
     recorder = Recorder(httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
 
     deltas = list(hunyuan(recorder).chat_stream(None, [{"role": "user", "content": "hi"}], {"temperature": 1}))
@@ -274,8 +330,13 @@ def test_chat_stream() -> None:
     sent = json.loads(recorder.last.content)
     assert sent["Stream"] is True and sent["Temperature"] == 1
     assert recorder.last.headers["authorization"] == tc3_authorization(
-        SECRET_ID, SECRET_KEY, service="hunyuan", host="hunyuan.tencentcloudapi.com", payload=recorder.last.content,
-        timestamp=NOW)
+        SECRET_ID,
+        SECRET_KEY,
+        service="hunyuan",
+        host="hunyuan.tencentcloudapi.com",
+        payload=recorder.last.content,
+        timestamp=NOW,
+    )
     assert [d.text for d in deltas[:-1]] == ["你", "好"]
     last = deltas[-1]
     assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (4, 3, 7)

@@ -9,6 +9,7 @@ everything that went over the wire, headers included.
 The provider calls go through a real :class:`models.bundle.LLMBundle` against the fake
 OpenAI-compatible provider, in this process (plus one end-to-end test with a worker).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -105,13 +106,15 @@ class FakeLangfuse:
             for resource_spans in request.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
                     for s in scope_spans.spans:
-                        out.append({
-                            "name": s.name,
-                            "start": s.start_time_unix_nano,
-                            "end": s.end_time_unix_nano,
-                            "status_code": s.status.code,
-                            "attributes": {a.key: _value(a.value) for a in s.attributes},
-                        })
+                        out.append(
+                            {
+                                "name": s.name,
+                                "start": s.start_time_unix_nano,
+                                "end": s.end_time_unix_nano,
+                                "status_code": s.status.code,
+                                "attributes": {a.key: _value(a.value) for a in s.attributes},
+                            }
+                        )
         return out
 
     def generations(self) -> list[dict[str, Any]]:
@@ -199,7 +202,9 @@ def test_a_provider_call_becomes_one_generation_with_model_usage_and_counts(
     assert generation["name"] == "embedding.encode"
     assert attrs["langfuse.observation.model.name"] == MODEL
     assert json.loads(attrs["langfuse.observation.usage_details"]) == {
-        "input": result.usage.prompt_tokens, "output": result.usage.completion_tokens, "total": result.usage.total_tokens,
+        "input": result.usage.prompt_tokens,
+        "output": result.usage.completion_tokens,
+        "total": result.usage.total_tokens,
     }
     assert _metadata(attrs, "tenant_id") == tenant_id
     assert _metadata(attrs, "inputs") == len(TEXTS)
@@ -220,8 +225,9 @@ def test_no_input_output_or_api_key_is_sent(
     tracing.flush()
 
     [generation] = fake_langfuse.generations()
-    assert not any(k.startswith(("langfuse.observation.input", "langfuse.observation.output"))
-                   for k in generation["attributes"])
+    assert not any(
+        k.startswith(("langfuse.observation.input", "langfuse.observation.output")) for k in generation["attributes"]
+    )
     raw = fake_langfuse.raw()
     for text in TEXTS:
         assert text.encode() not in raw
@@ -302,10 +308,15 @@ def test_a_worker_flushes_its_traces_when_it_stops(
     from tasks import producer
 
     tenant_id, model = tenant_model
-    worker = worker_factory(concurrency=1, extra_env={
-        "LANGFUSE_PUBLIC_KEY": f"pk-lf-{uuid.uuid4().hex}", "LANGFUSE_SECRET_KEY": f"sk-lf-{uuid.uuid4().hex}",
-        "LANGFUSE_HOST": fake_langfuse.url, "LANGFUSE_FLUSH_INTERVAL": "3600",
-    })
+    worker = worker_factory(
+        concurrency=1,
+        extra_env={
+            "LANGFUSE_PUBLIC_KEY": f"pk-lf-{uuid.uuid4().hex}",
+            "LANGFUSE_SECRET_KEY": f"sk-lf-{uuid.uuid4().hex}",
+            "LANGFUSE_HOST": fake_langfuse.url,
+            "LANGFUSE_FLUSH_INTERVAL": "3600",
+        },
+    )
     # The same texts twice, two chunks: with the cache off, so that both reach the provider.
     job_id = producer.submit_embedding(tenant_id, model, TEXTS * 2, chunk_size=3, cache=False)
     assert producer.wait(job_id, timeout=60)["status"] == "succeeded"

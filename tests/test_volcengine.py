@@ -113,14 +113,25 @@ def test_tool_calls() -> None:
 
 def test_chat_stream_with_usage() -> None:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": "0217", "object": "chat.completion.chunk", "created": 1718067849,
-                "model": "doubao-1-5-pro-32k-250115",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        return {
+            "id": "0217",
+            "object": "chat.completion.chunk",
+            "created": 1718067849,
+            "model": "doubao-1-5-pro-32k-250115",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
 
-    usage = {"id": "0217", "object": "chat.completion.chunk", "created": 1718067849, "model": "doubao", "choices": [],
-             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
-    body = sse(chunk({"role": "assistant", "content": "天"}), chunk({"content": "很蓝"}), chunk({}, "stop"), usage,
-               "[DONE]")
+    usage = {
+        "id": "0217",
+        "object": "chat.completion.chunk",
+        "created": 1718067849,
+        "model": "doubao",
+        "choices": [],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    }
+    body = sse(
+        chunk({"role": "assistant", "content": "天"}), chunk({"content": "很蓝"}), chunk({}, "stop"), usage, "[DONE]"
+    )
     recorder = Recorder(httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
 
     deltas = list(ark("chat", recorder).chat_stream(None, [{"role": "user", "content": "天"}]))
@@ -153,7 +164,9 @@ def test_embeddings_on_the_endpoint() -> None:
     assert str(recorder.last.url) == f"{BASE}/embeddings"
     assert recorder.last.headers["authorization"] == f"Bearer {ARK_KEY}"
     assert recorder.json() == {
-        "model": "ep-202406040001-embed", "input": ["天很蓝", "海很深"], "encoding_format": "float"
+        "model": "ep-202406040001-embed",
+        "input": ["天很蓝", "海很深"],
+        "encoding_format": "float",
     }
     np.testing.assert_allclose(result.vectors, [[0.01131823007017374, -0.03317729011178017], [0.5, 0.25]], rtol=1e-6)
     assert result.usage.total_tokens == 6 and not result.usage.estimated
@@ -161,8 +174,13 @@ def test_embeddings_on_the_endpoint() -> None:
 
 def test_embeddings_batch_16() -> None:
     def answer(n: int) -> httpx.Response:
-        return httpx.Response(200, json={"data": [{"index": i, "embedding": [1.0]} for i in range(n)],
-                                         "usage": {"prompt_tokens": n, "total_tokens": n}})
+        return httpx.Response(
+            200,
+            json={
+                "data": [{"index": i, "embedding": [1.0]} for i in range(n)],
+                "usage": {"prompt_tokens": n, "total_tokens": n},
+            },
+        )
 
     recorder = Recorder(answer(16), answer(1))
     ark("embedding", recorder).encode([str(i) for i in range(17)])
@@ -171,8 +189,9 @@ def test_embeddings_batch_16() -> None:
 
 def test_image2text_on_a_vision_endpoint() -> None:
     recorder = Recorder(httpx.Response(200, json=completion("一只猫")))
-    result = ark("image2text", recorder, endpoint_id="ep-vision").describe_with_prompt(b"\xff\xd8", "这是什么？",
-                                                                                      "image/jpeg")
+    result = ark("image2text", recorder, endpoint_id="ep-vision").describe_with_prompt(
+        b"\xff\xd8", "这是什么？", "image/jpeg"
+    )
     sent = recorder.json()
     assert sent["model"] == "ep-vision"
     assert sent["messages"][0]["content"][1]["image_url"]["url"] == "data:image/jpeg;base64,/9g="
@@ -189,26 +208,76 @@ def ark_error(code: str, message: str, type_: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("status", "code", "message", "type_", "expected"),
     [
-        (401, "AuthenticationError", "The API key or AK/SK in the request is missing or invalid.", "Unauthorized",
-         ErrorCode.AUTHENTICATION),
-        (429, "RateLimitExceeded.EndpointRPMExceeded", ("The Requests Per Minute (RPM) limit of the associated "
-         "endpoint for your account has been exceeded."), "TooManyRequests", ErrorCode.RATE_LIMIT),
-        (429, "ModelAccountTpmRateLimitExceeded", ("The Tokens Per Minute (TPM) limit of the model for your account "
-         "has been exceeded."), "TooManyRequests", ErrorCode.RATE_LIMIT),
-        (429, "ServerOverloaded", ("The service is currently unable to handle additional requests due to server "
-         "overload."), "TooManyRequests", ErrorCode.SERVER),
-        (429, "QuotaExceeded", "The free trial quota for your account has been exhausted.", "TooManyRequests",
-         ErrorCode.QUOTA),
-        (429, "SetLimitExceeded", "Your account has reached its set inference limit.", "TooManyRequests",
-         ErrorCode.QUOTA),
-        (403, "AccountOverdueError", "The request failed because your account has an overdue balance.", "Forbidden",
-         ErrorCode.QUOTA),
-        (404, "InvalidEndpointOrModel.NotFound", ("The model or endpoint ep-x does not exist or you do not have "
-         "access to it."), "NotFound", ErrorCode.MODEL),
-        (400, "SensitiveContentDetected", ("The request failed because the input text may contain sensitive "
-         "information."), "BadRequest", ErrorCode.CONTENT_FILTER),
-        (500, "InternalServiceError", "The service encountered an unexpected internal error.", "InternalServerError",
-         ErrorCode.SERVER),
+        (
+            401,
+            "AuthenticationError",
+            "The API key or AK/SK in the request is missing or invalid.",
+            "Unauthorized",
+            ErrorCode.AUTHENTICATION,
+        ),
+        (
+            429,
+            "RateLimitExceeded.EndpointRPMExceeded",
+            ("The Requests Per Minute (RPM) limit of the associated endpoint for your account has been exceeded."),
+            "TooManyRequests",
+            ErrorCode.RATE_LIMIT,
+        ),
+        (
+            429,
+            "ModelAccountTpmRateLimitExceeded",
+            ("The Tokens Per Minute (TPM) limit of the model for your account has been exceeded."),
+            "TooManyRequests",
+            ErrorCode.RATE_LIMIT,
+        ),
+        (
+            429,
+            "ServerOverloaded",
+            ("The service is currently unable to handle additional requests due to server overload."),
+            "TooManyRequests",
+            ErrorCode.SERVER,
+        ),
+        (
+            429,
+            "QuotaExceeded",
+            "The free trial quota for your account has been exhausted.",
+            "TooManyRequests",
+            ErrorCode.QUOTA,
+        ),
+        (
+            429,
+            "SetLimitExceeded",
+            "Your account has reached its set inference limit.",
+            "TooManyRequests",
+            ErrorCode.QUOTA,
+        ),
+        (
+            403,
+            "AccountOverdueError",
+            "The request failed because your account has an overdue balance.",
+            "Forbidden",
+            ErrorCode.QUOTA,
+        ),
+        (
+            404,
+            "InvalidEndpointOrModel.NotFound",
+            ("The model or endpoint ep-x does not exist or you do not have access to it."),
+            "NotFound",
+            ErrorCode.MODEL,
+        ),
+        (
+            400,
+            "SensitiveContentDetected",
+            ("The request failed because the input text may contain sensitive information."),
+            "BadRequest",
+            ErrorCode.CONTENT_FILTER,
+        ),
+        (
+            500,
+            "InternalServiceError",
+            "The service encountered an unexpected internal error.",
+            "InternalServerError",
+            ErrorCode.SERVER,
+        ),
     ],
 )
 def test_ark_errors_are_classified(status: int, code: str, message: str, type_: str, expected: ErrorCode) -> None:
@@ -222,8 +291,11 @@ def test_ark_errors_are_classified(status: int, code: str, message: str, type_: 
 
 
 def test_rate_limit_retry_after_is_kept() -> None:
-    error = ark_error("RateLimitExceeded.EndpointTPMExceeded", "The Tokens Per Minute (TPM) limit of the associated "
-                      "endpoint for your account has been exceeded.", "TooManyRequests")
+    error = ark_error(
+        "RateLimitExceeded.EndpointTPMExceeded",
+        "The Tokens Per Minute (TPM) limit of the associated endpoint for your account has been exceeded.",
+        "TooManyRequests",
+    )
     recorder = Recorder(httpx.Response(429, json=error, headers={"retry-after": "20", "x-request-id": "0217"}))
 
     with pytest.raises(ProviderError) as info:

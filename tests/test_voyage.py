@@ -160,7 +160,9 @@ def test_rerank_above_1000_documents_is_split_and_merged() -> None:
 
     def answer(start: int, n: int) -> httpx.Response:
         data = [{"relevance_score": (start + i) / 10_000, "index": i} for i in reversed(range(n))]
-        return httpx.Response(200, json={"object": "list", "data": data, "model": "rerank-2.5", "usage": {"total_tokens": n}})
+        return httpx.Response(
+            200, json={"object": "list", "data": data, "model": "rerank-2.5", "usage": {"total_tokens": n}}
+        )
 
     recorder = Recorder(answer(0, 1000), answer(1000, 1000), answer(2000, 500))
     result = provider("rerank", "Voyage AI", recorder, model="rerank-2.5", api_key=KEY).similarity("q", documents)

@@ -8,6 +8,7 @@ as they are, SSE files as they are, vercel/ai's ``.chunks.txt`` (one JSON payloa
 re-framed as the provider's wire format -- ``data:`` lines (with ``event:`` lines for Anthropic)
 or AWS event-stream frames for Bedrock -- as vercel/ai's own tests do.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,10 @@ from providers.base import ChatDelta, ChatResult, encode_credentials
 from providers.errors import ErrorCode, ProviderError, classify
 from tests.mock_http import Recorder, provider
 
-_CANDIDATES = (Path(__file__).resolve().parents[1].parent / "shared" / "wire_fixtures", Path("/work/shared/wire_fixtures"))
+_CANDIDATES = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "wire_fixtures",
+    Path("/work/shared/wire_fixtures"),
+)
 FIXTURES = next((p for p in _CANDIDATES if p.is_dir()), None)
 pytestmark = pytest.mark.skipif(FIXTURES is None, reason="../shared/wire_fixtures is not present beside the repository")
 
@@ -59,8 +63,9 @@ def eventstream_body(name: str) -> bytes:
     for line in payloads(name):
         ((kind, data),) = line.items()
         headers = {":event-type": kind, ":content-type": "application/json", ":message-type": "event"}
-        raw = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + len(v).to_bytes(2, "big") + v.encode()
-                       for k, v in headers.items())
+        raw = b"".join(
+            bytes([len(k)]) + k.encode() + b"\x07" + len(v).to_bytes(2, "big") + v.encode() for k, v in headers.items()
+        )
         body = json.dumps(data).encode()
         prelude = struct.pack(">II", 12 + len(raw) + len(body) + 4, len(raw))
         message = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + body
@@ -78,8 +83,13 @@ def streamed(model: Any, tools: list[dict[str, Any]] | None = None) -> tuple[str
 
 
 def bedrock(model_type: str, recorder: Recorder, model: str) -> Any:
-    key = encode_credentials({"access_key": "AKIAIOSFODNN7EXAMPLE", "secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                              "region": "us-east-1"})
+    key = encode_credentials(
+        {
+            "access_key": "AKIAIOSFODNN7EXAMPLE",
+            "secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "region": "us-east-1",
+        }
+    )
     return provider(model_type, "Bedrock", recorder, model=model, api_key=key)
 
 
@@ -99,7 +109,9 @@ def test_openai_stream_parallel_tool_calls() -> None:
 
 
 def test_openai_stream_strict_tool() -> None:
-    _, last = streamed(provider("chat", "OpenAI", replay(fixture("openai_stream_strict_tool.sse")), api_key=KEY), [WEATHER])
+    _, last = streamed(
+        provider("chat", "OpenAI", replay(fixture("openai_stream_strict_tool.sse")), api_key=KEY), [WEATHER]
+    )
     (call,) = last.tool_calls
     assert call.name and isinstance(call.arguments, dict) and call.arguments
 
@@ -115,7 +127,8 @@ def test_openai_embedding() -> None:
     body = json.loads(fixture("vercel-openai-embedding.json"))
     n = len(body["data"])
     result = provider("embedding", "OpenAI", replay(fixture("vercel-openai-embedding.json")), api_key=KEY).encode(
-        [f"text {i}" for i in range(n)])
+        [f"text {i}" for i in range(n)]
+    )
     assert result.vectors.shape[0] == n and not result.usage.estimated
 
 
@@ -127,15 +140,26 @@ def test_openai_legacy_parameter_error_is_an_invalid_request() -> None:
 
 
 def test_azure_model_router_stream() -> None:
-    model = provider("chat", "Azure-OpenAI", replay(sse_body("vercel-azure-model-router.1.chunks.txt")),
-                     model="model-router", api_key=KEY, base_url="https://example.openai.azure.com")
+    model = provider(
+        "chat",
+        "Azure-OpenAI",
+        replay(sse_body("vercel-azure-model-router.1.chunks.txt")),
+        model="model-router",
+        api_key=KEY,
+        base_url="https://example.openai.azure.com",
+    )
     text, last = streamed(model)
     assert text and last.finish_reason == "stop"
 
 
-@pytest.mark.parametrize(("name", "factory"), [("vercel-mistral-tool-call.chunks.txt", "Mistral"),
-                                               ("vercel-xai-tool-call.chunks.txt", "xAI"),
-                                               ("vercel-deepseek-tool-call.chunks.txt", "DeepSeek")])
+@pytest.mark.parametrize(
+    ("name", "factory"),
+    [
+        ("vercel-mistral-tool-call.chunks.txt", "Mistral"),
+        ("vercel-xai-tool-call.chunks.txt", "xAI"),
+        ("vercel-deepseek-tool-call.chunks.txt", "DeepSeek"),
+    ],
+)
 def test_tool_call_streams_of_openai_compatible_servers(name: str, factory: str) -> None:
     _, last = streamed(provider("chat", factory, replay(sse_body(name)), api_key=KEY), [WEATHER])
     assert last.tool_calls and all(c.name for c in last.tool_calls)
@@ -145,8 +169,9 @@ def test_tool_call_streams_of_openai_compatible_servers(name: str, factory: str)
 def test_togetherai_rerank() -> None:
     body = json.loads(fixture("vercel-togetherai-reranking.1.json"))
     n = 1 + max(r["index"] for r in body["results"])
-    result = provider("rerank", "TogetherAI", replay(fixture("vercel-togetherai-reranking.1.json")),
-                      api_key=KEY).similarity("q", [f"d{i}" for i in range(n)])
+    result = provider(
+        "rerank", "TogetherAI", replay(fixture("vercel-togetherai-reranking.1.json")), api_key=KEY
+    ).similarity("q", [f"d{i}" for i in range(n)])
     for r in body["results"]:
         assert result.scores[r["index"]] == pytest.approx(r["relevance_score"], rel=1e-6)
     assert not result.usage.estimated
@@ -155,10 +180,15 @@ def test_togetherai_rerank() -> None:
 # --------------------------------------------------------------------------- Anthropic
 
 
-@pytest.mark.parametrize(("name", "finish"), [("anthropic_stream_basic.sse", "stop"),
-                                              ("anthropic_stream_tool_use.sse", "tool_calls"),
-                                              ("anthropic_stream_max_tokens_partial_tool.sse", "length"),
-                                              ("anthropic_stream_refusal.sse", "refusal")])
+@pytest.mark.parametrize(
+    ("name", "finish"),
+    [
+        ("anthropic_stream_basic.sse", "stop"),
+        ("anthropic_stream_tool_use.sse", "tool_calls"),
+        ("anthropic_stream_max_tokens_partial_tool.sse", "length"),
+        ("anthropic_stream_refusal.sse", "refusal"),
+    ],
+)
 def test_anthropic_sdk_streams(name: str, finish: str) -> None:
     _, last = streamed(provider("chat", "Anthropic", replay(fixture(name)), api_key=KEY))
     assert last.finish_reason == finish
@@ -167,7 +197,9 @@ def test_anthropic_sdk_streams(name: str, finish: str) -> None:
 
 
 def test_anthropic_refusal_body() -> None:
-    result = provider("chat", "Anthropic", replay(fixture("vercel-anthropic-refusal.json")), api_key=KEY).chat(None, USER)
+    result = provider("chat", "Anthropic", replay(fixture("vercel-anthropic-refusal.json")), api_key=KEY).chat(
+        None, USER
+    )
     assert result.finish_reason == "refusal" and "Usage Policy" in (result.refusal or "")
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (18, 5)
 
@@ -179,8 +211,14 @@ def test_anthropic_bodies(name: str) -> None:
     assert all(isinstance(c.arguments, dict) for c in result.tool_calls)
 
 
-@pytest.mark.parametrize("name", ["vercel-anthropic-text.chunks.txt", "vercel-anthropic-tool-no-args.chunks.txt",
-                                  "vercel-anthropic-message-delta-input-tokens.chunks.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vercel-anthropic-text.chunks.txt",
+        "vercel-anthropic-tool-no-args.chunks.txt",
+        "vercel-anthropic-message-delta-input-tokens.chunks.txt",
+    ],
+)
 def test_anthropic_streams(name: str) -> None:
     text, last = streamed(provider("chat", "Anthropic", replay(sse_body(name, named=True)), api_key=KEY))
     assert text or last.tool_calls
@@ -206,15 +244,24 @@ def test_gemini_streams(name: str) -> None:
 # --------------------------------------------------------------------------- Cohere, Voyage, TEI
 
 
-@pytest.mark.parametrize("name", ["vercel-cohere-text.json", "vercel-cohere-tool-call.json",
-                                  "vercel-cohere-reasoning.json", "vercel-cohere-max-tokens.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vercel-cohere-text.json",
+        "vercel-cohere-tool-call.json",
+        "vercel-cohere-reasoning.json",
+        "vercel-cohere-max-tokens.json",
+    ],
+)
 def test_cohere_bodies(name: str) -> None:
     result = provider("chat", "Cohere", replay(fixture(name)), model="command-a-03-2025", api_key=KEY).chat(None, USER)
     assert (result.text or result.tool_calls) and result.finish_reason in {"stop", "tool_calls", "length"}
 
 
-@pytest.mark.parametrize("name", ["vercel-cohere-text.chunks.txt", "vercel-cohere-tool-call.chunks.txt",
-                                  "vercel-cohere-reasoning.chunks.txt"])
+@pytest.mark.parametrize(
+    "name",
+    ["vercel-cohere-text.chunks.txt", "vercel-cohere-tool-call.chunks.txt", "vercel-cohere-reasoning.chunks.txt"],
+)
 def test_cohere_streams(name: str) -> None:
     text, last = streamed(provider("chat", "Cohere", replay(sse_body(name)), model="command-a-03-2025", api_key=KEY))
     assert text or last.tool_calls
@@ -235,12 +282,14 @@ def test_cohere_embedding_and_rerank() -> None:
 
 def test_voyage_embedding_and_rerank() -> None:
     body = json.loads(fixture("vercel-voyage-embedding.json"))
-    embedding = provider("embedding", "Voyage AI", replay(fixture("vercel-voyage-embedding.json")),
-                         model="voyage-3.5", api_key=KEY)
+    embedding = provider(
+        "embedding", "Voyage AI", replay(fixture("vercel-voyage-embedding.json")), model="voyage-3.5", api_key=KEY
+    )
     result = embedding.encode([f"t{i}" for i in range(len(body["data"]))])
     assert result.vectors.shape[0] == len(body["data"]) and not result.usage.estimated
-    rerank = provider("rerank", "Voyage AI", replay(fixture("vercel-voyage-reranking.1.json")),
-                      model="rerank-2.5", api_key=KEY).similarity("q", ["d0", "d1"])
+    rerank = provider(
+        "rerank", "Voyage AI", replay(fixture("vercel-voyage-reranking.1.json")), model="rerank-2.5", api_key=KEY
+    ).similarity("q", ["d0", "d1"])
     assert rerank.scores[1] == pytest.approx(0.5703125) and rerank.usage.total_tokens == 12
 
 
@@ -262,7 +311,9 @@ def test_bedrock_converse_bodies(name: str) -> None:
     assert result.text and result.finish_reason == "stop" and not result.usage.estimated
 
 
-@pytest.mark.parametrize("name", ["vercel-amazon-bedrock-text.chunks.txt", "vercel-amazon-bedrock-reasoning.chunks.txt"])
+@pytest.mark.parametrize(
+    "name", ["vercel-amazon-bedrock-text.chunks.txt", "vercel-amazon-bedrock-reasoning.chunks.txt"]
+)
 def test_bedrock_converse_streams(name: str) -> None:
     recorder = replay(eventstream_body(name), "application/vnd.amazon.eventstream")
     text, last = streamed(bedrock("chat", recorder, "anthropic.claude-3-7-sonnet-20250219-v1:0"))

@@ -1,4 +1,5 @@
 """``python -m workers``: the ``modelyard`` command line, for an environment without the script."""
+
 import sys
 
 from workers.cli import main

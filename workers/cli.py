@@ -3,6 +3,7 @@
 Every listing takes ``--json``; every error is one line on stderr and a non-zero exit
 (2: bad request, 3: not found, 4: conflict, 1: anything else). Keys are never printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,15 +64,23 @@ def _usd(value: str) -> float:
 def _limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=_count, default=None, help="requests per minute on this model's key (0: none set)")
     p.add_argument("--tpm", type=_count, default=None, help="tokens per minute on this model's key (0: none set)")
-    p.add_argument("--max-concurrency", type=_count, default=None,
-                   help="most calls in flight at once on this model's key, fleet-wide (0: no cap)")
+    p.add_argument(
+        "--max-concurrency",
+        type=_count,
+        default=None,
+        help="most calls in flight at once on this model's key, fleet-wide (0: no cap)",
+    )
 
 
 def _key_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None, help="the provider key; - reads it from standard input")
-    p.add_argument("--field", action="append", metavar="NAME=VALUE",
-                   help="one part of a multi-part credential (see `modelyard factories`); VALUE - reads standard "
-                        "input, @PATH reads a file (e.g. a service-account JSON key)")
+    p.add_argument(
+        "--field",
+        action="append",
+        metavar="NAME=VALUE",
+        help="one part of a multi-part credential (see `modelyard factories`); VALUE - reads standard "
+        "input, @PATH reads a file (e.g. a service-account JSON key)",
+    )
     p.add_argument("--base-url", default="", help="the provider's base URL (default: the factory's)")
     p.add_argument("--skip-check", action="store_true", help="save without testing the key (its state: unchecked)")
     _json_flag(p)
@@ -92,18 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.db_upgrade)
 
     p = sub.add_parser("worker", help="run a Celery worker")
-    p.add_argument("-Q", "--queues", default=",".join((*MODEL_TYPES, "maintenance")),
-                   help="comma-separated queues (default: all)")
-    p.add_argument("-c", "--concurrency", type=int, default=None,
-                   help="threads (or processes with prefork) per worker; default: MODELYARD_JOB_MAX_INFLIGHT")
-    p.add_argument("-P", "--pool", default="threads", choices=("threads", "prefork", "solo"),
-                   help="threads (default) for provider calls over HTTP; prefork for the CPU-bound Builtin model")
+    p.add_argument(
+        "-Q", "--queues", default=",".join((*MODEL_TYPES, "maintenance")), help="comma-separated queues (default: all)"
+    )
+    p.add_argument(
+        "-c",
+        "--concurrency",
+        type=int,
+        default=None,
+        help="threads (or processes with prefork) per worker; default: MODELYARD_JOB_MAX_INFLIGHT",
+    )
+    p.add_argument(
+        "-P",
+        "--pool",
+        default="threads",
+        choices=("threads", "prefork", "solo"),
+        help="threads (default) for provider calls over HTTP; prefork for the CPU-bound Builtin model",
+    )
     p.add_argument("-l", "--loglevel", default="info")
     p.add_argument("-n", "--hostname", default=None, help="node name (default: celery@HOST)")
     p.add_argument("-B", "--beat", action="store_true", help="also run the beat scheduler in this worker")
-    p.add_argument("--no-restart", action="store_true",
-                   help="run Celery in this process and exit with its status (for a supervisor that restarts it); "
-                        "default: run it in a child process and start a new one if it exits non-zero")
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="run Celery in this process and exit with its status (for a supervisor that restarts it); "
+        "default: run it in a child process and start a new one if it exits non-zero",
+    )
     p.set_defaults(func=launch.worker)
 
     p = sub.add_parser("beat", help="run the celery beat scheduler (sweeps stalled chunks)")
@@ -143,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=m.keys_rotate)
 
     llm = sub.add_parser("llm", help="a tenant's models").add_subparsers(dest="llm_command", required=True)
-    for action, help_text in (("add", "test a model's key with a real call, then configure it for a tenant"),
-                              ("delete", "remove a tenant's model"),
-                              ("enable", "enable a tenant's model"), ("disable", "disable a tenant's model")):
+    for action, help_text in (
+        ("add", "test a model's key with a real call, then configure it for a tenant"),
+        ("delete", "remove a tenant's model"),
+        ("enable", "enable a tenant's model"),
+        ("disable", "disable a tenant's model"),
+    ):
         p = llm.add_parser(action, help=help_text)
         p.add_argument("--tenant", required=True, help="tenant id or name")
         p.add_argument("--model", required=True, help="NAME@FACTORY, e.g. text-embedding-3-small@OpenAI")
@@ -182,43 +208,67 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(func=m.my_llms)
 
-    p = sub.add_parser("limits", help="a tenant's rate limits per key and model: configured, advertised, in use, paused")
+    p = sub.add_parser(
+        "limits", help="a tenant's rate limits per key and model: configured, advertised, in use, paused"
+    )
     p.add_argument("--tenant", required=True)
     _json_flag(p)
     p.set_defaults(func=m.limits)
 
-    p = sub.add_parser("embed", help="submit a batch embedding job from .txt / .jsonl / .csv / .tsv / .parquet files "
-                                      "or - (stdin)")
+    p = sub.add_parser(
+        "embed", help="submit a batch embedding job from .txt / .jsonl / .csv / .tsv / .parquet files or - (stdin)"
+    )
     p.add_argument("--tenant", required=True)
     p.add_argument("--model", required=True, help="NAME@FACTORY")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--text-column", default=None, help="table inputs (.csv, .tsv, .parquet): the text's column "
-                                                        "(default: text)")
-    p.add_argument("--id-column", default=None, help="table inputs: the custom id's column (default: custom_id if "
-                                                      "there is one, else the file and row)")
+    p.add_argument(
+        "--text-column", default=None, help="table inputs (.csv, .tsv, .parquet): the text's column (default: text)"
+    )
+    p.add_argument(
+        "--id-column",
+        default=None,
+        help="table inputs: the custom id's column (default: custom_id if there is one, else the file and row)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
-    p.add_argument("--idempotency-key", default=None, help="the same key with the same input returns the same job; with another input "
-                                                              "it is refused (exit 4)")
-    p.add_argument("--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)")
-    p.add_argument("--queries", action="store_true",
-                   help="the texts are search queries: use the provider's query mode (default: documents)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="call the provider for every text, even those the embedding cache holds")
+    p.add_argument(
+        "--idempotency-key",
+        default=None,
+        help="the same key with the same input returns the same job; with another input it is refused (exit 4)",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=None, help="texts per task (default: MODELYARD_EMBEDDING_CHUNK_SIZE)"
+    )
+    p.add_argument(
+        "--queries",
+        action="store_true",
+        help="the texts are search queries: use the provider's query mode (default: documents)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="call the provider for every text, even those the embedding cache holds"
+    )
     _json_flag(p)
     p.set_defaults(func=c.embed)
 
     job = sub.add_parser("job", help="follow a job").add_subparsers(dest="job_command", required=True)
-    for action, help_text in (("status", "a job's status, counts and item errors"), ("wait", "wait for a job to end"),
-                              ("results", "a job's results as JSON lines"), ("cancel", "cancel a job")):
+    for action, help_text in (
+        ("status", "a job's status, counts and item errors"),
+        ("wait", "wait for a job to end"),
+        ("results", "a job's results as JSON lines"),
+        ("cancel", "cancel a job"),
+    ):
         p = job.add_parser(action, help=help_text)
         p.add_argument("job_id", metavar="JOB")
         _json_flag(p)
         if action == "wait":
             p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
         if action == "results":
-            p.add_argument("--output", "-o", default=None,
-                           help="write to this file instead: .jsonl (the lines printed without -o), .npy (the "
-                                "vectors; their custom ids in NAME.ids.txt beside it) or .parquet (the parquet extra)")
+            p.add_argument(
+                "--output",
+                "-o",
+                default=None,
+                help="write to this file instead: .jsonl (the lines printed without -o), .npy (the "
+                "vectors; their custom ids in NAME.ids.txt beside it) or .parquet (the parquet extra)",
+            )
         p.set_defaults(func=c.job_action, action=action)
 
     from workers import token_commands as t
@@ -232,8 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("create", help="make an API token and print it, once")
     p.add_argument("--tenant", default=None, help="tenant id or name (omit for an operator token, scope admin)")
     p.add_argument("--name", default=None, help="a name to tell tokens apart")
-    p.add_argument("--scope", action="append", metavar="SCOPE",
-                   help="jobs, models or admin; repeat or comma-separate (default: jobs,models; admin without --tenant)")
+    p.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help="jobs, models or admin; repeat or comma-separate (default: jobs,models; admin without --tenant)",
+    )
     _json_flag(p)
     p.set_defaults(func=t.token_create)
     p = token.add_parser("list", help="API tokens: name, scopes, last four characters")
@@ -268,8 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="NAME@FACTORY: a budget for this model only (default: all)")
     _json_flag(p)
     p.set_defaults(func=c.budget_action, action="set")
-    for action, what in (("show", "limit, spent, remaining and period end of each budget"),
-                         ("clear", "remove a budget")):
+    for action, what in (
+        ("show", "limit, spent, remaining and period end of each budget"),
+        ("clear", "remove a budget"),
+    ):
         p = budget_sub.add_parser(action, help=what)
         p.add_argument("--tenant", required=True)
         if action == "clear":
@@ -280,9 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     price = sub.add_parser("price", help="a model's price (USD per token): show, or an operator's override")
     price_sub = price.add_subparsers(dest="price_command", required=True)
     for action in ("show", "set", "clear"):
-        p = price_sub.add_parser(action, help={"show": "the price that applies and where it comes from",
-                                               "set": "override the price for calls from now on",
-                                               "clear": "drop the override (the catalog's price applies)"}[action])
+        p = price_sub.add_parser(
+            action,
+            help={
+                "show": "the price that applies and where it comes from",
+                "set": "override the price for calls from now on",
+                "clear": "drop the override (the catalog's price applies)",
+            }[action],
+        )
         p.add_argument("--model", required=True, help="NAME@FACTORY")
         if action == "set":
             p.add_argument("--input", type=_usd_per_token, required=True, help="USD per input token")

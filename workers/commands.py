@@ -1,4 +1,5 @@
 """The CLI's commands that talk to the database and the producer API (no processes here)."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,15 +51,25 @@ def tenant_list(args: argparse.Namespace) -> None:
 
 
 def embed(args: argparse.Namespace) -> int:
-    job_id = producer.submit_embedding(args.tenant, args.model, read_inputs(args.files, Columns(args.text_column, args.id_column)),
-                                       idempotency_key=args.idempotency_key, chunk_size=args.chunk_size,
-                                       input_type="query" if args.queries else "document", cache=not args.no_cache)
+    job_id = producer.submit_embedding(
+        args.tenant,
+        args.model,
+        read_inputs(args.files, Columns(args.text_column, args.id_column)),
+        idempotency_key=args.idempotency_key,
+        chunk_size=args.chunk_size,
+        input_type="query" if args.queries else "document",
+        cache=not args.no_cache,
+    )
     if job_id.existing:
-        note(f"idempotency key {args.idempotency_key!r} was used for job {job_id} with this same input: that job, "
-             "not a new one")
+        note(
+            f"idempotency key {args.idempotency_key!r} was used for job {job_id} with this same input: that job, "
+            "not a new one"
+        )
     if job_id.unsent:
-        note(f"job {job_id} is saved, but the broker is not reachable: its messages will be sent when the broker "
-             "is back (by the sweeper; see docs/operations.md). Do not submit it again.")
+        note(
+            f"job {job_id} is saved, but the broker is not reachable: its messages will be sent when the broker "
+            "is back (by the sweeper; see docs/operations.md). Do not submit it again."
+        )
     if not args.wait:
         if args.json:
             print_json({"job_id": job_id})
@@ -76,8 +87,10 @@ def embed(args: argparse.Namespace) -> int:
 
 def _print_status(st: dict[str, Any]) -> None:
     items = st["items"]
-    out.print(f"job {st['id']}: {st['status']} - {items['succeeded']:,} succeeded, {items['failed']:,} failed, "
-              f"{items['pending']:,} pending of {items['total']:,}; {st['total_tokens']:,} tokens ({st['model']})")
+    out.print(
+        f"job {st['id']}: {st['status']} - {items['succeeded']:,} succeeded, {items['failed']:,} failed, "
+        f"{items['pending']:,} pending of {items['total']:,}; {st['total_tokens']:,} tokens ({st['model']})"
+    )
     for err in st["errors"][:20]:
         out.print(f"  {err['custom_id']}: {err['code']}: {err['message']}", markup=False)
     if st["errors_total"] > 20:
@@ -143,10 +156,23 @@ def usage(args: argparse.Namespace) -> None:
         print_json(rows)
         return
     first = {"day": ["day"], "job": ["job_id", "model"]}.get(args.by or "model", ["model", "model_type"])
-    table("usage", [*first, "calls", "cached", "prompt", "completion", "total", "cached tokens", "cost USD"],
-          [[*(str(r[k]) for k in first), f"{r['calls']:,}", f"{r['cached_calls']:,}", f"{r['prompt_tokens']:,}",
-            f"{r['completion_tokens']:,}", f"{r['total_tokens']:,}", f"{r['cached_tokens']:,}",
-            _usd(r["cost"], r["unpriced_calls"])] for r in rows])
+    table(
+        "usage",
+        [*first, "calls", "cached", "prompt", "completion", "total", "cached tokens", "cost USD"],
+        [
+            [
+                *(str(r[k]) for k in first),
+                f"{r['calls']:,}",
+                f"{r['cached_calls']:,}",
+                f"{r['prompt_tokens']:,}",
+                f"{r['completion_tokens']:,}",
+                f"{r['total_tokens']:,}",
+                f"{r['cached_tokens']:,}",
+                _usd(r["cost"], r["unpriced_calls"]),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _usd(cost: float, unpriced: int) -> str:
@@ -157,8 +183,14 @@ def _usd(cost: float, unpriced: int) -> str:
 def price_action(args: argparse.Namespace) -> None:
     with session_scope() as session:
         if args.action == "set":
-            set_price(session, args.model, input_cost=args.input, output_cost=args.output,
-                      batch_input_cost=args.batch_input, batch_output_cost=args.batch_output)
+            set_price(
+                session,
+                args.model,
+                input_cost=args.input,
+                output_cost=args.output,
+                batch_input_cost=args.batch_input,
+                batch_output_cost=args.batch_output,
+            )
         elif args.action == "clear":
             clear_price(session, args.model)
         row = describe_price(session, args.model)
@@ -168,16 +200,19 @@ def price_action(args: argparse.Namespace) -> None:
     if row["source"] == "none":
         out.print(f"{args.model}: no price (its calls are recorded without a cost)")
         return
-    out.print(f"{args.model} ({row['source']}): input {row['input_cost_per_token']:.4g}, "
-              f"output {row['output_cost_per_token']:.4g} USD per token")
+    out.print(
+        f"{args.model} ({row['source']}): input {row['input_cost_per_token']:.4g}, "
+        f"output {row['output_cost_per_token']:.4g} USD per token"
+    )
 
 
 def budget_action(args: argparse.Namespace) -> None:
     with session_scope() as session:
         tenant_id = resolve_tenant(session, args.tenant)
         if args.action == "set":
-            budgets.set_budget(session, tenant_id, period=args.period, tokens=args.tokens, cost=args.cost,
-                               model=args.model or "")
+            budgets.set_budget(
+                session, tenant_id, period=args.period, tokens=args.tokens, cost=args.cost, model=args.model or ""
+            )
         elif args.action == "clear":
             budgets.clear_budget(session, tenant_id, args.model or "")
         rows = budgets.show_budgets(session, tenant_id)
@@ -187,10 +222,21 @@ def budget_action(args: argparse.Namespace) -> None:
     if not rows:
         out.print("no budgets")
         return
-    table("budgets", ["model", "period", "limit", "spent", "remaining", "period ends"],
-          [[r["model"] or "(all)", r["period"], _limits(r, "token_limit", "cost_limit"),
-            _limits(r, "spent_tokens", "spent_cost", always=True), _limits(r, "remaining_tokens", "remaining_cost"),
-            r["period_end"]] for r in rows])
+    table(
+        "budgets",
+        ["model", "period", "limit", "spent", "remaining", "period ends"],
+        [
+            [
+                r["model"] or "(all)",
+                r["period"],
+                _limits(r, "token_limit", "cost_limit"),
+                _limits(r, "spent_tokens", "spent_cost", always=True),
+                _limits(r, "remaining_tokens", "remaining_cost"),
+                r["period_end"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _limits(r: dict[str, Any], tokens: str, cost: str, always: bool = False) -> str:

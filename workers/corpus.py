@@ -4,6 +4,7 @@ Sources, all shipped with the repository: the Markdown docs (README.md, docs/*.m
 docstrings of every module, class and function in the five packages, and one passage per
 catalog factory naming its models. Passages are cut on sentence boundaries.
 """
+
 from __future__ import annotations
 
 import ast

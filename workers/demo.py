@@ -5,6 +5,7 @@ starts a real worker process on the embedded broker, submits the corpus of model
 docs as a batch embedding job with a progress bar, then answers similarity queries from
 the stored vectors.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ out = Console()
 
 def run_demo() -> int:
     settings = get_settings()
-    console.print(f"[bold]modelyard demo[/] - data in {settings.data_dir} "
-                  f"({'embedded broker' if settings.embedded_broker else 'configured broker'})")
+    console.print(
+        f"[bold]modelyard demo[/] - data in {settings.data_dir} "
+        f"({'embedded broker' if settings.embedded_broker else 'configured broker'})"
+    )
     upgrade(get_engine())
     tenant_id = _demo_tenant()
     corpus = list(passages())
@@ -53,26 +56,34 @@ def run_demo() -> int:
     worker = _start_worker()
     try:
         started = time.perf_counter()
-        job_id = producer.submit_embedding(tenant_id, MODEL, (ItemRow(custom_id=src, text=text) for src, text in corpus))
+        job_id = producer.submit_embedding(
+            tenant_id, MODEL, (ItemRow(custom_id=src, text=text) for src, text in corpus)
+        )
         with job_progress() as progress:
             final = producer.wait(job_id, timeout=900, on_progress=progress)
         elapsed = time.perf_counter() - started
     finally:
         _stop_worker(worker)
     items = final["items"]
-    console.print(f"job {job_id}: {final['status']}, {items['succeeded']} embedded, {items['failed']} failed, "
-                  f"{final['total_tokens']:,} tokens in {elapsed:.1f}s")
+    console.print(
+        f"job {job_id}: {final['status']}, {items['succeeded']} embedded, {items['failed']} failed, "
+        f"{final['total_tokens']:,} tokens in {elapsed:.1f}s"
+    )
     if final["status"] != "succeeded":
         for err in final["errors"][:5]:
             console.print(f"  {err['custom_id']}: {err['code']}: {err['message']}", markup=False)
         return 1
     query_tokens = _search(tenant_id, job_id, dict(corpus))
-    console.print(f"tokens: the job's {final['total_tokens']:,} ({final['chunks']['total']} chunk calls) + the "
-                  f"{len(QUERIES)} search queries' {query_tokens:,} ({len(QUERIES)} calls, billed to the tenant too)")
+    console.print(
+        f"tokens: the job's {final['total_tokens']:,} ({final['chunks']['total']} chunk calls) + the "
+        f"{len(QUERIES)} search queries' {query_tokens:,} ({len(QUERIES)} calls, billed to the tenant too)"
+    )
     with session_scope() as session:
         for row in usage_summary(session, tenant_id):
-            console.print(f"usage ledger, all of the demo tenant's runs: {row['model']}: {row['calls']} calls, "
-                          f"{row['total_tokens']:,} tokens; used_tokens {row['used_tokens']:,}")
+            console.print(
+                f"usage ledger, all of the demo tenant's runs: {row['model']}: {row['calls']} calls, "
+                f"{row['total_tokens']:,} tokens; used_tokens {row['used_tokens']:,}"
+            )
     return 0
 
 
@@ -92,9 +103,23 @@ def _start_worker() -> subprocess.Popen[bytes]:
     console.print(f"starting a worker process (log: {log})")
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "-Q", "embedding,maintenance", "-P", "solo",
-             "-l", "info", "-n", f"demo-{os.getpid()}@%h", "--no-restart"],  # the demo stops it itself
-            stdout=fh, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "workers.cli",
+                "worker",
+                "-Q",
+                "embedding,maintenance",
+                "-P",
+                "solo",
+                "-l",
+                "info",
+                "-n",
+                f"demo-{os.getpid()}@%h",
+                "--no-restart",
+            ],  # the demo stops it itself
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -122,5 +147,7 @@ def _search(tenant_id: str, job_id: str, texts: dict[str, str]) -> int:
         out.print(f"\n[bold]? {query}[/]")
         for idx in np.argsort(-scores)[:3]:
             cid = res.custom_ids[idx]
-            out.print(f"  {scores[idx]:.3f}  [dim]{escape(cid)}[/]\n         {escape(texts[cid][:160])}", highlight=False)
+            out.print(
+                f"  {scores[idx]:.3f}  [dim]{escape(cid)}[/]\n         {escape(texts[cid][:160])}", highlight=False
+            )
     return tokens

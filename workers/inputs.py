@@ -10,6 +10,7 @@ Nothing is read ahead: a million-row file is never held in memory, and no line l
 Each line is checked as it is read (tasks.validation), so a refusal names the input and the
 line: ``notes.jsonl:7: text holds a NUL character (U+0000) at character 12; ...``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -67,8 +68,10 @@ def _pick(header: list[str], columns: Columns, name: str) -> tuple[int, int | No
     """Positions of the text and id columns in ``header``."""
     text_col = columns.text or "text"
     if text_col not in header:
-        raise InvalidRequest(f"{name}: no column {text_col!r} (columns: {', '.join(header)[:300]}); "
-                             "name the text's column with --text-column")
+        raise InvalidRequest(
+            f"{name}: no column {text_col!r} (columns: {', '.join(header)[:300]}); "
+            "name the text's column with --text-column"
+        )
     if columns.id is not None and columns.id not in header:
         raise InvalidRequest(f"{name}: no column {columns.id!r} (columns: {', '.join(header)[:300]}) for --id-column")
     id_col = columns.id or ("custom_id" if "custom_id" in header else None)
@@ -99,18 +102,23 @@ def _read_table(fh: BinaryIO, name: str, delimiter: str, columns: Columns, limit
                 raise InvalidRequest(f"{where}: {len(record)} fields where the header has {len(header)}")
             yield _table_row(record[text_at], None if id_at is None else record[id_at], where, limits)
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"{name}:{reader.line_num + 1}: not valid UTF-8 (byte {exc.start + 1} of a block)") from None
+        raise InvalidRequest(
+            f"{name}:{reader.line_num + 1}: not valid UTF-8 (byte {exc.start + 1} of a block)"
+        ) from None
     except csv.Error as exc:
-        raise InvalidRequest(f"{name}:{reader.line_num}: {exc} (a field is limited to {limits.payload_bytes:,} bytes, "
-                             "MODELYARD_MAX_PAYLOAD_BYTES)") from None
+        raise InvalidRequest(
+            f"{name}:{reader.line_num}: {exc} (a field is limited to {limits.payload_bytes:,} bytes, "
+            "MODELYARD_MAX_PAYLOAD_BYTES)"
+        ) from None
 
 
 def _read_parquet(path: Path, columns: Columns, limits: Limits) -> Iterator[ItemRow]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise InvalidRequest(f"{path.name}: reading Parquet needs the parquet extra: "
-                             "pip install 'modelyard[parquet]' (pyarrow)") from None
+        raise InvalidRequest(
+            f"{path.name}: reading Parquet needs the parquet extra: pip install 'modelyard[parquet]' (pyarrow)"
+        ) from None
     try:
         table = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file that is not Parquet vary
@@ -160,13 +168,16 @@ def _jsonl_row(line: str, where: str, limits: Limits) -> ItemRow:
     except ValueError as exc:
         raise InvalidRequest(f"{where}: not valid JSON ({exc.msg})") from None
     except RecursionError:
-        raise InvalidRequest(f"{where}: the JSON is nested more than {limits.depth} levels deep "
-                             "(MODELYARD_MAX_PAYLOAD_DEPTH)") from None
+        raise InvalidRequest(
+            f"{where}: the JSON is nested more than {limits.depth} levels deep (MODELYARD_MAX_PAYLOAD_DEPTH)"
+        ) from None
     if isinstance(obj, dict) and "text" not in obj and isinstance(obj.get("body"), dict):
         return _batch_request_row(obj, where, limits)
     if not isinstance(obj, dict) or "text" not in obj:
-        raise InvalidRequest(f'{where}: expected an object with "text" (and optionally "custom_id"), or an OpenAI '
-                             'batch request line ("custom_id", "body": {"input": ...})')
+        raise InvalidRequest(
+            f'{where}: expected an object with "text" (and optionally "custom_id"), or an OpenAI '
+            'batch request line ("custom_id", "body": {"input": ...})'
+        )
     if "custom_id" not in obj:
         return ItemRow(custom_id=where, text=validation.text(obj["text"], where, limits))
     custom_id = validation.custom_id(obj["custom_id"], where, limits)
@@ -182,11 +193,14 @@ def _batch_request_row(obj: dict[str, Any], where: str, limits: Limits) -> ItemR
     value = obj["body"].get("input")
     if isinstance(value, list):
         if len(value) != 1:
-            raise InvalidRequest(f'{where}: "body.input" holds {len(value)} texts; give one text per line '
-                                 "(each line is one item with its own custom_id)")
+            raise InvalidRequest(
+                f'{where}: "body.input" holds {len(value)} texts; give one text per line '
+                "(each line is one item with its own custom_id)"
+            )
         value = value[0]
     if "custom_id" not in obj:
         raise InvalidRequest(f'{where}: a batch request line needs "custom_id"')
     custom_id = validation.custom_id(obj["custom_id"], where, limits)
-    return ItemRow(custom_id=custom_id, text=validation.text(value, f"{where} (item {custom_id!r})", limits,
-                                                             what="body.input"))
+    return ItemRow(
+        custom_id=custom_id, text=validation.text(value, f"{where} (item {custom_id!r})", limits, what="body.input")
+    )

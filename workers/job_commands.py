@@ -1,5 +1,6 @@
 """``modelyard job list|retry|delete``: finding jobs, retrying what failed, deleting what a
 pipeline has copied out."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,13 @@ def add_job_commands(job: argparse._SubParsersAction) -> None:
     p = job.add_parser("list", help="jobs, newest first, with their counts and tokens")
     p.add_argument("--tenant", default=None, help="only this tenant's jobs (id or name)")
     p.add_argument("--status", choices=STATUSES, default=None)
-    p.add_argument("--since", type=since, default=None, metavar="WHEN",
-                   help="created since: a time ago (30m, 2h, 7d) or an ISO date / date-time (UTC)")
+    p.add_argument(
+        "--since",
+        type=since,
+        default=None,
+        metavar="WHEN",
+        help="created since: a time ago (30m, 2h, 7d) or an ISO date / date-time (UTC)",
+    )
     p.add_argument("--limit", type=_limit, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=job_list)
@@ -64,11 +70,25 @@ def job_list(args: argparse.Namespace) -> None:
     if args.json:
         print_json(rows)
         return
-    table("jobs (newest first)", ["id", "tenant", "model", "status", "items", "ok", "failed", "tokens", "created",
-                                  "retry of"],
-          [[r["id"], r["tenant"], r["model"], r["status"] + (" (purged)" if r["purged_at"] else ""),
-            f"{r['items_total']:,}", f"{r['items_succeeded']:,}", f"{r['items_failed']:,}", f"{r['total_tokens']:,}",
-            (r["created_at"] or "")[:19], r["retry_of"]] for r in rows])
+    table(
+        "jobs (newest first)",
+        ["id", "tenant", "model", "status", "items", "ok", "failed", "tokens", "created", "retry of"],
+        [
+            [
+                r["id"],
+                r["tenant"],
+                r["model"],
+                r["status"] + (" (purged)" if r["purged_at"] else ""),
+                f"{r['items_total']:,}",
+                f"{r['items_succeeded']:,}",
+                f"{r['items_failed']:,}",
+                f"{r['total_tokens']:,}",
+                (r["created_at"] or "")[:19],
+                r["retry_of"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def job_retry(args: argparse.Namespace) -> None:
@@ -85,5 +105,3 @@ def job_delete(args: argparse.Namespace) -> None:
         print_json({"job_id": args.job_id, "deleted": True, "rows": rows})
     else:
         out.print(f"deleted job {args.job_id} ({rows:,} item and chunk rows); its usage stays in the ledger")
-
-

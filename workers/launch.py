@@ -1,4 +1,5 @@
 """Long-running processes: worker, beat, flower, and the demo."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,12 +46,25 @@ def worker(args: argparse.Namespace) -> int:
     # Provider calls wait on the network: as many threads as one job may have chunks in flight.
     # The solo pool runs one task at a time whatever -c says: say 1, not a number it ignores.
     concurrency = 1 if args.pool == "solo" else args.concurrency or settings.job_max_inflight_chunks
-    _say(f"worker: pool {args.pool}, concurrency {concurrency} (tasks at once), queues {','.join(queues)}, "
-         f"{'embedded broker' if settings.embedded_broker else 'broker ' + _broker_host(settings.broker_url)}")
+    _say(
+        f"worker: pool {args.pool}, concurrency {concurrency} (tasks at once), queues {','.join(queues)}, "
+        f"{'embedded broker' if settings.embedded_broker else 'broker ' + _broker_host(settings.broker_url)}"
+    )
     # Gossip and mingle are worker-to-worker chatter modelyard does not use; Gossip's event
     # consumer is where kombu's Redis channel fails on a lost connection (celery/kombu#582).
-    argv = ["worker", "-Q", ",".join(queues), "-P", args.pool, "-c", str(concurrency), "-l", args.loglevel,
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-P",
+        args.pool,
+        "-c",
+        str(concurrency),
+        "-l",
+        args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if args.hostname:
         argv += ["-n", args.hostname]
     if args.beat:

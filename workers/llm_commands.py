@@ -1,6 +1,7 @@
 """The CLI's model-management commands: factories, keys, llm, my-llms (the operations live in
 ``models.admin``; this module reads arguments and prints). No key is ever printed: at most
 its last four characters."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ def read_fields(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise InvalidRequest("--field takes NAME=VALUE (an argument had no NAME=; it is not repeated here, "
-                                 "in case it was a secret)")
+            raise InvalidRequest(
+                "--field takes NAME=VALUE (an argument had no NAME=; it is not repeated here, in case it was a secret)"
+            )
         if value == "-":
             value = sys.stdin.readline().strip()
         elif value.startswith("@"):
@@ -48,11 +50,21 @@ def read_fields(pairs: list[str] | None) -> dict[str, str]:
 
 
 def model_json(tm: TenantModel) -> dict[str, Any]:
-    return {"model": tm.full_name, "factory": tm.factory, "type": tm.model_type, "status": tm.status,
-            "used_tokens": tm.used_tokens, "api_base": tm.api_base, "max_tokens": tm.max_tokens,
-            "has_key": tm.has_key, "key_hint": tm.key_hint, "key_state": tm.key_state,
-            "key_checked_at": tm.key_checked_at, "key_error": tm.key_error,
-            "limits": {"rpm": tm.rpm_limit, "tpm": tm.tpm_limit, "max_concurrency": tm.max_concurrency}}
+    return {
+        "model": tm.full_name,
+        "factory": tm.factory,
+        "type": tm.model_type,
+        "status": tm.status,
+        "used_tokens": tm.used_tokens,
+        "api_base": tm.api_base,
+        "max_tokens": tm.max_tokens,
+        "has_key": tm.has_key,
+        "key_hint": tm.key_hint,
+        "key_state": tm.key_state,
+        "key_checked_at": tm.key_checked_at,
+        "key_error": tm.key_error,
+        "limits": {"rpm": tm.rpm_limit, "tpm": tm.tpm_limit, "max_concurrency": tm.max_concurrency},
+    }
 
 
 def _limit_args(args: argparse.Namespace) -> dict[str, int | None]:
@@ -67,18 +79,42 @@ def factories(args: argparse.Namespace) -> None:
     if args.markdown:
         sys.stdout.write(factory_markdown(rows))
         return
-    table("factories", ["factory", "models", "supported", "unsupported", "credential fields", "internal"],
-          [[r["name"], r["models"], ",".join(r["supported_types"]) or "-", ",".join(r["unsupported_types"]) or "-",
-            ",".join(r["credential_fields"]), "yes" if r["internal"] else ""] for r in rows])
+    table(
+        "factories",
+        ["factory", "models", "supported", "unsupported", "credential fields", "internal"],
+        [
+            [
+                r["name"],
+                r["models"],
+                ",".join(r["supported_types"]) or "-",
+                ",".join(r["unsupported_types"]) or "-",
+                ",".join(r["credential_fields"]),
+                "yes" if r["internal"] else "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def keys_set(args: argparse.Namespace) -> None:
-    saved = admin.set_api_key(args.tenant, args.factory, read_key(args.api_key), fields=read_fields(args.field),
-                              base_url=args.base_url, check=not args.skip_check)
+    saved = admin.set_api_key(
+        args.tenant,
+        args.factory,
+        read_key(args.api_key),
+        fields=read_fields(args.field),
+        base_url=args.base_url,
+        check=not args.skip_check,
+    )
     checked = saved.checked_with.model if saved.checked_with else None
     if args.json:
-        print_json({"factory": saved.factory, "checked_with": checked, "key_state": "valid" if checked else "unchecked",
-                    "models": [{"model": m, "type": t} for m, t in saved.models]})
+        print_json(
+            {
+                "factory": saved.factory,
+                "checked_with": checked,
+                "key_state": "valid" if checked else "unchecked",
+                "models": [{"model": m, "type": t} for m, t in saved.models],
+            }
+        )
     else:
         how = f"accepted by {checked}" if checked else "saved without a check"
         out.print(f"{saved.factory}: key {how}; {len(saved.models)} models configured")
@@ -93,9 +129,17 @@ def keys_rotate(args: argparse.Namespace) -> None:
 
 
 def llm_add(args: argparse.Namespace) -> None:
-    tm = admin.add_llm(args.tenant, args.model, args.model_type, read_key(args.api_key), fields=read_fields(args.field),
-                       base_url=args.base_url, max_tokens=args.max_tokens, check=not args.skip_check,
-                       limits=_limit_args(args))
+    tm = admin.add_llm(
+        args.tenant,
+        args.model,
+        args.model_type,
+        read_key(args.api_key),
+        fields=read_fields(args.field),
+        base_url=args.base_url,
+        max_tokens=args.max_tokens,
+        check=not args.skip_check,
+        limits=_limit_args(args),
+    )
     if args.json:
         print_json(model_json(tm))
     else:
@@ -118,13 +162,17 @@ def llm_change(args: argparse.Namespace) -> None:
 
 def llm_set_limits(args: argparse.Namespace) -> None:
     with session_scope() as session:
-        tm = set_llm_limits(session, resolve_tenant(session, args.tenant), args.model, args.model_type,
-                            **_limit_args(args))
+        tm = set_llm_limits(
+            session, resolve_tenant(session, args.tenant), args.model, args.model_type, **_limit_args(args)
+        )
     if args.json:
         print_json(model_json(tm))
         return
-    shown = [f"{name} {value}" for name, value in (("rpm", tm.rpm_limit), ("tpm", tm.tpm_limit),
-                                                   ("max concurrency", tm.max_concurrency)) if value]
+    shown = [
+        f"{name} {value}"
+        for name, value in (("rpm", tm.rpm_limit), ("tpm", tm.tpm_limit), ("max concurrency", tm.max_concurrency))
+        if value
+    ]
     out.print(f"{tm.full_name} ({tm.model_type}): {', '.join(shown) or 'no limits of its own'}")
 
 
@@ -137,13 +185,25 @@ def limits(args: argparse.Namespace) -> None:
     def per_min(d: dict[str, Any]) -> str:
         return " ".join(f"{v} {k}" for k, v in d.items() if v and k != "rpm_source") or "-"
 
-    table("limits", ["model", "type", "key", "configured", "advertised", "in force", "from", "req/min now",
-                     "in flight", "paused"],
-          [[r["model"], r["type"], r["key"], per_min(r.get("configured") or {}), per_min(r.get("advertised") or {}),
-            per_min(r.get("in_force") or {}), (r.get("in_force") or {}).get("rpm_source") or "-",
-            r.get("requests_per_minute_now", "-"), r.get("calls_in_progress", "-"),
-            f"{r['paused_for']}s: {r['pause_reason']}" if r.get("paused_for") else (r.get("error") or "")]
-           for r in rows])
+    table(
+        "limits",
+        ["model", "type", "key", "configured", "advertised", "in force", "from", "req/min now", "in flight", "paused"],
+        [
+            [
+                r["model"],
+                r["type"],
+                r["key"],
+                per_min(r.get("configured") or {}),
+                per_min(r.get("advertised") or {}),
+                per_min(r.get("in_force") or {}),
+                (r.get("in_force") or {}).get("rpm_source") or "-",
+                r.get("requests_per_minute_now", "-"),
+                r.get("calls_in_progress", "-"),
+                f"{r['paused_for']}s: {r['pause_reason']}" if r.get("paused_for") else (r.get("error") or ""),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def llm_delete_factory(args: argparse.Namespace) -> None:
@@ -161,9 +221,21 @@ def llm_list(args: argparse.Namespace) -> None:
     if args.json:
         print_json(rows)
         return
-    table("catalog models", ["model", "type", "max tokens", "tools", "supported", "available"],
-          [[r["model"], r["type"], r["max_tokens"], "yes" if r["is_tools"] else "", "yes" if r["supported"] else "no",
-            "yes" if r["available"] else ""] for r in rows])
+    table(
+        "catalog models",
+        ["model", "type", "max tokens", "tools", "supported", "available"],
+        [
+            [
+                r["model"],
+                r["type"],
+                r["max_tokens"],
+                "yes" if r["is_tools"] else "",
+                "yes" if r["supported"] else "no",
+                "yes" if r["available"] else "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def my_llms(args: argparse.Namespace) -> None:
@@ -192,8 +264,10 @@ MARKDOWN_TYPES = ("chat", "embedding", "rerank", "image2text", "speech2text", "t
 def factory_markdown(rows: list[dict[str, Any]]) -> str:
     """The README's factory x model type table: ✅ supported; ❌ the catalog lists such models but
     modelyard has no provider class for them; · neither (the factory offers no such models)."""
-    lines = ["| factory | " + " | ".join(MARKDOWN_TYPES) + " | other catalog types |",
-             "|---|" + "---|" * (len(MARKDOWN_TYPES) + 1)]
+    lines = [
+        "| factory | " + " | ".join(MARKDOWN_TYPES) + " | other catalog types |",
+        "|---|" + "---|" * (len(MARKDOWN_TYPES) + 1),
+    ]
     for r in sorted(rows, key=lambda r: r["name"].lower()):
         cells = []
         for t in MARKDOWN_TYPES:

@@ -16,6 +16,7 @@ set (and binds ``MODELYARD_METRICS_HOST``, loopback by default); the API's ``/me
 operator token (scope ``admin``). Flower's own ``/metrics`` is put behind Flower's basic auth
 (:func:`protect_flower_metrics`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,10 @@ def prepare_worker() -> None:
     if not settings.metrics_port:
         return
     if not settings.metrics_basic_auth and settings.metrics_host not in ("127.0.0.1", "localhost", "::1"):
-        raise InvalidRequest(f"MODELYARD_METRICS_HOST={settings.metrics_host} exposes /metrics beyond this host: "
-                             "set MODELYARD_METRICS_BASIC_AUTH=user:password too")
+        raise InvalidRequest(
+            f"MODELYARD_METRICS_HOST={settings.metrics_host} exposes /metrics beyond this host: "
+            "set MODELYARD_METRICS_BASIC_AUTH=user:password too"
+        )
     directory = settings.data_dir / "metrics" / f"worker-{settings.metrics_port}"
     shutil.rmtree(directory, ignore_errors=True)  # a previous run's counts would be summed in
     directory.mkdir(parents=True, exist_ok=True)
@@ -79,9 +82,13 @@ class StateCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        up = GaugeMetricFamily("modelyard_state_up", "1 if the broker and database answered this scrape", labels=["source"])
+        up = GaugeMetricFamily(
+            "modelyard_state_up", "1 if the broker and database answered this scrape", labels=["source"]
+        )
         try:
-            depth = GaugeMetricFamily("modelyard_queue_depth", "Messages waiting per queue (from the broker)", labels=["queue"])
+            depth = GaugeMetricFamily(
+                "modelyard_queue_depth", "Messages waiting per queue (from the broker)", labels=["queue"]
+            )
             for queue, n in _queue_depths():
                 depth.add_metric([queue], n)
             yield depth
@@ -120,25 +127,35 @@ def _database_state(family: Callable[..., Any]) -> Iterator[Any]:
     from models.tables import budgets, job_chunks, jobs
 
     with session_scope() as session:
-        job_rows = session.execute(select(jobs.c.model_type, jobs.c.status, func.count())
-                                   .where(jobs.c.status.in_(("queued", "running"))).group_by(jobs.c.model_type, jobs.c.status))
+        job_rows = session.execute(
+            select(jobs.c.model_type, jobs.c.status, func.count())
+            .where(jobs.c.status.in_(("queued", "running")))
+            .group_by(jobs.c.model_type, jobs.c.status)
+        )
         g = family("modelyard_jobs", "Jobs not finished, by status", labels=["model_type", "status"])
         for model_type, status, n in job_rows:
             g.add_metric([model_type, status], n)
         yield g
-        chunk_rows = session.execute(select(job_chunks.c.status, func.count())
-                                     .where(job_chunks.c.status.in_(("pending", "queued", "running")))
-                                     .group_by(job_chunks.c.status))
+        chunk_rows = session.execute(
+            select(job_chunks.c.status, func.count())
+            .where(job_chunks.c.status.in_(("pending", "queued", "running")))
+            .group_by(job_chunks.c.status)
+        )
         g = family("modelyard_chunks_open", "Chunks not finished, by status", labels=["status"])
         for status, n in chunk_rows:
             g.add_metric([status], n)
         yield g
-        g = family("modelyard_budget_spent_ratio", "Spent share of each budget this period (1: spent)",
-                   labels=["tenant", "model", "period", "limit"])
+        g = family(
+            "modelyard_budget_spent_ratio",
+            "Spent share of each budget this period (1: spent)",
+            labels=["tenant", "model", "period", "limit"],
+        )
         for tenant_id in session.scalars(select(budgets.c.tenant_id).distinct()):
             for b in show_budgets(session, tenant_id):
                 if b["token_limit"]:
-                    g.add_metric([tenant_id, b["model"] or "", b["period"], "tokens"], b["spent_tokens"] / b["token_limit"])
+                    g.add_metric(
+                        [tenant_id, b["model"] or "", b["period"], "tokens"], b["spent_tokens"] / b["token_limit"]
+                    )
                 if b["cost_limit"]:
                     g.add_metric([tenant_id, b["model"] or "", b["period"], "cost"], b["spent_cost"] / b["cost_limit"])
         yield g
@@ -167,8 +184,10 @@ def wsgi_app(basic_auth: str) -> Callable[..., Iterable[bytes]]:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found\n"]
         if not check_basic_auth(environ.get("HTTP_AUTHORIZATION"), basic_auth):
-            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
-                                                ("WWW-Authenticate", 'Basic realm="modelyard metrics"')])
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Basic realm="modelyard metrics"')],
+            )
             return [b"unauthorized\n"]
         body, content_type = exposition()
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])

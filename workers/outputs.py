@@ -11,6 +11,7 @@ are never held in memory):
 For a retry (``job retry``), the results are the whole lineage: the original's items, each
 with its newest outcome.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,10 @@ def write_results(job_id: str, path: str, row: Any) -> str:
     if suffix == ".npy":
         with target.open("wb") as fh, ids_path(target).open("w", encoding="utf-8") as ids:
             counts = _write_npy(items, fh, ids, n, dim)
-        return (f"wrote {n:,} x {dim} vectors to {path} and their custom ids to {ids_path(target)}; "
-                f"{counts['failed']:,} items have no vector")
+        return (
+            f"wrote {n:,} x {dim} vectors to {path} and their custom ids to {ids_path(target)}; "
+            f"{counts['failed']:,} items have no vector"
+        )
     if suffix == ".parquet":
         counts = _write_parquet(pq, items, target, dim)
     else:
@@ -95,8 +98,15 @@ def _write_parquet(pq: Any, items: Iterator[producer.ItemResult], target: Path, 
     import pyarrow as pa
 
     vector_type = pa.list_(pa.float32())  # Parquet cannot store a null fixed-size list of non-zero length
-    schema = pa.schema([("custom_id", pa.string()), ("status", pa.string()), ("vector", vector_type),
-                        ("error_code", pa.string()), ("error_message", pa.string())])
+    schema = pa.schema(
+        [
+            ("custom_id", pa.string()),
+            ("status", pa.string()),
+            ("vector", vector_type),
+            ("error_code", pa.string()),
+            ("error_message", pa.string()),
+        ]
+    )
     group = max(1, min(PARQUET_ROWS, (16 * 1024 * 1024) // max(4 * dim, 1)))
     counts = {"rows": 0, "failed": 0}
     # Vectors are not dictionary-encoded: floats seldom repeat, and the attempt buffers a dictionary.
@@ -109,12 +119,21 @@ def _write_parquet(pq: Any, items: Iterator[producer.ItemResult], target: Path, 
                     block[n] = item.vector
                     has_vector[n] = True
             offsets = np.concatenate(([0], np.cumsum(has_vector * dim))).astype(np.int32)
-            vectors = pa.ListArray.from_arrays(pa.array(offsets), pa.array(block[has_vector].ravel(), pa.float32()),
-                                               mask=pa.array(~has_vector))
-            writer.write_table(pa.Table.from_arrays(
-                [pa.array([i.custom_id for i in page], pa.string()), pa.array([i.status for i in page], pa.string()),
-                 vectors, pa.array([i.error_code for i in page], pa.string()),
-                 pa.array([i.error_message for i in page], pa.string())], schema=schema))
+            vectors = pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(block[has_vector].ravel(), pa.float32()), mask=pa.array(~has_vector)
+            )
+            writer.write_table(
+                pa.Table.from_arrays(
+                    [
+                        pa.array([i.custom_id for i in page], pa.string()),
+                        pa.array([i.status for i in page], pa.string()),
+                        vectors,
+                        pa.array([i.error_code for i in page], pa.string()),
+                        pa.array([i.error_message for i in page], pa.string()),
+                    ],
+                    schema=schema,
+                )
+            )
             counts["rows"] += len(page)
             counts["failed"] += sum(i.status != "succeeded" for i in page)
     return counts

@@ -1,4 +1,5 @@
 """A progress bar for a running job (on stderr, so stdout stays clean for --json)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -16,9 +17,14 @@ def job_progress(*, enabled: bool = True) -> Iterator[Callable[[dict[str, Any]],
         yield lambda _status: None
         return
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
     )
     task_id = None
 
@@ -27,8 +33,12 @@ def job_progress(*, enabled: bool = True) -> Iterator[Callable[[dict[str, Any]],
         items = status["items"]
         if task_id is None:
             task_id = progress.add_task(f"job {status['id']}", total=items["total"], failed=0)
-        progress.update(task_id, completed=items["succeeded"] + items["failed"], failed=items["failed"],
-                        description=f"job {status['id']} {status['status']}")
+        progress.update(
+            task_id,
+            completed=items["succeeded"] + items["failed"],
+            failed=items["failed"],
+            description=f"job {status['id']} {status['status']}",
+        )
 
     with progress:
         yield update

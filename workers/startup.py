@@ -4,6 +4,7 @@ A prefork child must not reuse the database connections or HTTP sockets it inher
 its parent: after fork each child makes its own engine and its own httpx client (one per
 process, arq-style), with the timeout from settings.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ class SweepOnConnect(bootsteps.StartStopStep):
             log.warning("could not ask for a sweep after connecting: %s", type(exc).__name__)
             return
         if lost:
-            log.warning("connected to a broker that has lost its messages (or is new): asked for every queued "
-                        "chunk to be sent again")
+            log.warning(
+                "connected to a broker that has lost its messages (or is new): asked for every queued "
+                "chunk to be sent again"
+            )
         else:
             log.info("connected: asked for a sweep of chunks whose messages may have been lost")
 

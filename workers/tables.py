@@ -1,4 +1,5 @@
 """Human output for the CLI: one console, and tables (scripts use ``--json`` instead)."""
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """``modelyard api`` and ``modelyard token create|list|revoke``. A token is printed once, when
 it is made; listings show its name and last four characters, never the token."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def token_create(args: argparse.Namespace) -> None:
         print_json({"token": token, **row})
     else:
         sys.stdout.write(token + "\n")
-        out.print(f"(token {row['id']} '{row['name']}', scopes {','.join(row['scopes'])}: shown this once; "
-                  "store it now)", markup=False, style="dim")
+        out.print(
+            f"(token {row['id']} '{row['name']}', scopes {','.join(row['scopes'])}: shown this once; store it now)",
+            markup=False,
+            style="dim",
+        )
 
 
 def token_list(args: argparse.Namespace) -> None:
@@ -41,9 +45,23 @@ def token_list(args: argparse.Namespace) -> None:
     if args.json:
         print_json(rows)
         return
-    table("API tokens", ["id", "name", "tenant", "scopes", "ends with", "created", "last used", "revoked"],
-          [[r["id"], r["name"], r["tenant_id"] or "(operator)", ",".join(r["scopes"]), f"…{r['hint']}",
-            r["created_at"], r["last_used_at"] or "", "yes" if r["revoked"] else ""] for r in rows])
+    table(
+        "API tokens",
+        ["id", "name", "tenant", "scopes", "ends with", "created", "last used", "revoked"],
+        [
+            [
+                r["id"],
+                r["name"],
+                r["tenant_id"] or "(operator)",
+                ",".join(r["scopes"]),
+                f"…{r['hint']}",
+                r["created_at"],
+                r["last_used_at"] or "",
+                "yes" if r["revoked"] else "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def token_revoke(args: argparse.Namespace) -> None:

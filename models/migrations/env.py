@@ -1,4 +1,5 @@
 """Alembic environment: the URL and connection come from models.migrate (never from an ini file)."""
+
 from alembic import context
 
 from models.tables import metadata

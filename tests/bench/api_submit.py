@@ -5,6 +5,7 @@ peak RSS is reported too). No workers: this measures submission only.
 
     python -m tests.bench.api_submit --lines 100000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,17 @@ from tests.conftest import Stack, apply_env
 def _lines(n: int) -> bytes:
     buf = io.StringIO()
     for i in range(n):
-        buf.write(json.dumps({"custom_id": f"doc-{i}", "method": "POST", "url": "/v1/embeddings",
-                              "body": {"model": EMBED_MODEL, "input": f"document {i} about queues and workers"}}) + "\n")
+        buf.write(
+            json.dumps(
+                {
+                    "custom_id": f"doc-{i}",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"model": EMBED_MODEL, "input": f"document {i} about queues and workers"},
+                }
+            )
+            + "\n"
+        )
     return buf.getvalue().encode()
 
 
@@ -48,12 +58,21 @@ def _child(mode: str, n: int, base_url: str, token: str, tenant: str) -> None:
     else:
         from tasks import producer
 
-        producer.submit_embedding(tenant, EMBED_MODEL, ({"custom_id": f"doc-{i}",
-                                                         "text": f"document {i} about queues and workers"}
-                                                        for i in range(n)))
+        producer.submit_embedding(
+            tenant,
+            EMBED_MODEL,
+            ({"custom_id": f"doc-{i}", "text": f"document {i} about queues and workers"} for i in range(n)),
+        )
     seconds = time.perf_counter() - start
-    print(json.dumps({"mode": mode, "seconds": round(seconds, 2),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -70,8 +89,12 @@ def main() -> None:
     db = services.fresh_database(services.database_url())
     redis_url = services.fresh_redis_db(services.redis_url())
     data_dir = Path(tempfile.mkdtemp())
-    env = {"MODELYARD_DATABASE_URL": db, "MODELYARD_BROKER_URL": redis_url, "MODELYARD_DATA_DIR": str(data_dir),
-           "MODELYARD_SECRET_KEY": Fernet.generate_key().decode()}
+    env = {
+        "MODELYARD_DATABASE_URL": db,
+        "MODELYARD_BROKER_URL": redis_url,
+        "MODELYARD_DATA_DIR": str(data_dir),
+        "MODELYARD_SECRET_KEY": Fernet.generate_key().decode(),
+    }
     apply_env(env)
     stack = Stack(env=env, data_dir=data_dir, redis_url=redis_url, database_url=db)
     from models.db import get_engine, reset_engine, session_scope
@@ -81,14 +104,34 @@ def main() -> None:
     upgrade(get_engine())
     with session_scope() as session:
         tenant = create_tenant(session, "bench", defaults=False)
-        save_llm(session, tenant, EMBED_MODEL, "embedding", api_key="sk-bench-key-000000", api_base="http://127.0.0.1:9")
+        save_llm(
+            session, tenant, EMBED_MODEL, "embedding", api_key="sk-bench-key-000000", api_base="http://127.0.0.1:9"
+        )
     token = make_token(stack, tenant, "jobs")["token"]
     server = start_api(stack, data_dir)
     try:
         for mode in ("producer", "api"):
-            out = subprocess.run([sys.executable, "-m", "tests.bench.api_submit", "--child", mode, "--lines",
-                                  str(args.lines), "--base-url", server.base_url, "--token", token, "--tenant", tenant],
-                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=1200)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.bench.api_submit",
+                    "--child",
+                    mode,
+                    "--lines",
+                    str(args.lines),
+                    "--base-url",
+                    server.base_url,
+                    "--token",
+                    token,
+                    "--tenant",
+                    tenant,
+                ],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
             print(out.stdout.strip() or out.stderr[-2000:])
         status = Path(f"/proc/{server.proc.pid}/status").read_text()
         print("api server", next(line for line in status.splitlines() if line.startswith("VmHWM")))

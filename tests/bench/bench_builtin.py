@@ -12,6 +12,7 @@ each side's fastest run counts. The reference needs torch and sentence-transform
 kernel depends on OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE where a machine sets them: the numbers
 are for the environment the command ran in, which the first lines print.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,9 @@ def blas_description() -> str:
     except ImportError:
         return "unknown (pip install threadpoolctl to see the kernel)"
     blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    return "; ".join(f"{i['internal_api']} {i['version']}, {i.get('architecture')}, {i['num_threads']} threads" for i in blas)
+    return "; ".join(
+        f"{i['internal_api']} {i['version']}, {i.get('architecture')}, {i['num_threads']} threads" for i in blas
+    )
 
 
 def time_once(run: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:

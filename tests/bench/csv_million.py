@@ -12,6 +12,7 @@ Retention: with the million-item job finished, a second job (``--other-rows``) r
 a baseline, then again while ``job delete`` removes the first job's items in batches of
 ``MODELYARD_PURGE_BATCH_ROWS``; both runs' times and the purge's are reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,14 @@ MODEL = "text-embedding-3-small@OpenAI"
 def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
     """(seconds, peak RSS MB, stdout) of one ``python -m workers ARGS`` process."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with RssSampler([proc.pid], tree=False) as rss:
         out, err = proc.communicate()
     if proc.returncode not in (0, 5):
@@ -96,29 +103,52 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[str] = []
     with spawn_fake_provider(dim=args.dim, keys=[API_KEY]) as fake:
         tenant = configure_tenant(fake.base_url)
-        workers = [start_worker(stack, tmp, queues="embedding", pool="threads", concurrency=args.concurrency)
-                   for _ in range(args.workers)]
+        workers = [
+            start_worker(stack, tmp, queues="embedding", pool="threads", concurrency=args.concurrency)
+            for _ in range(args.workers)
+        ]
         try:
             src = tmp / "input.csv"
             write_csv(src, args.rows)
             size_mb = src.stat().st_size / MB
-            secs, peak, out = run_cli(env, "embed", "--tenant", tenant, "--model", MODEL, str(src), "--text-column",
-                                      "body", "--id-column", "doc_id", "--chunk-size", str(args.chunk_size))
+            secs, peak, out = run_cli(
+                env,
+                "embed",
+                "--tenant",
+                tenant,
+                "--model",
+                MODEL,
+                str(src),
+                "--text-column",
+                "body",
+                "--id-column",
+                "doc_id",
+                "--chunk-size",
+                str(args.chunk_size),
+            )
             job_id = out.strip()
-            rows.append(f"| submit `embed input.csv` ({size_mb:,.0f} MB) | {secs:,.1f} | {peak:,.0f} | "
-                        f"{args.rows / secs:,.0f} rows/s; load {load()} |")
+            rows.append(
+                f"| submit `embed input.csv` ({size_mb:,.0f} MB) | {secs:,.1f} | {peak:,.0f} | "
+                f"{args.rows / secs:,.0f} rows/s; load {load()} |"
+            )
             secs, final = wait_job(job_id, timeout=7200)
             assert final["status"] == "succeeded", final["status"]
-            rows.append(f"| job runs ({args.workers} workers x threads -c {args.concurrency}, chunks of "
-                        f"{args.chunk_size}) | {secs:,.1f} | - | {args.rows / secs:,.0f} items/s; load {load()} |")
+            rows.append(
+                f"| job runs ({args.workers} workers x threads -c {args.concurrency}, chunks of "
+                f"{args.chunk_size}) | {secs:,.1f} | - | {args.rows / secs:,.0f} items/s; load {load()} |"
+            )
 
-            rows.append(f"| `job_items` on disk after the job (dim {args.dim}) | - | - | {items_bytes() / MB:,.0f} MB "
-                        f"= {items_bytes() / args.rows:,.0f} bytes per text |")
+            rows.append(
+                f"| `job_items` on disk after the job (dim {args.dim}) | - | - | {items_bytes() / MB:,.0f} MB "
+                f"= {items_bytes() / args.rows:,.0f} bytes per text |"
+            )
 
             npy = tmp / "out.npy"
             secs, peak, _ = run_cli(env, "job", "results", job_id, "-o", str(npy))
-            rows.append(f"| `job results -o out.npy` (+ out.ids.txt) | {secs:,.1f} | {peak:,.0f} | "
-                        f"{npy.stat().st_size / MB:,.0f} MB; load {load()} |")
+            rows.append(
+                f"| `job results -o out.npy` (+ out.ids.txt) | {secs:,.1f} | {peak:,.0f} | "
+                f"{npy.stat().st_size / MB:,.0f} MB; load {load()} |"
+            )
             vectors = np.load(npy, mmap_mode="r")
             ids = (tmp / "out.ids.txt").read_text().splitlines()
             sample = np.random.default_rng(7).choice(args.rows, size=min(1000, args.rows), replace=False)
@@ -130,15 +160,18 @@ def main(argv: list[str] | None = None) -> int:
 
             parquet = tmp / "out.parquet"
             secs, peak, _ = run_cli(env, "job", "results", job_id, "-o", str(parquet))
-            rows.append(f"| `job results -o out.parquet` | {secs:,.1f} | {peak:,.0f} | "
-                        f"{parquet.stat().st_size / MB:,.0f} MB; load {load()} |")
+            rows.append(
+                f"| `job results -o out.parquet` | {secs:,.1f} | {peak:,.0f} | "
+                f"{parquet.stat().st_size / MB:,.0f} MB; load {load()} |"
+            )
             import pyarrow.parquet as pq
 
             table = pq.read_table(parquet, columns=["custom_id", "vector"])
             for i in sample[:200]:
                 assert table.column("custom_id")[int(i)].as_py() == f"doc-{i}"
-                np.testing.assert_allclose(table.column("vector")[int(i)].as_py(),
-                                           fake_vector(text_for(int(i)), args.dim), rtol=1e-6)
+                np.testing.assert_allclose(
+                    table.column("vector")[int(i)].as_py(), fake_vector(text_for(int(i)), args.dim), rtol=1e-6
+                )
             del table
 
             other = [text_for(10_000_000 + i) for i in range(args.other_rows)]
@@ -146,22 +179,41 @@ def main(argv: list[str] | None = None) -> int:
             other_file.write_text("\n".join(other) + "\n")
             _, _, out = run_cli(env, "embed", "--tenant", tenant, "--model", MODEL, str(other_file))
             baseline, _ = wait_job(out.strip(), timeout=3600)
-            _, _, out = run_cli(env, "embed", "--tenant", tenant, "--model", MODEL, str(other_file),
-                                "--idempotency-key", uuid.uuid4().hex)
+            _, _, out = run_cli(
+                env,
+                "embed",
+                "--tenant",
+                tenant,
+                "--model",
+                MODEL,
+                str(other_file),
+                "--idempotency-key",
+                uuid.uuid4().hex,
+            )
             other_id = out.strip()
             purge_started = time.perf_counter()
-            purge = subprocess.Popen([sys.executable, "-m", "workers", "job", "delete", job_id], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            purge = subprocess.Popen(
+                [sys.executable, "-m", "workers", "job", "delete", job_id],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             during, final = wait_job(other_id, timeout=3600)
             purge_out, purge_err = purge.communicate()
             purge_secs = time.perf_counter() - purge_started
             assert purge.returncode == 0, purge_err
             assert final["status"] == "succeeded"
-            rows.append(f"| `job delete` ({args.rows:,} items, batches of {args.purge_batch:,}) | {purge_secs:,.1f} | - "
-                        f"| {purge_out.strip()}; load {load()} |")
-            rows.append(f"| another job of {args.other_rows:,} texts: alone / while the purge runs | "
-                        f"{baseline:,.1f} / {during:,.1f} | - | it finished during the purge: "
-                        f"{'yes' if during < purge_secs else 'no (purge ended first)'} |")
+            rows.append(
+                f"| `job delete` ({args.rows:,} items, batches of {args.purge_batch:,}) | {purge_secs:,.1f} | - "
+                f"| {purge_out.strip()}; load {load()} |"
+            )
+            rows.append(
+                f"| another job of {args.other_rows:,} texts: alone / while the purge runs | "
+                f"{baseline:,.1f} / {during:,.1f} | - | it finished during the purge: "
+                f"{'yes' if during < purge_secs else 'no (purge ended first)'} |"
+            )
         finally:
             for w in workers:
                 w.stop()

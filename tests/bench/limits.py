@@ -16,6 +16,7 @@ same run:
 Figures: completion time against the ideal (requests / the limit), goodput (successful
 requests a second over the limit's), 429s as a share of calls, items failed, each job's time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,17 @@ def _finished_after(job_id: str, since_wall: float) -> float:
     return finished.timestamp() - since_wall if finished else float("nan")
 
 
-def run_scenario(stack: Stack, fake: RemoteFakeProvider, log_dir: Path, *, jobs: list[tuple[int, float]],
-                 fake_limits: dict, tenant_limits: dict | None, limiter_on: bool, timeout: float = 900) -> Outcome:
+def run_scenario(
+    stack: Stack,
+    fake: RemoteFakeProvider,
+    log_dir: Path,
+    *,
+    jobs: list[tuple[int, float]],
+    fake_limits: dict,
+    tenant_limits: dict | None,
+    limiter_on: bool,
+    timeout: float = 900,
+) -> Outcome:
     """``jobs``: (texts, seconds after the first submit) on one tenant's key."""
     from models.db import session_scope
     from models.tenants import set_llm_limits
@@ -89,8 +99,9 @@ def run_scenario(stack: Stack, fake: RemoteFakeProvider, log_dir: Path, *, jobs:
         with session_scope() as session:
             set_llm_limits(session, tenant, MODEL, "embedding", **tenant_limits)
     empty_broker(stack.redis_url)  # no queued messages, no limiter state from the last run
-    workers: list[Worker] = [start_worker(stack, log_dir, queues="embedding", pool="threads", concurrency=8,
-                                          extra_env=env) for _ in range(2)]
+    workers: list[Worker] = [
+        start_worker(stack, log_dir, queues="embedding", pool="threads", concurrency=8, extra_env=env) for _ in range(2)
+    ]
     try:
         fake.reset()
         started = time.perf_counter()
@@ -106,7 +117,9 @@ def run_scenario(stack: Stack, fake: RemoteFakeProvider, log_dir: Path, *, jobs:
         for w in workers:
             w.stop()
     calls = [c for c in fake.calls if c.route == "embeddings"]
-    failed = sum(st["items"]["failed"] for st in done.values()) + sum(t for (t, _), j in zip(jobs, job_ids) if j not in done)
+    failed = sum(st["items"]["failed"] for st in done.values()) + sum(
+        t for (t, _), j in zip(jobs, job_ids) if j not in done
+    )
     job_seconds = []
     for (_, at), job_id in zip(jobs, job_ids, strict=True):
         job_seconds.append(_finished_after(job_id, started_wall + at))
@@ -117,10 +130,16 @@ def run_scenario(stack: Stack, fake: RemoteFakeProvider, log_dir: Path, *, jobs:
         tokens_per_request = sum(fake_tokens([text_for(i)]) for i in range(offset)) / requests
         candidates = [x for x in (rpm and rpm / 60, tpm and tpm / 60 / tokens_per_request) if x]
         per_s = min(candidates)
-    return Outcome(elapsed=elapsed, ideal=requests / per_s if per_s else None, calls=len(calls),
-                   ok_calls=sum(1 for c in calls if c.status == 200),
-                   rate_limited=sum(1 for c in calls if c.status == 429), failed_items=failed,
-                   job_seconds=job_seconds, limit_per_s=per_s)
+    return Outcome(
+        elapsed=elapsed,
+        ideal=requests / per_s if per_s else None,
+        calls=len(calls),
+        ok_calls=sum(1 for c in calls if c.status == 200),
+        rate_limited=sum(1 for c in calls if c.status == 429),
+        failed_items=failed,
+        job_seconds=job_seconds,
+        limit_per_s=per_s,
+    )
 
 
 def _row(name: str, on: bool, o: Outcome) -> str:
@@ -128,8 +147,10 @@ def _row(name: str, on: bool, o: Outcome) -> str:
     ratio = f"{o.elapsed / o.ideal:.2f}" if o.ideal else "-"
     goodput = f"{o.goodput:.0%}" if o.goodput else "-"
     jobs = " / ".join(f"{s:.1f}" for s in o.job_seconds)
-    return (f"| {name} | {'on' if on else 'off'} | {o.elapsed:.1f} | {ideal} | {ratio} | {goodput} | "
-            f"{o.rate_limited / max(1, o.calls):.1%} ({o.rate_limited}/{o.calls}) | {o.failed_items} | {jobs} |")
+    return (
+        f"| {name} | {'on' if on else 'off'} | {o.elapsed:.1f} | {ideal} | {ratio} | {goodput} | "
+        f"{o.rate_limited / max(1, o.calls):.1%} ({o.rate_limited}/{o.calls}) | {o.failed_items} | {jobs} |"
+    )
 
 
 def tpm_for(rate_per_s: float, texts: int) -> int:
@@ -153,10 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     three = [(args.texts, 0.0)] * 3
     scenarios = {
         "rpm": dict(jobs=three, fake_limits={"rpm": 1200, "burst_seconds": 1.0}, tenant_limits=None),
-        "tpm": dict(jobs=three, fake_limits={"rpm": 1200, "tpm": tpm_for(10, 3 * args.texts), "burst_seconds": 1.0},
-                    tenant_limits=None),
-        "fair": dict(jobs=[(38_400, 0.0), (1_280, 3.0)], fake_limits={"rpm": 1200, "burst_seconds": 1.0},
-                     tenant_limits=None),
+        "tpm": dict(
+            jobs=three,
+            fake_limits={"rpm": 1200, "tpm": tpm_for(10, 3 * args.texts), "burst_seconds": 1.0},
+            tenant_limits=None,
+        ),
+        "fair": dict(
+            jobs=[(38_400, 0.0), (1_280, 3.0)], fake_limits={"rpm": 1200, "burst_seconds": 1.0}, tenant_limits=None
+        ),
         "free": dict(jobs=[(38_400, 0.0)], fake_limits={}, tenant_limits={"rpm": 1_000_000, "tpm": 1_000_000_000}),
     }
     with bench_stack("limits") as (stack, tmp):

@@ -14,6 +14,7 @@ same run:
 Rates are texts / seconds from ``submit_embedding`` returning to the job's end (the producer
 polling every 50 ms); the best of ``--repeats`` runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,9 @@ def _scrape_while(workers: list[Worker], stop: threading.Event) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
 
 
-def run(stack: Stack, fake: RemoteFakeProvider, log_dir: Path, texts: int, env: dict[str, str],
-        passes: int = 1) -> list[tuple[float, dict, int]]:
+def run(
+    stack: Stack, fake: RemoteFakeProvider, log_dir: Path, texts: int, env: dict[str, str], passes: int = 1
+) -> list[tuple[float, dict, int]]:
     """Each pass: (seconds, final status, provider calls) of the same texts, one tenant."""
     apply_env({"MODELYARD_EMBED_CACHE": None, "MODELYARD_METRICS_PORT": None, **stack.env, **env})
     import redis
@@ -114,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         with spawn_fake_provider(latency_ms=args.latency, keys=[API_KEY]) as fake:
             scenarios = [
                 ("metrics off (cache off)", {"MODELYARD_EMBED_CACHE": "off"}, 0),
-                ("metrics on, scraped every 1 s (cache off)",
-                 {"MODELYARD_EMBED_CACHE": "off", "MODELYARD_METRICS_PORT": "0"}, 0),
+                (
+                    "metrics on, scraped every 1 s (cache off)",
+                    {"MODELYARD_EMBED_CACHE": "off", "MODELYARD_METRICS_PORT": "0"},
+                    0,
+                ),
                 ("cache on, cold (all missed, then stored)", {}, 0),
                 ("cache on, fully cached (same texts again)", {}, 1),
             ]
@@ -125,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                     passes = run(stack, fake, tmp, args.texts, env, passes=index + 1)
                     runs.append(passes[index])
                 rates = [args.texts / s for s, _, _ in runs]
-                print(f"| {name} | {max(rates):,.0f} ({' / '.join(f'{r:,.0f}' for r in rates)}) | "
-                      f"{runs[-1][2]:,} | {runs[-1][1]['status']} |", flush=True)
+                print(
+                    f"| {name} | {max(rates):,.0f} ({' / '.join(f'{r:,.0f}' for r in rates)}) | "
+                    f"{runs[-1][2]:,} | {runs[-1][1]['status']} |",
+                    flush=True,
+                )
     return 0
 
 

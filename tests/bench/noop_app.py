@@ -5,6 +5,7 @@ Run by the benchmark as ``celery -A tests.bench.noop_app worker -P POOL -c N`` w
 no result backend) and nothing else. Each task only increments a Redis counter, which is
 how the benchmark sees that all of them ran.
 """
+
 from __future__ import annotations
 
 import os

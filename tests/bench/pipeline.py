@@ -14,6 +14,7 @@ tree every 100 ms; the producer's own peak also comes from VmHWM, reset before e
 shows how clean the numbers are). :func:`chunk_breakdown` runs ``run_chunk`` inline under
 cProfile to show where a chunk's time goes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -163,8 +164,15 @@ class CpuSplit:
             if not name.isdigit():
                 continue
             pid = int(name)
-            group = ("worker" if pid in worker_pids else "fake" if pid == self.fake
-                     else "producer" if pid == os.getpid() else self._server(pid))
+            group = (
+                "worker"
+                if pid in worker_pids
+                else "fake"
+                if pid == self.fake
+                else "producer"
+                if pid == os.getpid()
+                else self._server(pid)
+            )
             if group:
                 groups[group] += _cpu_seconds(pid)
         busy, total = _machine_cpu()
@@ -172,7 +180,7 @@ class CpuSplit:
         return groups
 
     def _server(self, pid: int) -> str | None:
-        """"postgres" for a backend serving our database or a server process (WAL writer, checkpointer...),
+        """ "postgres" for a backend serving our database or a server process (WAL writer, checkpointer...),
         "redis" for the Redis server."""
         comm = _comm(pid)
         if comm == "redis-server":
@@ -297,9 +305,29 @@ def _start_noop_worker(broker_url: str, cfg: Config, log_dir: Path) -> subproces
     env = {**os.environ, "BENCH_BROKER_URL": broker_url}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.bench.noop_app", "worker", "-Q", "bench-noop",
-             "-P", cfg.pool, "-c", str(cfg.concurrency), "-n", f"noop-{uuid.uuid4().hex[:6]}@localhost", "-l", "info"],
-            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.bench.noop_app",
+                "worker",
+                "-Q",
+                "bench-noop",
+                "-P",
+                cfg.pool,
+                "-c",
+                str(cfg.concurrency),
+                "-n",
+                f"noop-{uuid.uuid4().hex[:6]}@localhost",
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -382,8 +410,9 @@ async def _direct(base_url: str, cfg: Config) -> float:
         async def one(start: int) -> int:
             texts = [text_for(i) for i in range(start, min(start + cfg.chunk_size, cfg.texts))]
             async with limit:
-                response = await client.post("/embeddings", json={"model": "text-embedding-3-small", "input": texts,
-                                                                  "encoding_format": "float"})
+                response = await client.post(
+                    "/embeddings", json={"model": "text-embedding-3-small", "input": texts, "encoding_format": "float"}
+                )
             response.raise_for_status()
             rows = sorted(response.json()["data"], key=lambda row: row["index"])
             vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
@@ -423,8 +452,11 @@ class JobRun:
 
 def apply_inflight(stack: Stack, cfg: Config) -> dict[str, str]:
     """The env both the producer (this process) and the workers need for ``cfg``."""
-    env = {**stack.env, "MODELYARD_JOB_MAX_INFLIGHT": str(cfg.inflight),
-           "MODELYARD_EMBEDDING_CHUNK_SIZE": str(cfg.chunk_size)}
+    env = {
+        **stack.env,
+        "MODELYARD_JOB_MAX_INFLIGHT": str(cfg.inflight),
+        "MODELYARD_EMBEDDING_CHUNK_SIZE": str(cfg.chunk_size),
+    }
     apply_env(env)
     return env
 
@@ -454,8 +486,9 @@ class _TokenCounter:
             yield text
 
 
-def modelyard_job(stack: Stack, base_url: str, cfg: Config, log_dir: Path, *, fake_pid: int | None = None,
-                  sample: int = 500) -> JobRun:
+def modelyard_job(
+    stack: Stack, base_url: str, cfg: Config, log_dir: Path, *, fake_pid: int | None = None, sample: int = 500
+) -> JobRun:
     """(c): one ``cfg.texts`` job through submit, real workers, Postgres and ``results()``."""
     from sqlalchemy import func, select
 
@@ -468,8 +501,11 @@ def modelyard_job(stack: Stack, base_url: str, cfg: Config, log_dir: Path, *, fa
     workers: list[Worker] = []
     try:
         for _ in range(cfg.workers):
-            workers.append(start_worker(stack, log_dir, queues="embedding", pool=cfg.pool,
-                                        concurrency=cfg.concurrency, extra_env=env))
+            workers.append(
+                start_worker(
+                    stack, log_dir, queues="embedding", pool=cfg.pool, concurrency=cfg.concurrency, extra_env=env
+                )
+            )
         # warm-up: every worker thread's first chunk pays for imports, connections and the bundle
         wait(submit_embedding(tenant, MODEL, [text_for(i) for i in range(cfg.inflight * cfg.chunk_size)]), timeout=120)
         with RssSampler([w.proc.pid for w in workers]) as worker_rss:
@@ -484,8 +520,9 @@ def modelyard_job(stack: Stack, base_url: str, cfg: Config, log_dir: Path, *, fa
                 final = wait(job_id, timeout=3600, poll=0.1)
             with session_scope() as session:
                 job = session.execute(select(jobs).where(jobs.c.id == job_id)).one()
-                usage_rows = session.scalar(select(func.count()).select_from(usage_events)
-                                            .where(usage_events.c.job_id == job_id))
+                usage_rows = session.scalar(
+                    select(func.count()).select_from(usage_events).where(usage_events.c.job_id == job_id)
+                )
         run_s = job.finished_at.timestamp() - submitted_wall
         with ProducerPeak() as results_mem:
             started = time.perf_counter()
@@ -502,12 +539,21 @@ def modelyard_job(stack: Stack, base_url: str, cfg: Config, log_dir: Path, *, fa
     if job.total_tokens != texts.tokens:
         problems.append(f"job counted {job.total_tokens} tokens, the fake reported {texts.tokens}")
     return JobRun(
-        items_per_s=cfg.texts / run_s, submit_s=submit_s, run_s=run_s, results_s=results_s, status=final["status"],
-        worker_peak_total=worker_rss.peak_total, worker_peak_process=worker_rss.peak_process,
+        items_per_s=cfg.texts / run_s,
+        submit_s=submit_s,
+        run_s=run_s,
+        results_s=results_s,
+        status=final["status"],
+        worker_peak_total=worker_rss.peak_total,
+        worker_peak_process=worker_rss.peak_process,
         worker_processes=len(worker_rss.peak_per_process),
-        cpu_ms_per_chunk=cpu.per_chunk_ms(cfg.chunks), machine_busy=cpu.busy_share, producer_rss_before=submit_mem.before,
-        producer_peak_submit=submit_mem.peak, producer_peak_results=results_mem.peak,
-        checked=min(sample, cfg.texts), problems=problems,
+        cpu_ms_per_chunk=cpu.per_chunk_ms(cfg.chunks),
+        machine_busy=cpu.busy_share,
+        producer_rss_before=submit_mem.before,
+        producer_peak_submit=submit_mem.peak,
+        producer_peak_results=results_mem.peak,
+        checked=min(sample, cfg.texts),
+        problems=problems,
     )
 
 
@@ -522,7 +568,9 @@ def _check(res, cfg: Config, sample: int) -> list[str]:  # noqa: ANN001 - Embedd
     expected = fake_vectors([text_for(i) for i in picks], cfg.dim)
     wrong = [i for i, want in zip(picks, expected, strict=True) if not np.array_equal(res.vectors[i], want)]
     if wrong:
-        problems.append(f"{len(wrong)} of {len(picks)} sampled vectors differ from fake_vector (first: item {wrong[0]})")
+        problems.append(
+            f"{len(wrong)} of {len(picks)} sampled vectors differ from fake_vector (first: item {wrong[0]})"
+        )
     if any(res.custom_ids[i] != str(i) for i in picks):
         problems.append("custom ids out of order")
     if res.errors:
@@ -577,9 +625,12 @@ def chunk_breakdown(stack: Stack, base_url: str, cfg: Config, chunks: int = 300)
 
     def next_chunk() -> int | None:
         with session_scope() as session:
-            return session.scalar(select(job_chunks.c.id).where(job_chunks.c.job_id == job_id,
-                                                                job_chunks.c.status == "queued")
-                                  .order_by(job_chunks.c.seq).limit(1))
+            return session.scalar(
+                select(job_chunks.c.id)
+                .where(job_chunks.c.job_id == job_id, job_chunks.c.status == "queued")
+                .order_by(job_chunks.c.seq)
+                .limit(1)
+            )
 
     def run(n: int) -> tuple[float, float]:
         wall = cpu = 0.0
@@ -607,12 +658,21 @@ def chunk_breakdown(stack: Stack, base_url: str, cfg: Config, chunks: int = 300)
     stats = pstats.Stats(profiler)
     stages = []
     for path, name in STAGES:
-        hits = [(v[3], v[1]) for (file, _line, fn), v in stats.stats.items()  # type: ignore[attr-defined]
-                if fn == name and file.endswith(path)]
+        hits = [
+            (v[3], v[1])
+            for (file, _line, fn), v in stats.stats.items()  # type: ignore[attr-defined]
+            if fn == name and file.endswith(path)
+        ]
         if hits:
             cum = sum(h[0] for h in hits)
             calls = sum(h[1] for h in hits)
             stages.append((f"{path}:{name}", cum * 1000 / profiled, round(calls / profiled)))
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
-    return Breakdown(chunks=plain, ms_per_chunk=wall * 1000 / plain, cpu_ms_per_chunk=cpu * 1000 / plain, stages=stages, profile_text=out.getvalue())
+    return Breakdown(
+        chunks=plain,
+        ms_per_chunk=wall * 1000 / plain,
+        cpu_ms_per_chunk=cpu * 1000 / plain,
+        stages=stages,
+        profile_text=out.getvalue(),
+    )

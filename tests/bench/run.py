@@ -31,6 +31,7 @@ Then the fleet-wide limiter's scenarios (tests/bench/limits.py, on and off side 
 breakdown of ``run_chunk`` under cProfile. At the end the Builtin-model benchmark
 (tests/bench/bench_builtin.py) runs in a subprocess; without torch it prints only our side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--texts", type=int, default=100_000, help="texts in the modelyard job (and in (a), (b))")
     p.add_argument("--latency", type=_floats, default=[0.0, 50.0], help="fake provider latencies in ms, e.g. 0,50")
     p.add_argument("--concurrency", type=_ints, default=[8], help="worker pool size(s), e.g. 8 or 4,8,16")
-    p.add_argument("--inflight", type=_ints, default=None,
-                   help="MODELYARD_JOB_MAX_INFLIGHT value(s) (default: equal to the concurrency)")
+    p.add_argument(
+        "--inflight",
+        type=_ints,
+        default=None,
+        help="MODELYARD_JOB_MAX_INFLIGHT value(s) (default: equal to the concurrency)",
+    )
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--pool", default="threads", help="threads, prefork or a comma list")
     p.add_argument("--workers", type=int, default=1, help="modelyard worker processes (each with --concurrency)")
@@ -121,8 +126,10 @@ def bench_stack(name: str) -> Iterator[tuple[Stack, Path]]:
     with tempfile.TemporaryDirectory(prefix=f"modelyard-bench-{name}-") as tmp:
         stack = make_stack(Path(tmp))
         try:
-            print(f"# {name} bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{machine()}; "
-                  f"load average at the start: {load_average()}\n")
+            print(
+                f"# {name} bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{machine()}; "
+                f"load average at the start: {load_average()}\n"
+            )
             yield stack, Path(tmp)
             print(f"\nload average at the end: {load_average()}")
         finally:
@@ -143,8 +150,10 @@ def machine() -> str:
     rv = redis.Redis.from_url(services.redis_url()).info("server")["redis_version"]
     import celery
 
-    return (f"{os.cpu_count()} cores, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}; Python "
-            f"{platform.python_version()}, Postgres {pg}, Redis {rv}, celery {celery.__version__}, psycopg {psycopg.__version__}")
+    return (
+        f"{os.cpu_count()} cores, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.platform()}; Python "
+        f"{platform.python_version()}, Postgres {pg}, Redis {rv}, celery {celery.__version__}, psycopg {psycopg.__version__}"
+    )
 
 
 def _mb(n: int) -> str:
@@ -152,9 +161,11 @@ def _mb(n: int) -> str:
 
 
 def print_header() -> None:
-    print("| latency | worker config | (a) celery no-op | (b) asyncio direct | (c) modelyard | (c)/(a) | (c)/(b) "
-          "| submit s | results s | worker peak MB (tree / max proc) | producer peak MB (before / submit / results) "
-          "| CPU ms/chunk: worker / fake / postgres / redis / producer / other | machine busy | check |")
+    print(
+        "| latency | worker config | (a) celery no-op | (b) asyncio direct | (c) modelyard | (c)/(a) | (c)/(b) "
+        "| submit s | results s | worker peak MB (tree / max proc) | producer peak MB (before / submit / results) "
+        "| CPU ms/chunk: worker / fake / postgres / redis / producer / other | machine busy | check |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -166,16 +177,25 @@ def print_row(cfg: Config, a: float | None, b: float | None, c: JobRun) -> None:
         return f"{c.items_per_s / x:.0%}" if x else "-"
 
     check = "ok" if not c.problems else "; ".join(c.problems)
-    cpu = " / ".join(f"{c.cpu_ms_per_chunk[k]:.1f}" for k in ("worker", "fake", "postgres", "redis", "producer", "other"))
-    print(f"| {cfg.latency_ms:g} ms | {cfg.label()} | {rate(a)} | {rate(b)} | {rate(c.items_per_s)} | {ratio(a)} "
-          f"| {ratio(b)} | {c.submit_s:.1f} | {c.results_s:.1f} | {_mb(c.worker_peak_total)} / {_mb(c.worker_peak_process)} "
-          f"({c.worker_processes} proc) | {_mb(c.producer_rss_before)} / {_mb(c.producer_peak_submit)} / "
-          f"{_mb(c.producer_peak_results)} | {cpu} | {c.machine_busy:.0%} | {check} |", flush=True)
+    cpu = " / ".join(
+        f"{c.cpu_ms_per_chunk[k]:.1f}" for k in ("worker", "fake", "postgres", "redis", "producer", "other")
+    )
+    print(
+        f"| {cfg.latency_ms:g} ms | {cfg.label()} | {rate(a)} | {rate(b)} | {rate(c.items_per_s)} | {ratio(a)} "
+        f"| {ratio(b)} | {c.submit_s:.1f} | {c.results_s:.1f} | {_mb(c.worker_peak_total)} / {_mb(c.worker_peak_process)} "
+        f"({c.worker_processes} proc) | {_mb(c.producer_rss_before)} / {_mb(c.producer_peak_submit)} / "
+        f"{_mb(c.producer_peak_results)} | {cpu} | {c.machine_busy:.0%} | {check} |",
+        flush=True,
+    )
 
 
 def configs(args: argparse.Namespace, latency: float) -> list[Config]:
-    return [Config(args.texts, latency, concurrency, inflight, args.chunk_size, pool, args.workers, args.dim)
-            for pool in args.pool for concurrency in args.concurrency for inflight in args.inflight or [concurrency]]
+    return [
+        Config(args.texts, latency, concurrency, inflight, args.chunk_size, pool, args.workers, args.dim)
+        for pool in args.pool
+        for concurrency in args.concurrency
+        for inflight in args.inflight or [concurrency]
+    ]
 
 
 def run_latency(args: argparse.Namespace, stack: Stack, log_dir: Path, latency: float) -> bool:
@@ -205,8 +225,10 @@ def print_breakdown(args: argparse.Namespace, stack: Stack) -> None:
     with spawn_fake_provider(latency_ms=0, dim=args.dim, keys=[API_KEY]) as fake:
         cfg = Config(args.texts, 0, args.concurrency[0], args.concurrency[0], args.chunk_size, "inline")
         bd = chunk_breakdown(stack, fake.base_url, cfg)
-    print(f"\n## run_chunk inline, one chunk at a time, fake at 0 ms: {bd.ms_per_chunk:.1f} ms per chunk, "
-          f"{bd.cpu_ms_per_chunk:.1f} ms of it CPU in this process ({bd.chunks} chunks)\n")
+    print(
+        f"\n## run_chunk inline, one chunk at a time, fake at 0 ms: {bd.ms_per_chunk:.1f} ms per chunk, "
+        f"{bd.cpu_ms_per_chunk:.1f} ms of it CPU in this process ({bd.chunks} chunks)\n"
+    )
     print("| stage | ms per chunk (cProfile) | calls per chunk |\n|---|---|---|")
     for name, ms, calls in bd.stages:
         print(f"| {name} | {ms:.2f} | {calls} |")
@@ -240,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"# modelyard bench, {started}\n\n{machine()}; load average at the start: {load_average()}\n")
             print(f"command: python -m tests.bench.run {' '.join(argv if argv is not None else sys.argv[1:])}")
-            print(f"{args.texts:,} texts, chunk size {args.chunk_size}, embedding dim {args.dim}, "
-                  f"{-(-args.texts // args.chunk_size):,} chunks; items/s = texts / seconds\n")
+            print(
+                f"{args.texts:,} texts, chunk size {args.chunk_size}, embedding dim {args.dim}, "
+                f"{-(-args.texts // args.chunk_size):,} chunks; items/s = texts / seconds\n"
+            )
             print_header()
             for latency in args.latency:
                 failed |= run_latency(args, stack, log_dir, latency)

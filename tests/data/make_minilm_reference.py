@@ -17,6 +17,7 @@ The file holds ``sentences`` (unicode array), ``embeddings`` (float32, n x 384, 
 ``token_counts`` (int64: tokens the model saw per sentence, [CLS] and [SEP] included, after
 truncation to 256) and ``versions`` (the library versions that made it).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The ASGI app: routers, OpenAI-shaped errors, and the health checks."""
+
 from __future__ import annotations
 
 from fastapi import FastAPI
@@ -12,9 +13,12 @@ from workers.api import errors
 def create_app() -> FastAPI:
     from workers.api import batches, embeddings, files, jobs, manage, money
 
-    app = FastAPI(title="modelyard", version="0.1.0",
-                  description="AI model jobs for many tenants: OpenAI-compatible files, batches and embeddings "
-                              "under /v1; jobs of every model type, model management and usage under /api.")
+    app = FastAPI(
+        title="modelyard",
+        version="0.1.0",
+        description="AI model jobs for many tenants: OpenAI-compatible files, batches and embeddings "
+        "under /v1; jobs of every model type, model management and usage under /api.",
+    )
     errors.install(app)
     for module in (files, batches, embeddings, jobs, manage, money):
         app.include_router(module.router)
@@ -23,8 +27,12 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="The database and the broker answer",
-             responses={503: {"description": "a dependency does not answer"}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="The database and the broker answer",
+        responses={503: {"description": "a dependency does not answer"}},
+    )
     def readyz() -> JSONResponse:
         checks = {"database": _check_database(), "broker": _check_broker()}
         ok = all(v == "ok" for v in checks.values())

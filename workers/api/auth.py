@@ -4,6 +4,7 @@ Every route but the health checks needs ``Authorization: Bearer <token>``. A mis
 or revoked token is a 401; a token without the route's scope is a 403. Tenant routes take the
 tenant from the token, never from the request: a tenant cannot name another one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

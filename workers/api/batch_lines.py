@@ -6,6 +6,7 @@ model). Embeddings lines carry one text in ``body.input``; chat lines carry ``me
 the usual sampling fields. A bad line raises InvalidRequest naming the line, and since the
 producer inserts items inside one transaction, nothing of the batch is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ from models.jobs import ItemRow
 
 MODEL_TYPES = {"/v1/embeddings": "embedding", "/v1/chat/completions": "chat"}
 EMBEDDING_FIELDS = {"model", "input", "encoding_format", "user"}
-CHAT_GEN_CONF = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty",
-                 "frequency_penalty", "stop", "seed"}
+CHAT_GEN_CONF = {
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "seed",
+}
 CHAT_FIELDS = {"model", "messages", "tools", "tool_choice", "user", "n", "stream"} | CHAT_GEN_CONF
 
 
@@ -46,8 +55,10 @@ def read_batch(fh: IO[bytes], endpoint: str) -> BatchInput:
         for n, obj in lines:
             line_body = _request(obj, n, endpoint)
             if line_body["model"] != model:
-                raise InvalidRequest(f"line {n}: every request in a batch must use one model; line {lineno} uses "
-                                     f"{model!r}, this one {line_body['model']!r}")
+                raise InvalidRequest(
+                    f"line {n}: every request in a batch must use one model; line {lineno} uses "
+                    f"{model!r}, this one {line_body['model']!r}"
+                )
             if endpoint == "/v1/embeddings" and line_body.get("encoding_format", "float") != encoding:
                 raise InvalidRequest(f"line {n}: every request in a batch must use one encoding_format")
             yield _item(obj, line_body, n, endpoint)
@@ -84,7 +95,7 @@ def _request(obj: dict[str, Any], n: int, endpoint: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest(f'line {n}: "body" must be an object')
     if not isinstance(body.get("model"), str) or "@" not in body["model"]:
-        raise InvalidRequest(f'line {n}: body.model must be NAME@FACTORY, e.g. text-embedding-3-small@OpenAI')
+        raise InvalidRequest(f"line {n}: body.model must be NAME@FACTORY, e.g. text-embedding-3-small@OpenAI")
     allowed = EMBEDDING_FIELDS if endpoint == "/v1/embeddings" else CHAT_FIELDS
     unknown = sorted(set(body) - allowed)
     if unknown:

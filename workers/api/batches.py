@@ -1,5 +1,6 @@
 """``/v1/batches``: a batch is a modelyard job, submitted through the producer API from the
 uploaded input file (read as a stream), with its OpenAI fields in ``api_batches``."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -20,8 +21,14 @@ from workers.api.errors import ERROR_RESPONSES
 from workers.api.schemas import Batch, BatchCreate, BatchList, RequestCounts
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
-STATUS = {"queued": "in_progress", "running": "in_progress", "succeeded": "completed", "partial": "completed",
-          "failed": "completed", "cancelled": "cancelled"}
+STATUS = {
+    "queued": "in_progress",
+    "running": "in_progress",
+    "succeeded": "completed",
+    "partial": "completed",
+    "failed": "completed",
+    "cancelled": "cancelled",
+}
 
 
 def _ts(value: datetime | None) -> int | None:
@@ -33,9 +40,16 @@ def batch_object(b: dict[str, Any]) -> Batch:
     output, errors = file_ids(b)
     finished = _ts(b["finished_at"])
     return Batch(
-        id=f"batch_{b['job_id']}", endpoint=b["endpoint"], model=b["model"], input_file_id=b["input_file_id"],
-        completion_window=b["completion_window"], status=status, output_file_id=output, error_file_id=errors,
-        created_at=_ts(b["created_at"]), in_progress_at=_ts(b["started_at"]),
+        id=f"batch_{b['job_id']}",
+        endpoint=b["endpoint"],
+        model=b["model"],
+        input_file_id=b["input_file_id"],
+        completion_window=b["completion_window"],
+        status=status,
+        output_file_id=output,
+        error_file_id=errors,
+        created_at=_ts(b["created_at"]),
+        in_progress_at=_ts(b["started_at"]),
         expires_at=_ts(b["created_at"] + timedelta(hours=24)),
         finalizing_at=finished if status == "completed" else None,
         completed_at=finished if status == "completed" else None,
@@ -49,7 +63,7 @@ def batch_object(b: dict[str, Any]) -> Batch:
 def job_id_of(batch_id: str) -> str:
     if not batch_id.startswith("batch_"):
         raise NotFound(f"no batch {batch_id[:80]!r}")
-    return batch_id[len("batch_"):]
+    return batch_id[len("batch_") :]
 
 
 @router.post("", response_model=Batch, summary="Create a batch (one modelyard job) from an uploaded JSONL file")
@@ -63,9 +77,16 @@ def create_batch(req: BatchCreate, tenant_id: str = Depends(jobs_tenant)) -> Bat
         parsed = read_batch(fh, req.endpoint)
 
         def batch_row(session: Session, job_id: str) -> None:  # in the job's transaction: both or neither
-            insert_batch(session, job_id=job_id, tenant_id=tenant_id, endpoint=req.endpoint,
-                         input_file_id=req.input_file_id, completion_window=req.completion_window,
-                         metadata=req.metadata, encoding_format=parsed.encoding_format)
+            insert_batch(
+                session,
+                job_id=job_id,
+                tenant_id=tenant_id,
+                endpoint=req.endpoint,
+                input_file_id=req.input_file_id,
+                completion_window=req.completion_window,
+                metadata=req.metadata,
+                encoding_format=parsed.encoding_format,
+            )
 
         try:
             if model_type == "embedding":
@@ -85,13 +106,20 @@ def retrieve_batch(batch_id: str, tenant_id: str = Depends(jobs_tenant)) -> Batc
 
 
 @router.get("", response_model=BatchList)
-def list_all(after: str | None = Query(default=None, max_length=64), limit: int = Query(default=20, ge=1, le=100),
-             tenant_id: str = Depends(jobs_tenant)) -> BatchList:
+def list_all(
+    after: str | None = Query(default=None, max_length=64),
+    limit: int = Query(default=20, ge=1, le=100),
+    tenant_id: str = Depends(jobs_tenant),
+) -> BatchList:
     with session_scope() as session:
         rows = list_batches(session, tenant_id, after=job_id_of(after) if after else None, limit=limit + 1)
     data = [batch_object(r) for r in rows[:limit]]
-    return BatchList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                     has_more=len(rows) > limit)
+    return BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=len(rows) > limit,
+    )
 
 
 @router.post("/{batch_id}/cancel", response_model=Batch)

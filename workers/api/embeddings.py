@@ -1,5 +1,6 @@
 """``POST /v1/embeddings``: interactive embedding through the same queue, limits, ledger and
 tracing as any job -- a one-off job submitted and waited for (``MODELYARD_API_WAIT_SECONDS``)."""
+
 from __future__ import annotations
 
 import base64
@@ -14,10 +15,15 @@ from workers.api.batch_files import ERROR_STATUS
 from workers.api.errors import ERROR_RESPONSES, ApiError, ErrorBody
 from workers.api.schemas import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
-router = APIRouter(tags=["embeddings"], responses={
-    **ERROR_RESPONSES, 429: {"model": ErrorBody, "description": "The provider's rate limit or quota"},
-    502: {"model": ErrorBody, "description": "The provider failed"},
-    504: {"model": ErrorBody, "description": "Not done in MODELYARD_API_WAIT_SECONDS"}})
+router = APIRouter(
+    tags=["embeddings"],
+    responses={
+        **ERROR_RESPONSES,
+        429: {"model": ErrorBody, "description": "The provider's rate limit or quota"},
+        502: {"model": ErrorBody, "description": "The provider failed"},
+        504: {"model": ErrorBody, "description": "Not done in MODELYARD_API_WAIT_SECONDS"},
+    },
+)
 MAX_INPUTS = 2048
 
 
@@ -36,10 +42,22 @@ def create_embeddings(req: EmbeddingRequest, tenant_id: str = Depends(jobs_tenan
         raise ApiError(504, f"the embedding job {job_id} did not finish in time; it was cancelled", "timeout") from None
     if final["status"] != "succeeded":
         err = final["errors"][0] if final["errors"] else {"code": "GENERIC", "message": final["status"]}
-        raise ApiError(ERROR_STATUS.get(err["code"], 502) if err["code"] != "AUTHENTICATION" else 502,
-                       f"{err['code']}: {err['message']}", (err["code"] or "").lower() or None)
+        raise ApiError(
+            ERROR_STATUS.get(err["code"], 502) if err["code"] != "AUTHENTICATION" else 502,
+            f"{err['code']}: {err['message']}",
+            (err["code"] or "").lower() or None,
+        )
     res = producer.results(job_id)
-    data = [Embedding(index=i, embedding=base64.b64encode(v.astype("<f4").tobytes()).decode()
-                      if req.encoding_format == "base64" else v.tolist()) for i, v in enumerate(res.vectors)]
+    data = [
+        Embedding(
+            index=i,
+            embedding=base64.b64encode(v.astype("<f4").tobytes()).decode()
+            if req.encoding_format == "base64"
+            else v.tolist(),
+        )
+        for i, v in enumerate(res.vectors)
+    ]
     tokens = final["total_tokens"]
-    return EmbeddingResponse(data=data, model=final["model"], usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+    return EmbeddingResponse(
+        data=data, model=final["model"], usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    )

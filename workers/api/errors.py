@@ -1,5 +1,6 @@
 """Errors in OpenAI's body shape, ``{"error": {"message", "type", "param", "code"}}``, for
 every failure the API answers: our UserErrors, request validation, auth, unknown routes."""
+
 from __future__ import annotations
 
 import logging
@@ -18,9 +19,19 @@ from providers.errors import scrub
 
 log = logging.getLogger("modelyard.api")
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-         405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
-         415: "invalid_request_error", 500: "server_error", 502: "provider_error", 504: "timeout_error"}
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    500: "server_error",
+    502: "provider_error",
+    504: "timeout_error",
+}
 
 
 class ErrorDetail(BaseModel):
@@ -37,25 +48,39 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """A refusal with its HTTP status (and OpenAI's ``code`` where it has one)."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
-    for status, description in ((400, "Bad request"), (401, "Missing, wrong or revoked token"),
-                                (403, "The token lacks the scope"), (404, "Not found (or another tenant's)"),
-                                (409, "Conflict"), (413, "Too large"), (415, "Wrong content type"),
-                                (422, "Invalid parameters"))
+    for status, description in (
+        (400, "Bad request"),
+        (401, "Missing, wrong or revoked token"),
+        (403, "The token lacks the scope"),
+        (404, "Not found (or another tenant's)"),
+        (409, "Conflict"),
+        (413, "Too large"),
+        (415, "Wrong content type"),
+        (422, "Invalid parameters"),
+    )
 }
 
 
-def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param,
-                      "code": code}}
+def error_response(
+    status: int, message: str, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param, "code": code}
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 

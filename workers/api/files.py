@@ -1,6 +1,7 @@
 """``/v1/files``: upload (streamed to storage, capped), metadata, content, delete. A batch's
 output and error files are files too (ids ``file-batch-<job>-output|errors``), made from the
 job's items when read."""
+
 from __future__ import annotations
 
 import re
@@ -24,30 +25,49 @@ BATCH_FILE = re.compile(r"^file-batch-([0-9a-f]{16})-(output|errors)$")
 UPLOAD_SCHEMA = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file", "purpose"],
-            "properties": {"file": {"type": "string", "format": "binary"},
-                           "purpose": {"type": "string", "enum": list(store.PURPOSES)}},
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": list(store.PURPOSES)},
+                    },
+                }
+            }
+        },
     }
 }
 
 
 def file_object(row: dict[str, Any]) -> FileObject:
-    return FileObject(id=row["id"], bytes=row["bytes"], created_at=int(row["created_at"].timestamp()),
-                      filename=row["filename"], purpose=row["purpose"])
+    return FileObject(
+        id=row["id"],
+        bytes=row["bytes"],
+        created_at=int(row["created_at"].timestamp()),
+        filename=row["filename"],
+        purpose=row["purpose"],
+    )
 
 
-@router.post("", response_model=FileObject, openapi_extra=UPLOAD_SCHEMA,
-             summary="Upload a JSONL file (purpose batch), streamed to storage")
+@router.post(
+    "",
+    response_model=FileObject,
+    openapi_extra=UPLOAD_SCHEMA,
+    summary="Upload a JSONL file (purpose batch), streamed to storage",
+)
 async def upload_file(request: Request, tenant_id: str = Depends(jobs_tenant)) -> FileObject:
     from workers.api.multipart import receive
 
     cap = get_settings().api_max_upload_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap + 64 * 1024:  # the parts' headers take a few hundred bytes
-        raise ApiError(413, f"the upload is larger than the limit of {cap:,} bytes (MODELYARD_API_MAX_UPLOAD_BYTES)",
-                       "file_too_large")
+        raise ApiError(
+            413,
+            f"the upload is larger than the limit of {cap:,} bytes (MODELYARD_API_MAX_UPLOAD_BYTES)",
+            "file_too_large",
+        )
     upload = store.Upload(tenant_id, cap)
     try:
         received = await receive(request.headers.get("content-type", ""), request.stream(), upload)
@@ -88,9 +108,13 @@ def get_file(file_id: str, tenant_id: str = Depends(jobs_tenant)) -> FileObject:
         return file_object(store.get_file(session, tenant_id, file_id))
 
 
-@router.get("/{file_id}/content", response_class=StreamingResponse,
-            responses={200: {"content": {"application/jsonl": {"schema": {"type": "string"}}},
-                             "description": "the file's bytes"}})
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/jsonl": {"schema": {"type": "string"}}}, "description": "the file's bytes"}
+    },
+)
 def file_content(file_id: str, tenant_id: str = Depends(jobs_tenant)) -> StreamingResponse:
     match = BATCH_FILE.match(file_id)
     if match:

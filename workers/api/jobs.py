@@ -1,5 +1,6 @@
 """Native ``/api/jobs``: jobs of every model type -- submit, status with per-item errors,
 results (JSON lines, or ``.npy`` for embeddings), cancel. The same producer API as the CLI."""
+
 from __future__ import annotations
 
 import base64
@@ -88,8 +89,9 @@ def owned_status(tenant_id: str, job_id: str) -> dict[str, Any]:
 def submit(req: JobSubmit, tenant_id: str = Depends(jobs_tenant)) -> JobCreated:
     if req.model_type == "embedding":
         texts = ({"custom_id": r.custom_id, "text": r.text} for r in _rows(req))
-        job_id = producer.submit_embedding(tenant_id, req.model, texts, idempotency_key=req.idempotency_key,
-                                           input_type=req.input_type)
+        job_id = producer.submit_embedding(
+            tenant_id, req.model, texts, idempotency_key=req.idempotency_key, input_type=req.input_type
+        )
     else:
         job_id = producer.submit(tenant_id, req.model_type, req.model, _rows(req), idempotency_key=req.idempotency_key)
     return JobCreated(job_id=job_id)
@@ -107,18 +109,31 @@ def cancel(job_id: str, tenant_id: str = Depends(jobs_tenant)) -> dict[str, Any]
     return producer.status(job_id)
 
 
-@router.get("/{job_id}/results", response_class=StreamingResponse,
-            responses={200: {"description": "JSON lines (one per item), or an .npy array of the vectors",
-                             "content": {"application/jsonl": {"schema": {"type": "string"}},
-                                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-def results(job_id: str, format: Literal["jsonl", "npy"] = Query(default="jsonl"),
-            tenant_id: str = Depends(jobs_tenant)) -> StreamingResponse:
+@router.get(
+    "/{job_id}/results",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "JSON lines (one per item), or an .npy array of the vectors",
+            "content": {
+                "application/jsonl": {"schema": {"type": "string"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+def results(
+    job_id: str, format: Literal["jsonl", "npy"] = Query(default="jsonl"), tenant_id: str = Depends(jobs_tenant)
+) -> StreamingResponse:
     st = owned_status(tenant_id, job_id)
     if format == "npy":
         if st["model_type"] != "embedding":
             raise InvalidRequest("format=npy is for embedding jobs")
-        return StreamingResponse(_npy(job_id, st["items"]["total"]), media_type="application/octet-stream",
-                                 headers={"Content-Disposition": f'attachment; filename="{job_id}.npy"'})
+        return StreamingResponse(
+            _npy(job_id, st["items"]["total"]),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.npy"'},
+        )
     lines = (json.dumps(result_row(item), default=str).encode() + b"\n" for item in producer.iter_results(job_id))
     return StreamingResponse(lines, media_type="application/jsonl")
 

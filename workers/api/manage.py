@@ -1,6 +1,7 @@
 """Native model management (the CLI's ``factories``, ``keys set``, ``llm ...``, ``my-llms``,
 ``usage``) and the operator's tenants. The operations are ``models.admin`` / ``models.tenants``;
 this module reads requests and answers. A key is never answered: at most its last four characters."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -68,29 +69,45 @@ def factories(_: str = Depends(models_tenant)) -> list[dict[str, Any]]:
 
 @router.put("/keys/{factory}", tags=["models"], summary="Test a key on the factory's models, then save it")
 def keys_set(factory: str, req: KeySet, tenant_id: str = Depends(models_tenant)) -> dict[str, Any]:
-    saved = admin.set_api_key(tenant_id, factory, req.api_key, fields=req.fields, base_url=req.base_url,
-                              check=not req.skip_check)
+    saved = admin.set_api_key(
+        tenant_id, factory, req.api_key, fields=req.fields, base_url=req.base_url, check=not req.skip_check
+    )
     checked = saved.checked_with.model if saved.checked_with else None
-    return {"factory": saved.factory, "checked_with": checked, "key_state": "valid" if checked else "unchecked",
-            "models": [{"model": m, "type": t} for m, t in saved.models]}
+    return {
+        "factory": saved.factory,
+        "checked_with": checked,
+        "key_state": "valid" if checked else "unchecked",
+        "models": [{"model": m, "type": t} for m, t in saved.models],
+    }
 
 
 @router.post("/llms", tags=["models"], response_model=TenantModel, summary="Test a model's key, then configure it")
 def llm_add(req: LlmAdd, tenant_id: str = Depends(models_tenant)) -> dict[str, Any]:
-    tm = admin.add_llm(tenant_id, req.model, req.type, req.api_key, fields=req.fields, base_url=req.base_url,
-                       max_tokens=req.max_tokens, check=not req.skip_check)
+    tm = admin.add_llm(
+        tenant_id,
+        req.model,
+        req.type,
+        req.api_key,
+        fields=req.fields,
+        base_url=req.base_url,
+        max_tokens=req.max_tokens,
+        check=not req.skip_check,
+    )
     return model_json(tm)
 
 
 @router.post("/llms/{action}", tags=["models"], response_model=TenantModel)
-def llm_change(action: Literal["enable", "disable"], req: LlmRef, tenant_id: str = Depends(models_tenant)) -> dict[str, Any]:
+def llm_change(
+    action: Literal["enable", "disable"], req: LlmRef, tenant_id: str = Depends(models_tenant)
+) -> dict[str, Any]:
     with session_scope() as session:
         return model_json(set_llm_status(session, tenant_id, req.model, req.type, enabled=action == "enable"))
 
 
 @router.delete("/llms", tags=["models"], summary="Remove one of the tenant's models")
-def llm_delete(model: str = Query(min_length=1, max_length=400), type: ModelType = Query(),
-               tenant_id: str = Depends(models_tenant)) -> dict[str, Any]:
+def llm_delete(
+    model: str = Query(min_length=1, max_length=400), type: ModelType = Query(), tenant_id: str = Depends(models_tenant)
+) -> dict[str, Any]:
     with session_scope() as session:
         delete_llm(session, tenant_id, model, type)
     return {"model": model, "type": type, "deleted": True}
@@ -116,9 +133,12 @@ def my_llms(tenant_id: str = Depends(models_tenant)) -> dict[str, list[dict[str,
 
 
 @router.get("/usage", tags=["models"], summary="The tenant's calls, tokens and cost per model, day or job")
-def usage(by: Literal["model", "day", "job"] | None = None, since: str | None = Query(default=None, max_length=40),
-          until: str | None = Query(default=None, max_length=40),
-          tenant_id: str = Depends(models_tenant)) -> list[dict[str, Any]]:
+def usage(
+    by: Literal["model", "day", "job"] | None = None,
+    since: str | None = Query(default=None, max_length=40),
+    until: str | None = Query(default=None, max_length=40),
+    tenant_id: str = Depends(models_tenant),
+) -> list[dict[str, Any]]:
     start, end = parse_moment(since, "since"), parse_moment(until, "until")
     with session_scope() as session:
         if by is None and start is None and end is None:

@@ -1,6 +1,7 @@
 """Receiving ``multipart/form-data`` as a stream: the file part goes to an :class:`Upload`
 block by block as the body arrives (never held whole); the small text fields are kept,
 each capped. python-multipart's push parser does the parsing."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -33,9 +34,15 @@ class _Parts:
         self._buf = bytearray()
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self._begin, "on_header_field": self._hfield, "on_header_value": self._hvalue,
-                "on_header_end": self._hend, "on_headers_finished": self._hdone, "on_part_data": self._data,
-                "on_part_end": self._end}
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._hfield,
+            "on_header_value": self._hvalue,
+            "on_header_end": self._hend,
+            "on_headers_finished": self._hdone,
+            "on_part_data": self._data,
+            "on_part_end": self._end,
+        }
 
     def _begin(self) -> None:
         self._headers, self._name, self._is_file, self._buf = {}, None, False, bytearray()

@@ -1,12 +1,14 @@
 """The OpenAI-compatible request and response shapes (what the OpenAPI schema shows)."""
+
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
-                      "cancelled"]
+BatchStatus = Literal[
+    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
+]
 
 
 class FileObject(BaseModel):
@@ -97,7 +99,9 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(default=None, description="not supported: must be omitted")
     user: str | None = None
     input_type: Literal["document", "query"] = Field(
-        default="document", description="modelyard extension: 'query' embeds search queries with the provider's query mode")
+        default="document",
+        description="modelyard extension: 'query' embeds search queries with the provider's query mode",
+    )
 
 
 class Embedding(BaseModel):
@@ -116,5 +120,3 @@ class EmbeddingResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: EmbeddingUsage
-
-

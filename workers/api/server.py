@@ -1,4 +1,5 @@
 """``modelyard api``: serve the API with uvicorn (one process; run several behind a proxy to scale)."""
+
 from __future__ import annotations
 
 import uvicorn
@@ -11,5 +12,11 @@ def serve(host: str | None = None, port: int | None = None, log_level: str = "in
     from workers.api.app import create_app
 
     # The access log has method, path and status: never a header (the token) or a body (a key).
-    uvicorn.run(create_app(), host=host or settings.api_host, port=port or settings.api_port, log_level=log_level,
-                proxy_headers=True, server_header=False)
+    uvicorn.run(
+        create_app(),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=log_level,
+        proxy_headers=True,
+        server_header=False,
+    )

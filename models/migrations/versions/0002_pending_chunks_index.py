@@ -4,6 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-30
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,8 +17,9 @@ PENDING = sa.text("status = 'pending'")
 
 
 def upgrade() -> None:
-    op.create_index("ix_job_chunks_pending", "job_chunks", ["job_id", "seq"],
-                    postgresql_where=PENDING, sqlite_where=PENDING)
+    op.create_index(
+        "ix_job_chunks_pending", "job_chunks", ["job_id", "seq"], postgresql_where=PENDING, sqlite_where=PENDING
+    )
 
 
 def downgrade() -> None:

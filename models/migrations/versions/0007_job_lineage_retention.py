@@ -5,6 +5,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-07
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -21,8 +22,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("purged_at", sa.DateTime(timezone=True)))
     op.create_index("ix_jobs_tenant_created", "jobs", ["tenant_id", "created_at"])
     op.create_index("ix_jobs_created", "jobs", ["created_at"])
-    op.create_index("ix_jobs_finished_unpurged", "jobs", ["finished_at"],
-                    postgresql_where=sa.text("purged_at IS NULL"), sqlite_where=sa.text("purged_at IS NULL"))
+    op.create_index(
+        "ix_jobs_finished_unpurged",
+        "jobs",
+        ["finished_at"],
+        postgresql_where=sa.text("purged_at IS NULL"),
+        sqlite_where=sa.text("purged_at IS NULL"),
+    )
     op.create_index("ix_jobs_retry_of", "jobs", ["retry_of"])
 
 
