@@ -1,12 +1,11 @@
-"""Settings from the environment (all optional; see DESIGN.md for the names).
+"""Settings from the environment (all optional).
 
-Read once per process with :func:`get_settings`; tests and start-up code call
-:func:`reset_settings` after changing the environment.
+:func:`load_settings` reads them; each process does so once at start-up, for the runtime it
+builds (tasks.runtime), whose activation makes them what :func:`get_settings` returns.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +129,8 @@ class Settings:
         return bool(self.langfuse_public_key and self.langfuse_secret_key)
 
 
-def _load() -> Settings:
+def load_settings() -> Settings:
+    """The settings the environment holds now (raises SettingsError naming a bad variable)."""
     data_dir = Path(os.environ.get("MODELYARD_DATA_DIR", "").strip() or "./.modelyard").resolve()
     database_url = os.environ.get("MODELYARD_DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'modelyard.sqlite'}"
     broker_url = os.environ.get("MODELYARD_BROKER_URL", "").strip() or f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"
@@ -227,10 +227,21 @@ def _env_duration(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be seconds or a duration like 12h or 7d, got {raw!r}") from None
 
 
-@functools.lru_cache(maxsize=1)
+class NoRuntimeError(RuntimeError):
+    """Code that needs the process's runtime ran before one was activated (a bug, not a user error)."""
+
+
+_active: Settings | None = None
+
+
+def activate_settings(settings: Settings | None) -> None:
+    """Make ``settings`` what :func:`get_settings` returns (None: no settings; called by tasks.runtime)."""
+    global _active
+    _active = settings
+
+
 def get_settings() -> Settings:
-    return _load()
-
-
-def reset_settings() -> None:
-    get_settings.cache_clear()
+    """The active runtime's settings."""
+    if _active is None:
+        raise NoRuntimeError("no runtime is active in this process (build one with tasks.runtime.Runtime)")
+    return _active

@@ -1,7 +1,7 @@
 """LLMBundle: a tenant's resolved model -- configuration, decrypted key, provider instance,
 input truncation, usage recording and tracing in one object.
 
-Bundles are cached per process and keyed by the ``tenant_llm`` row; a changed key (its
+Bundles are cached per runtime (:class:`Bundles`), keyed by the ``tenant_llm`` row; a changed key (its
 ``key_version``) or base URL makes a new one. The key lives only in the provider instance
 inside the worker process; it is never written to a message, a result or a log.
 """
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from conf.catalog import find_model
 from conf.errors import InvalidRequest
+from conf.settings import NoRuntimeError
 from models import tracing
 from models.crypto import keyed_hash
 from models.tenants import TenantModel, get_tenant_model, load_key
@@ -62,7 +63,7 @@ class LLMBundle:
         if tm.status != "enabled":
             raise InvalidRequest(f"model {model} ({model_type}) is disabled for this tenant")
         try:
-            return _cache.get(session, tm)
+            return _bundles().get(session, tm)
         except UnsupportedModel as exc:  # a catalog entry no provider serves: refused, never a crash
             raise InvalidRequest(str(exc)) from None
 
@@ -179,10 +180,12 @@ class Recorded:
     cost: float | None
 
 
-class _BundleCache:
-    """Per-process bundles keyed by ``tenant_llm.id``; rebuilt when the key or base URL changes."""
+class Bundles:
+    """A runtime's bundles keyed by ``tenant_llm.id``, their providers calling through ``client``;
+    a bundle is made again when its key or base URL changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
         self._lock = threading.Lock()
         self._bundles: dict[int, tuple[tuple[int, str, int], LLMBundle]] = {}
 
@@ -194,18 +197,22 @@ class _BundleCache:
             cached[1].tenant_model = tm  # fresh counters and status
             return cached[1]
         api_key, _ = load_key(session, tm.id)
-        bundle = LLMBundle(tm, api_key)
+        bundle = LLMBundle(tm, api_key, client=self.client)
         with self._lock:
             self._bundles[tm.id] = (stamp, bundle)
         return bundle
 
-    def clear(self) -> None:
-        with self._lock:
-            self._bundles.clear()
+
+_active: Bundles | None = None
 
 
-_cache = _BundleCache()
+def activate_bundles(bundles: Bundles | None) -> None:
+    """Make ``bundles`` the ones :meth:`LLMBundle.open` uses (called by tasks.runtime)."""
+    global _active
+    _active = bundles
 
 
-def clear_bundle_cache() -> None:
-    _cache.clear()
+def _bundles() -> Bundles:
+    if _active is None:
+        raise NoRuntimeError("no runtime is active in this process (build one with tasks.runtime.Runtime)")
+    return _active

@@ -7,16 +7,16 @@ With no setting, the embedded default creates a key file (mode 0600) in the data
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
+import threading
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from conf.errors import UserError
-from conf.settings import get_settings
+from conf.settings import NoRuntimeError, Settings
 
 
 class SecretKeyError(UserError):
@@ -41,32 +41,54 @@ def _embedded_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _cipher() -> MultiFernet:
-    return MultiFernet(_fernets())
+class Cipher:
+    """The keys of one runtime's settings. They are read on first use (the embedded default's
+    key file is made then), so that a malformed setting fails the command that needs a key."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._fernets: tuple[Fernet, ...] | None = None
+        self._lock = threading.Lock()
+
+    def keys(self) -> tuple[str, ...]:
+        return self._settings.secret_keys or (_embedded_key(self._settings.data_dir),)
+
+    def fernets(self) -> tuple[Fernet, ...]:
+        """One Fernet per configured key, newest first."""
+        with self._lock:
+            if self._fernets is None:
+                try:
+                    self._fernets = tuple(Fernet(k.encode()) for k in self.keys())
+                except (ValueError, TypeError):
+                    raise SecretKeyError(
+                        "MODELYARD_SECRET_KEY must be one or more comma-separated Fernet keys (make one with: "
+                        "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+                    ) from None
+            return self._fernets
+
+    def multi(self) -> MultiFernet:
+        return MultiFernet(self.fernets())
 
 
-def _keys() -> tuple[str, ...]:
-    settings = get_settings()
-    return settings.secret_keys or (_embedded_key(settings.data_dir),)
+_active: Cipher | None = None
 
 
-@functools.lru_cache(maxsize=1)
-def _fernets() -> tuple[Fernet, ...]:
-    """One Fernet per configured key, newest first."""
-    keys = _keys()
-    try:
-        return tuple(Fernet(k.encode()) for k in keys)
-    except (ValueError, TypeError):
-        raise SecretKeyError(
-            "MODELYARD_SECRET_KEY must be one or more comma-separated Fernet keys "
-            "(make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
-        ) from None
+def activate_cipher(cipher: Cipher | None) -> None:
+    """Make ``cipher`` the one this module's functions use (called by tasks.runtime)."""
+    global _active
+    _active = cipher
+
+
+def _cipher() -> Cipher:
+    if _active is None:
+        raise NoRuntimeError("no runtime is active in this process (build one with tasks.runtime.Runtime)")
+    return _active
 
 
 def is_current(token: str) -> bool:
     """Whether the newest key (the first in MODELYARD_SECRET_KEY) encrypted this token."""
     try:
-        _fernets()[0].decrypt(token.encode())
+        _cipher().fernets()[0].decrypt(token.encode())
     except InvalidToken:
         return False
     return True
@@ -75,24 +97,21 @@ def is_current(token: str) -> bool:
 def keyed_hash(*parts: str) -> str:
     """An HMAC-SHA256 of ``parts`` under the newest secret key: names a provider key (the
     limiter's buckets) without revealing it, even to someone who can read Redis."""
-    _fernets()  # the same clear error for a malformed secret
-    mac = hmac.new(b"modelyard-limits:" + _keys()[0].encode(), digestmod=hashlib.sha256)
+    cipher = _cipher()
+    cipher.fernets()  # the same clear error for a malformed secret
+    mac = hmac.new(b"modelyard-limits:" + cipher.keys()[0].encode(), digestmod=hashlib.sha256)
     for part in parts:
         mac.update(part.encode("utf-8", "surrogatepass") + b"\0")
     return mac.hexdigest()[:40]
 
 
-def reset_cipher() -> None:
-    _fernets.cache_clear()
-
-
 def encrypt(plaintext: str) -> str:
-    return _cipher().encrypt(plaintext.encode()).decode()
+    return _cipher().multi().encrypt(plaintext.encode()).decode()
 
 
 def decrypt(token: str) -> str:
     try:
-        return _cipher().decrypt(token.encode()).decode()
+        return _cipher().multi().decrypt(token.encode()).decode()
     except InvalidToken:
         raise SecretKeyError(
             "a stored API key cannot be decrypted with MODELYARD_SECRET_KEY: "
@@ -103,6 +122,6 @@ def decrypt(token: str) -> str:
 def rotate(token: str) -> str:
     """Re-encrypt under the newest key (no-op in meaning; new token bytes)."""
     try:
-        return _cipher().rotate(token.encode()).decode()
+        return _cipher().multi().rotate(token.encode()).decode()
     except InvalidToken:
         raise SecretKeyError("a stored API key cannot be decrypted with MODELYARD_SECRET_KEY") from None

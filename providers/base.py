@@ -176,9 +176,7 @@ class BaseModel:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            from providers.http import get_client
-
-            self._client = get_client()
+            raise RuntimeError(f"{type(self).__name__} was made without an HTTP client (pass client=)")
         return self._client
 
     @property

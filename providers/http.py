@@ -1,42 +1,21 @@
-"""One shared ``httpx.Client`` per process, and the helpers that turn HTTP failures into
-:class:`~providers.errors.ProviderError`.
+"""The ``httpx.Client`` providers call through (:func:`make_client`; each runtime makes its
+own, and a forked child makes a new one: a connection pool must not be shared across
+processes), and the helpers that turn HTTP failures into :class:`~providers.errors.ProviderError`.
 
-Workers call :func:`reset_client` after fork (a client's connection pool must not be
-shared across processes). The ``Authorization`` header is never logged: we log nothing
-about requests here, and httpx itself logs only the URL and status line.
+The ``Authorization`` header is never logged: we log nothing about requests here, and httpx
+itself logs only the URL and status line.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
-import threading
 import time
 from typing import Any
 
 import httpx
 
 from providers.errors import ProviderError, scrub
-
-_client: httpx.Client | None = None
-_lock = threading.Lock()
-_timeout_seconds = 60.0
-
-
-def configure(timeout_seconds: float) -> None:
-    """Set the timeout that the shared client is built with (call before first use)."""
-    global _timeout_seconds
-    _timeout_seconds = timeout_seconds
-    reset_client()
-
-
-def get_client() -> httpx.Client:
-    global _client
-    if _client is None:
-        with _lock:
-            if _client is None:
-                _client = make_client(_timeout_seconds)
-    return _client
 
 
 def make_client(timeout_seconds: float) -> httpx.Client:
@@ -47,12 +26,6 @@ def make_client(timeout_seconds: float) -> httpx.Client:
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,
     )
-
-
-def reset_client() -> None:
-    """Forget the client (after fork, or when settings change). Does not close a parent's sockets."""
-    global _client
-    _client = None
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:

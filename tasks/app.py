@@ -1,4 +1,5 @@
-"""The Celery app: queues per model type, routes, reliability settings, beat schedule.
+"""The Celery app's shape: queues per model type, routes, reliability settings, beat schedule.
+Each runtime (tasks.runtime) makes its own app with :func:`make_app`; no app is made at import.
 
 Reliability: acks late + reject on worker lost (a killed worker's message goes back to the
 queue), prefetch 1 (a slow provider call does not hold other messages hostage), and a
@@ -11,7 +12,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from conf.settings import Settings, get_settings
+from conf.settings import Settings
 from providers.base import MODEL_TYPES
 
 QUEUES = (*MODEL_TYPES, "maintenance")
@@ -27,13 +28,9 @@ PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step"
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("modelyard", include=["tasks.model_tasks", "tasks.maintenance"])
-    configure(app, settings)
-    return app
-
-
-def configure(app: Celery, settings: Settings) -> None:
-    """Apply settings to the app (at import, and again if the environment changed before use)."""
+    """An app configured from ``settings``, with no tasks (tasks.runtime registers them).
+    ``set_as_current=False``: nothing reaches it through Celery's process-wide current app."""
+    app = Celery("modelyard", set_as_current=False)
     # kombu's SQLAlchemy transport hands its transport options to create_engine(): it gets
     # none (it has no visibility timeout; the sweeper re-sends what a dead worker held).
     transport_options = {} if settings.embedded_broker else {"visibility_timeout": settings.broker_visibility_timeout}
@@ -74,6 +71,4 @@ def configure(app: Celery, settings: Settings) -> None:
         },
         timezone="UTC",
     )
-
-
-app = make_app(get_settings())
+    return app

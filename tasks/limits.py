@@ -3,7 +3,6 @@ call will cost, and the wait before it (a short sleep, or back to the queue)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
@@ -15,7 +14,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from conf.errors import UserError
-from conf.settings import get_settings
+from conf.settings import Settings, get_settings
 from models.bundle import LLMBundle
 from models.db import session_scope
 from models.jobs import ChunkWork
@@ -29,11 +28,12 @@ STORE_ERRORS = (redis.RedisError, SQLAlchemyError, OSError)
 log = logging.getLogger("modelyard.limits")
 
 
-@functools.lru_cache(maxsize=1)
-def get_limiter() -> Limiter:
-    """This process's limiter: in Redis (``MODELYARD_LIMITS_URL``, else the broker's Redis),
-    else in the database."""
-    url = get_settings().limiter_url
+def make_limiter(settings: Settings) -> Limiter | None:
+    """The limiter ``settings`` name: in Redis (``MODELYARD_LIMITS_URL``, else the broker's Redis),
+    else in the database; None when it is turned off (``off``)."""
+    url = settings.limiter_url
+    if url == "off":
+        return None
     if url == "database":
         from tasks.limiter_db import DatabaseLimiter
 
@@ -41,10 +41,6 @@ def get_limiter() -> Limiter:
     from tasks.limiter_redis import RedisLimiter
 
     return RedisLimiter(url)
-
-
-def reset_limiter() -> None:
-    get_limiter.cache_clear()
 
 
 def limits_of(tm: TenantModel) -> Limits:
@@ -83,13 +79,13 @@ def estimate(work: ChunkWork, bundle: LLMBundle) -> Cost:
     return Cost(1, max(1, tokens))
 
 
-def wait_for_budget(bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
+def wait_for_budget(limiter: Limiter, bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
     """Take the call's budget, sleeping while the wait is short; None when the call may go,
     else the countdown after which the chunk should come back (nothing was taken).
     A limiter store that cannot be reached lets the call go (limits are advice: a 429 is
     still retried), and says so in the log."""
     settings = get_settings()
-    limiter, limits, waited = get_limiter(), limits_of(bundle.tenant_model), 0.0
+    limits, waited = limits_of(bundle.tenant_model), 0.0
     while True:
         try:
             grant = limiter.acquire(
@@ -127,11 +123,11 @@ def rate_limit_wait(retry_after: float | None, headers: Mapping[str, str], *, fa
     return min(resets) if resets else fallback
 
 
-def tenant_limits(tenant: str) -> list[dict[str, Any]]:
+def tenant_limits(tenant: str, limiter: Limiter | None) -> list[dict[str, Any]]:
     """Every configured model of a tenant with its key's limits and their state (for ``modelyard limits``).
-    ``key`` is the start of the bucket's keyed hash: models that show the same one share a budget."""
+    ``key`` is the start of the bucket's keyed hash: models that show the same one share a budget.
+    ``limiter`` None: the limiter is turned off."""
     rows: list[dict[str, Any]] = []
-    off = get_settings().limiter_url == "off"
     with session_scope() as session:
         tenant_id = resolve_tenant(session, tenant)
         for tm in list_tenant_models(session, tenant_id):
@@ -142,14 +138,15 @@ def tenant_limits(tenant: str) -> list[dict[str, Any]]:
                 rows.append({**row, "error": str(exc)})
                 continue
             row["key"] = bundle.limit_bucket[:8]
-            if off:
+            if limiter is None:
                 rows.append({**row, "error": "the fleet-wide limiter is off (MODELYARD_LIMITS_URL=off)"})
             else:
-                rows.append({**row, **get_limiter().status(bundle.limit_bucket, limits_of(tm))})
+                rows.append({**row, **limiter.status(bundle.limit_bucket, limits_of(tm))})
     return rows
 
 
 def settle(
+    limiter: Limiter,
     bundle: LLMBundle,
     cost: Cost,
     holder: str,
@@ -164,7 +161,7 @@ def settle(
     delta = (usage.total_tokens - cost.tokens) if usage is not None and usage.total_tokens else 0
     reason = f"the provider answered 429 (rate limit); calls resume in {pause:.1f}s" if pause is not None else ""
     try:
-        get_limiter().settle(
+        limiter.settle(
             bundle.limit_bucket,
             limits_of(bundle.tenant_model),
             holder,

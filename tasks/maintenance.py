@@ -1,4 +1,5 @@
-"""Maintenance tasks (the ``maintenance`` queue, driven by celery beat)."""
+"""Maintenance tasks (the ``maintenance`` queue, driven by celery beat). Each is a plain function
+(callable in-process); :func:`register` adds them to a runtime's app."""
 
 from __future__ import annotations
 
@@ -6,20 +7,36 @@ import logging
 import time
 from datetime import timedelta
 
+from celery import Celery, Task
+
 from conf.settings import get_settings
 from models.crypto import SecretKeyError
 from models import job_history
 from models.db import session_scope
 from models.jobs import Sent, lost_chunks, stalled_chunks
 from models.keycheck import keys_to_revalidate, revalidate
-from tasks.app import PURGE_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK, SWEEP_TASK, app
+from tasks.app import PURGE_TASK, REVALIDATE_ALL_TASK, REVALIDATE_TASK, SWEEP_TASK
 from tasks.orchestrate import send_chunks
 
 log = logging.getLogger("modelyard.maintenance")
 
 
-@app.task(name=SWEEP_TASK)
-def sweep_stalled(lost: bool = False) -> int:
+def register(app: Celery) -> None:
+    """Add the maintenance tasks to ``app`` (and to no other: ``shared=False``)."""
+
+    @app.task(name=SWEEP_TASK, bind=True, shared=False)
+    def sweep(task: Task, lost: bool = False) -> int:
+        return sweep_stalled(task.app, lost)
+
+    @app.task(name=REVALIDATE_ALL_TASK, bind=True, shared=False)
+    def revalidate_all(task: Task) -> int:
+        return revalidate_keys(task.app)
+
+    app.task(name=REVALIDATE_TASK, shared=False)(revalidate_key)
+    app.task(name=PURGE_TASK, shared=False)(purge_expired)
+
+
+def sweep_stalled(app: Celery, lost: bool = False) -> int:
     """Re-send chunks whose messages were lost (a killed worker, a broker restarted empty).
 
     The database is the source of truth: a chunk still ``queued`` after its deadline, or
@@ -37,14 +54,13 @@ def sweep_stalled(lost: bool = False) -> int:
     with session_scope() as session:
         stalled += stalled_chunks(session, stall)
     for sent, model_type in stalled:
-        send_chunks(model_type, [sent])
+        send_chunks(app, model_type, [sent])
     if stalled:
         log.warning("re-released %d chunks", len(stalled))
     return len(stalled)
 
 
-@app.task(name=REVALIDATE_ALL_TASK)
-def revalidate_keys() -> int:
+def revalidate_keys(app: Celery) -> int:
     """Enqueue one revalidation per stored key (tenant, factory, key), spread evenly over
     ``MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS`` so that many tenants do not burst a provider.
     The spread stays below the broker's visibility timeout (a waiting countdown is never redelivered)."""
@@ -54,12 +70,11 @@ def revalidate_keys() -> int:
         settings.key_revalidate_spread_seconds, settings.key_revalidate_seconds, settings.broker_visibility_timeout / 2
     )
     for n, (_tenant_id, _factory, tenant_llm_id) in enumerate(keys):
-        revalidate_key.apply_async((tenant_llm_id,), countdown=spread * n / len(keys))
+        app.send_task(REVALIDATE_TASK, args=(tenant_llm_id,), countdown=spread * n / len(keys))
     log.info("revalidating %d stored keys over %.0fs", len(keys), spread)
     return len(keys)
 
 
-@app.task(name=REVALIDATE_TASK)
 def revalidate_key(tenant_llm_id: int) -> str:
     """Test one stored key with the cheapest real call and record its state (see models.keycheck)."""
     try:
@@ -73,7 +88,6 @@ def revalidate_key(tenant_llm_id: int) -> str:
     return "valid" if outcome.ok else str(outcome.code)
 
 
-@app.task(name=PURGE_TASK)
 def purge_expired(max_seconds: float = 300.0) -> int:
     """Delete the items and chunks of jobs that ended more than ``MODELYARD_JOB_RETENTION`` ago,
     ``MODELYARD_PURGE_BATCH_ROWS`` rows per transaction (no long lock: other jobs keep

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from celery import Task
+from celery import Celery, Task
 
-from tasks.app import TASK_NAMES, app
+from tasks.app import TASK_NAMES
 from tasks.handlers import HANDLERS
 from tasks.runner import Handler, run_chunk
 
 
-def _define(model_type: str, handler: Handler) -> Task:
+def register(app: Celery) -> None:
+    """Add one task per model type to ``app`` (and to no other: ``shared=False``)."""
+    for model_type, handler in HANDLERS.items():
+        _define(app, model_type, handler)
+
+
+def _define(app: Celery, model_type: str, handler: Handler) -> None:
     # max_retries=None: no limit of Celery's own; LLM_MAX_RETRIES is applied in tasks.runner.
-    @app.task(name=TASK_NAMES[model_type], bind=True, max_retries=None)
+    @app.task(name=TASK_NAMES[model_type], bind=True, max_retries=None, shared=False)
     # release None: a message sent before messages carried their release (taken as the current one).
     def run(self: Task, chunk_id: int, tries: int = 0, release: int | None = None) -> str:
         return run_chunk(self, chunk_id, handler, tries=tries, release=release)
-
-    return run
-
-
-TASKS = {model_type: _define(model_type, handler) for model_type, handler in HANDLERS.items()}

@@ -14,16 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from celery import Celery
+
 from models.db import session_scope
 from models.jobs import Sent, sweep_soon
 from providers.errors import scrub
-from tasks.app import PUBLISH_RETRY_POLICY, TASK_NAMES, app
+from tasks.app import PUBLISH_RETRY_POLICY, TASK_NAMES
 
 log = logging.getLogger("modelyard.tasks")
 
 
-def send_chunks(model_type: str, sent: Iterable[Sent]) -> list[int]:
-    """Send one message per (chunk, release); returns the ids whose message could not be sent
+def send_chunks(app: Celery, model_type: str, sent: Iterable[Sent]) -> list[int]:
+    """Send one message per (chunk, release) through ``app``; returns the ids whose message could not be sent
     (they are left to the sweeper, made due at once so its next round sends them)."""
     name = TASK_NAMES[model_type]
     pending = list(sent)

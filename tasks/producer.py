@@ -43,6 +43,7 @@ from providers.registry import UnsupportedModel, get_provider_class
 from tasks import validation
 from tasks.orchestrate import send_chunks
 from tasks.request_hash import RequestHash
+from tasks.runtime import current
 from tasks.validation import Limits
 
 Input = str | dict[str, Any] | ItemRow
@@ -268,7 +269,7 @@ def _submit(
             with_job(session, job_id)
         released = release_chunks(session, job_id, settings.job_max_inflight_chunks, settings.stall_seconds)
     submitted = JobId(job_id)
-    submitted.unsent = len(send_chunks(model_type, released))
+    submitted.unsent = len(send_chunks(current().celery, model_type, released))
     if submitted.unsent:
         log.warning(
             "job %s is saved, but the broker did not take its %d chunk message(s); the sweeper sends them "

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from celery import Task
+from celery import Celery, Task
 from sqlalchemy.orm import Session
 
 from conf.errors import UserError
@@ -67,7 +67,7 @@ def run_chunk(task: Task, chunk_id: int, handler: Handler, *, tries: int = 0, re
         bundle, refused = _open_bundle(session, work)
     with lease.holding(work.chunk_id, work.release, settings.chunk_lease_seconds):
         if bundle is None:
-            return _fail(work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
+            return _fail(task.app, work, ErrorCode.MODEL, refused or "model unavailable", settings.stall_seconds)
         return _call(task, work, bundle, handler, tries)
 
 
@@ -77,7 +77,7 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
     served = embed_cache.serve(bundle, work)  # what the embedding cache holds is not asked for again
     asked = served.rest if served is not None else work
     if not asked.items:
-        return _finish(work, bundle, HandlerResult([], Usage()), attempt, served, Reservation(), None)
+        return _finish(task.app, work, bundle, HandlerResult([], Usage()), attempt, served, Reservation(), None)
     estimate = limits.estimate(asked, bundle)
     held = spend.reserve(bundle, estimate.tokens)  # the tenant's budgets, before the call (atomic)
     if isinstance(held, str):
@@ -87,12 +87,14 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
             refused = [
                 ItemOutcome(item.id, error_code=ErrorCode.BUDGET.value, error_message=message) for item in asked.items
             ]
-            return _finish(work, bundle, HandlerResult(refused, Usage()), attempt, served, Reservation(), None)
-        return _fail(work, ErrorCode.BUDGET, message, settings.stall_seconds)
+            return _finish(
+                task.app, work, bundle, HandlerResult(refused, Usage()), attempt, served, Reservation(), None
+            )
+        return _fail(task.app, work, ErrorCode.BUDGET, message, settings.stall_seconds)
     try:
         cost = estimate if limits.applies(bundle) else None
         if cost is not None:
-            countdown = limits.wait_for_budget(bundle, cost, attempt)
+            countdown = limits.wait_for_budget(task.app.runtime.limiter, bundle, cost, attempt)
             if countdown is not None:
                 log.info("chunk %s waits %.1fs for its key's rate budget", work.chunk_id, countdown)
                 _requeue(task, work, countdown, tries)
@@ -107,15 +109,18 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
         seconds = time.perf_counter() - started
         metrics.provider_call(bundle, "OK", seconds)
         if cost is not None:
-            limits.settle(bundle, cost, attempt, usage=result.usage, headers=bundle.provider.rate_limits)
+            limits.settle(
+                task.app.runtime.limiter, bundle, cost, attempt, usage=result.usage, headers=bundle.provider.rate_limits
+            )
         if served is not None:
             embed_cache.remember(served, result.outcomes, result.usage)
-        return _finish(work, bundle, result, attempt, served, held, seconds * 1000.0)
+        return _finish(task.app, work, bundle, result, attempt, served, held, seconds * 1000.0)
     finally:
         spend.release(held)  # unless the usage event settled it
 
 
 def _finish(
+    app: Celery,
     work: ChunkWork,
     bundle: LLMBundle,
     result: HandlerResult,
@@ -171,7 +176,7 @@ def _finish(
     metrics.chunk_finished(
         work.model_type, "partial" if any(o.error_code for o in outcomes) else "succeeded", done.job_status
     )
-    send_chunks(work.model_type, done.released)
+    send_chunks(app, work.model_type, done.released)
     return "done"
 
 
@@ -224,7 +229,7 @@ def _on_error(
             wait = limits.rate_limit_wait(retry_after, headers, fallback=countdown or settings.llm_base_delay)
             pause = min(wait, settings.llm_max_delay)
             metrics.paused(bundle, pause)
-        limits.settle(bundle, cost, holder, headers=headers, pause=pause)
+        limits.settle(task.app.runtime.limiter, bundle, cost, holder, headers=headers, pause=pause)
     message = scrub(str(exc) or type(exc).__name__, *bundle.secrets)
     if countdown is not None:
         log.warning(
@@ -242,15 +247,15 @@ def _on_error(
         message = f"gave up after {tries + 1} tries: {code.value}: {message}"
         code = ErrorCode.MAX_RETRIES
     log.warning("chunk %s failed: %s: %s", work.chunk_id, code.value, message)
-    return _fail(work, code, message, settings.stall_seconds)
+    return _fail(task.app, work, code, message, settings.stall_seconds)
 
 
-def _fail(work: ChunkWork, code: ErrorCode, message: str, stall_seconds: float) -> str:
+def _fail(app: Celery, work: ChunkWork, code: ErrorCode, message: str, stall_seconds: float) -> str:
     with session_scope() as session:
         done = finish_chunk(
             session, work, ChunkError(code.value, message[:2000]), tokens=0, stall_seconds=stall_seconds
         )
     if done.applied:
         metrics.chunk_finished(work.model_type, "failed", done.job_status)
-        send_chunks(work.model_type, done.released)
+        send_chunks(app, work.model_type, done.released)
     return "failed"

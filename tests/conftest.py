@@ -1,9 +1,9 @@
 """Test fixtures: real Redis and Postgres (found or started by tests/services.py), a fresh
 database per run, real worker processes, and the fake provider on loopback.
 
-Settings are read from the environment once per process, so the ``stack`` fixture sets the
-environment and resets every per-process cache before the first use of the database or the
-broker. Unit tests that need no services never touch it.
+The ``stack`` fixture sets the environment and builds this process's runtime from it (settings,
+database, broker, HTTP client); a test that changes the environment builds another
+(:func:`apply_env`). Unit tests that need no services never touch it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.fernet import Fernet
 
 from tests import services
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,36 +39,26 @@ class Stack:
     database_url: str
 
 
-def apply_env(env: dict[str, str | None]) -> None:
-    """Point this (test) process at ``env`` (None removes a variable) and forget every cached
-    connection and setting."""
-    from kombu import pools
-
-    from conf.settings import get_settings, reset_settings
-    from models.bundle import clear_bundle_cache
-    from models.crypto import reset_cipher
-    from models.db import reset_engine
-    from providers import http
-    from tasks.app import app, configure
-    from tasks.limits import reset_limiter
+def apply_env(env: dict[str, str | None]) -> Runtime:
+    """Point this (test) process at ``env`` (None removes a variable): a runtime built from the
+    environment then, activated in place of the one before (which is closed)."""
+    from conf.settings import NoRuntimeError
+    from tasks.runtime import Runtime, current
 
     for name, value in env.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    reset_settings()
-    reset_engine()
-    reset_cipher()
-    clear_bundle_cache()
-    reset_limiter()
-    http.configure(get_settings().llm_timeout_seconds)
-    # Forget the producer pools made for the previous broker URL (kombu keeps them per URL).
-    pools.reset()
-    app._pool = None
-    if "amqp" in app.__dict__:
-        app.amqp._producer_pool = None
-    configure(app, get_settings())
+    try:
+        previous: Runtime | None = current()
+    except NoRuntimeError:
+        previous = None
+    runtime = Runtime.from_env()
+    runtime.activate()
+    if previous is not None:
+        previous.close()
+    return runtime
 
 
 @pytest.fixture(scope="session")
@@ -86,16 +81,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "LLM_TIMEOUT_SECONDS": "5",
         "MODELYARD_STALL_SECONDS": "30",
     }
-    apply_env(env)
-    from models.db import get_engine
     from models.migrate import upgrade
 
-    upgrade(get_engine())
+    upgrade(apply_env(env).database.engine)
     yield Stack(env=env, data_dir=data_dir, redis_url=redis_url, database_url=database_url)
-    from models.db import reset_engine
+    from tasks.runtime import current
 
-    reset_engine()
+    current().close()
     services.drop_database(database_url)
+
+
+@pytest.fixture
+def runtime_from_env() -> Iterator[Callable[[], Runtime]]:
+    """Builds and activates a runtime from the environment as it is then, as a new process would
+    (call it again after changing the environment). Each is closed after the test, and the runtime
+    active before the test is active again."""
+    from tasks.runtime import Runtime
+
+    with ExitStack() as built:
+
+        def build() -> Runtime:
+            runtime = Runtime.from_env()
+            built.callback(runtime.close)
+            built.enter_context(runtime.active())
+            return runtime
+
+        yield build
 
 
 def cancel_unfinished_jobs() -> None:

@@ -410,6 +410,7 @@ def test_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice(
     was cut off mid-call or executed twice is not counted twice."""
     from tasks import producer
     from tasks.maintenance import sweep_stalled
+    from tasks.runtime import current
 
     fake_provider.latency_ms = 200
     stall = {"MODELYARD_STALL_SECONDS": "2"}
@@ -435,7 +436,7 @@ def test_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice(
         deadline = time.monotonic() + JOB_TIMEOUT
         while producer.status(job_id)["status"] == "running":
             assert time.monotonic() < deadline, f"job stuck: {[(c.seq, c.status) for c in chunk_rows(job_id)]}"
-            sweep_stalled()
+            sweep_stalled(current().celery)
             time.sleep(0.5)
 
     final = producer.status(job_id)
@@ -467,7 +468,10 @@ def test_redelivered_chunk_message_cannot_count_twice(
     (one event) and ``used_tokens`` stay exact. A message re-published after the chunk is done
     is skipped without calling the provider."""
     from tasks import producer
-    from tasks.app import TASK_NAMES, app
+    from tasks.app import TASK_NAMES
+    from tasks.runtime import current
+
+    app = current().celery
 
     fake_provider.latency_ms = 800  # long enough that all three executions load the chunk first
     items = corpus(10)

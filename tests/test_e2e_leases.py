@@ -66,12 +66,13 @@ def results_in_log(log: str, result: str) -> int:
 def sweeping(every: float = 0.3) -> Iterator[None]:
     """Run the sweeper in the background, as beat would, but often."""
     from tasks.maintenance import sweep_stalled
+    from tasks.runtime import current
 
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(every):
-            sweep_stalled()
+            sweep_stalled(current().celery)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -83,7 +84,10 @@ def sweeping(every: float = 0.3) -> Iterator[None]:
 
 
 def send_release(chunk_id: int, release: int | None) -> None:
-    from tasks.app import TASK_NAMES, app
+    from tasks.app import TASK_NAMES
+    from tasks.runtime import current
+
+    app = current().celery
 
     kwargs = {} if release is None else {"release": release}
     app.send_task(TASK_NAMES["embedding"], args=[chunk_id], kwargs=kwargs, queue="embedding")
@@ -148,6 +152,7 @@ def test_a_superseded_message_is_dropped_without_a_provider_call(
     releases existed) is still taken, as the current release."""
     from tasks import producer
     from tasks.maintenance import sweep_stalled
+    from tasks.runtime import current
 
     legacy_items = corpus(5, prefix="legacy")
     legacy_job = producer.submit_embedding(tenant, MODEL, legacy_items)
@@ -161,8 +166,8 @@ def test_a_superseded_message_is_dropped_without_a_provider_call(
         (chunk,) = chunk_rows(job_id)
         assert chunk.releases == 1
         time.sleep(0.7)
-        assert sweep_stalled() == 1
-        assert sweep_stalled() == 0  # its new deadline is ahead
+        assert sweep_stalled(current().celery) == 1
+        assert sweep_stalled(current().celery) == 0  # its new deadline is ahead
     assert chunk_rows(job_id)[0].releases == 2
     assert queue_length(stack) == 3  # the legacy message, release 1 still waiting, then release 2
     from models.db import session_scope

@@ -10,7 +10,7 @@ import socket
 import struct
 import wave
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from conf.errors import InvalidRequest
-from conf.settings import reset_settings
 from models import base_url as base_url_module
 from models.admin import assemble_key
 from models.base_url import check_base_url
@@ -44,12 +43,12 @@ DNS: dict[str, list[str]] = {
 
 
 @pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def settings_env(
+    monkeypatch: pytest.MonkeyPatch, runtime_from_env: Callable[[], object]
+) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.delenv("MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS", raising=False)
-    reset_settings()
+    runtime_from_env()
     yield monkeypatch
-    monkeypatch.undo()
-    reset_settings()
 
 
 @pytest.fixture
@@ -163,10 +162,10 @@ def test_malformed_base_urls_are_refused_with_the_reason(dns: list[str], url: st
 
 
 def test_the_setting_allows_link_local_and_metadata_hosts_but_nothing_else(
-    dns: list[str], settings_env: pytest.MonkeyPatch
+    dns: list[str], settings_env: pytest.MonkeyPatch, runtime_from_env: Callable[[], object]
 ) -> None:
     settings_env.setenv("MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS", "1")
-    reset_settings()
+    runtime_from_env()
     assert check_base_url("http://169.254.10.10/v1/") == "http://169.254.10.10/v1"
     assert check_base_url("http://metadata.google.internal/v1") == "http://metadata.google.internal/v1"
     assert check_base_url("http://[::ffff:169.254.169.254]/v1") == "http://[::ffff:169.254.169.254]/v1"

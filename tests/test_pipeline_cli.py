@@ -335,11 +335,12 @@ def test_retention_purges_items_keeps_usage_and_delete_removes_the_job(
     a job still running cannot be deleted."""
     from models.db import session_scope
     from models.tables import job_chunks, job_items, jobs, usage_events
-    from tasks.app import PURGE_TASK, app
+    from tasks.app import PURGE_TASK
     from tasks.maintenance import purge_expired
     from tasks.producer import wait
+    from tasks.runtime import current
 
-    assert any(entry["task"] == PURGE_TASK for entry in app.conf.beat_schedule.values())
+    assert any(entry["task"] == PURGE_TASK for entry in current().celery.conf.beat_schedule.values())
     _, name = tenant_with_model(fake_provider.base_url)
     old = submit(name, [f"old {i}" for i in range(10)], chunk_size=3)
     keep = submit(name, [f"recent {i}" for i in range(5)], chunk_size=3)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -23,6 +23,9 @@ from sqlalchemy import select
 
 from tests.conftest import ROOT, Stack, Worker, apply_env
 from tests.fakeprovider import FakeProvider
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
 
 KEY = "sk-test-valid-key-0001"
 FAST = {
@@ -323,39 +326,36 @@ def test_a_key_replaced_while_it_is_revalidated_is_left_alone(
 
 
 def test_revalidate_keys_spreads_the_checks_evenly_below_the_visibility_timeout(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, runtime_from_env: Callable[[], Runtime]
 ) -> None:
     """No servers: the stored keys are stubbed and the messages kept instead of sent."""
     from types import SimpleNamespace
 
-    from conf.settings import get_settings, reset_settings
     from tasks import maintenance
+    from tasks.app import REVALIDATE_TASK
 
     sent: list[tuple[tuple[int, ...], float]] = []
     monkeypatch.setattr(maintenance, "keys_to_revalidate", lambda: [("t", "F", 100 + n) for n in range(4)])
-    monkeypatch.setattr(
-        maintenance,
-        "revalidate_key",
-        SimpleNamespace(apply_async=lambda args, countdown: sent.append((args, countdown))),
-    )
+
+    def send_task(name: str, args: tuple[int, ...], countdown: float) -> None:
+        assert name == REVALIDATE_TASK
+        sent.append((args, countdown))
+
+    app: Any = SimpleNamespace(send_task=send_task)
 
     def countdowns(spread: float, period: float) -> list[float]:
         monkeypatch.setenv("MODELYARD_KEY_REVALIDATE_SPREAD_SECONDS", str(spread))
         monkeypatch.setenv("MODELYARD_KEY_REVALIDATE_SECONDS", str(period))
-        reset_settings()
+        runtime_from_env()
         sent.clear()
-        assert maintenance.revalidate_keys() == 4
+        assert maintenance.revalidate_keys(app) == 4
         assert [args for args, _ in sent] == [(100,), (101,), (102,), (103,)]
         return [countdown for _, countdown in sent]
 
-    try:
-        assert countdowns(100, 1000) == [0, 25, 50, 75]
-        assert countdowns(100, 40) == [0, 10, 20, 30]  # all sent within one revalidation period
-        cap = get_settings().broker_visibility_timeout / 2  # a waiting countdown must not be redelivered
-        assert countdowns(10 * cap, 100 * cap) == [0, cap / 4, cap / 2, 3 * cap / 4]
-        assert countdowns(0, 1000) == [0, 0, 0, 0]
-        monkeypatch.setattr(maintenance, "keys_to_revalidate", list)
-        assert maintenance.revalidate_keys() == 0
-    finally:
-        monkeypatch.undo()
-        reset_settings()
+    assert countdowns(100, 1000) == [0, 25, 50, 75]
+    assert countdowns(100, 40) == [0, 10, 20, 30]  # all sent within one revalidation period
+    cap = runtime_from_env().settings.broker_visibility_timeout / 2  # a waiting countdown must not be redelivered
+    assert countdowns(10 * cap, 100 * cap) == [0, cap / 4, cap / 2, 3 * cap / 4]
+    assert countdowns(0, 1000) == [0, 0, 0, 0]
+    monkeypatch.setattr(maintenance, "keys_to_revalidate", list)
+    assert maintenance.revalidate_keys(app) == 0

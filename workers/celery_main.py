@@ -1,10 +1,15 @@
-"""The Celery entry point: ``celery -A workers.celery_main worker`` (what ``modelyard worker`` runs)."""
+"""The entry point for Celery's own command line: ``celery -A workers.celery_main inspect ping``.
 
-from tasks import maintenance, model_tasks  # noqa: F401 - registers the tasks
-from tasks.app import app
-from workers import startup
+Celery's ``-A`` loads a module and takes its ``app``, so this module is a process's start-up:
+importing it builds and activates the process's runtime. modelyard's own commands never import
+it (``modelyard worker`` builds its runtime in ``workers.cli.main``).
+"""
 
-startup.install()
-startup.add_consumer_steps(app)
+from tasks.runtime import Runtime
+from workers.startup import worker_app
+
+runtime = Runtime.from_env()
+runtime.activate()
+app = worker_app(runtime)
 
 __all__ = ["app"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from conf.errors import UserError
 from providers.base import MODEL_TYPES
+from tasks.runtime import Runtime
 
 Command = Callable[[argparse.Namespace], int | None]
 
@@ -385,7 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = int(args.func(args) or 0)
+        # This process's runtime, handed to the command (``args.runtime``) and active while it runs.
+        runtime = Runtime.from_env()
+        try:
+            with runtime.active():
+                args.runtime = runtime
+                code = int(args.func(args) or 0)
+        finally:
+            runtime.close()
         sys.stdout.flush()  # here, not at exit: a reader that went away is a closed pipe below
         return code
     except UserError as exc:

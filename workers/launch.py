@@ -40,9 +40,11 @@ def worker(args: argparse.Namespace) -> int:
     # In the process that runs Celery (the supervisor's child), before the tasks (and
     # prometheus_client) are imported: a supervisor that served /metrics too would hold the port.
     prepare_worker()
-    from workers.celery_main import app
+    from workers.startup import worker_app
 
-    settings = get_settings()
+    runtime = args.runtime
+    app = worker_app(runtime)
+    settings = runtime.settings
     # Provider calls wait on the network: as many threads as one job may have chunks in flight.
     # The solo pool runs one task at a time whatever -c says: say 1, not a number it ignores.
     concurrency = 1 if args.pool == "solo" else args.concurrency or settings.job_max_inflight_chunks
@@ -170,18 +172,14 @@ def _beat_schedule_file() -> Path:
 
 
 def beat(args: argparse.Namespace) -> int:
-    from workers.celery_main import app
-
     # Before the scheduler opens its schedule file: a standby beat must not touch it.
     _beat_lock.acquire(on_wait=lambda: _say("another beat holds the schedule lock; standing by until it stops"))
-    return run_celery(app, ["beat", "-l", args.loglevel, "-s", str(_beat_schedule_file())])
+    return run_celery(args.runtime.celery, ["beat", "-l", args.loglevel, "-s", str(_beat_schedule_file())])
 
 
 def flower(args: argparse.Namespace) -> None:
-    from workers.celery_main import app
-
     argv = ["flower", f"--port={args.port}", f"--address={args.address}"]
-    auth = get_settings().flower_basic_auth
+    auth = args.runtime.settings.flower_basic_auth
     if auth:
         if ":" not in auth:
             raise InvalidRequest("MODELYARD_FLOWER_BASIC_AUTH must be user:password (comma-separate several)")
@@ -189,7 +187,7 @@ def flower(args: argparse.Namespace) -> None:
         from workers.metrics import protect_flower_metrics
 
         protect_flower_metrics()
-    app.start(argv)
+    args.runtime.celery.start(argv)
 
 
 def demo(args: argparse.Namespace) -> int:

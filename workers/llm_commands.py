@@ -177,7 +177,7 @@ def llm_set_limits(args: argparse.Namespace) -> None:
 
 
 def limits(args: argparse.Namespace) -> None:
-    rows = tenant_limits(args.tenant)
+    rows = tenant_limits(args.tenant, args.runtime.limiter)
     if args.json:
         print_json(rows)
         return

@@ -106,10 +106,11 @@ class StateCollector:
 
 
 def _queue_depths() -> list[tuple[str, int]]:
-    from tasks.app import QUEUES, app
+    from tasks.app import QUEUES
+    from tasks.runtime import current
 
     out = []
-    with app.connection_for_read() as conn:
+    with current().celery.connection_for_read() as conn:
         channel = conn.default_channel
         for queue in QUEUES:
             try:

@@ -1,8 +1,7 @@
 """Per-process start-up for worker processes.
 
 A prefork child must not reuse the database connections or HTTP sockets it inherited from
-its parent: after fork each child makes its own engine and its own httpx client (one per
-process, arq-style), with the timeout from settings.
+its parent: after fork each child gives its runtime its own (Runtime.after_fork).
 """
 
 from __future__ import annotations
@@ -13,28 +12,36 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
-from conf.settings import get_settings
 from models import tracing
-from models.bundle import clear_bundle_cache
-from models.db import reset_engine
-from providers import http
 from tasks.app import SWEEP_TASK
 from tasks.broker_epoch import broker_lost_messages
+from tasks.runtime import Runtime
 
 log = logging.getLogger("modelyard.worker")
 
 
-def init_process(**_: object) -> None:
-    reset_engine()
-    http.configure(get_settings().llm_timeout_seconds)
-    clear_bundle_cache()
-    tracing.preload()  # the SDK import, not the client: that is made on the first traced call, after fork
+def worker_app(runtime: Runtime) -> Celery:
+    """The runtime's Celery app ready to work: its tasks, the start-up hooks and the consumer step.
+    Called after workers.metrics.prepare_worker: the task modules import prometheus_client."""
+    from tasks import maintenance, model_tasks
+
+    model_tasks.register(runtime.celery)
+    maintenance.register(runtime.celery)
+    install(runtime)
+    runtime.celery.steps["consumer"].add(SweepOnConnect)
+    return runtime.celery
 
 
-def install() -> None:
-    """Connect the start-up hooks (idempotent: Celery deduplicates by receiver identity)."""
-    worker_process_init.connect(init_process, weak=False)  # each prefork child, after fork
-    worker_init.connect(init_process, weak=False)  # the main process (solo / threads pools)
+def install(runtime: Runtime) -> None:
+    """Connect the start-up hooks for ``runtime`` (the process's one)."""
+
+    def after_fork(**_: object) -> None:
+        runtime.after_fork()
+        tracing.preload()
+
+    worker_process_init.connect(after_fork, weak=False)  # each prefork child, after fork
+    # The SDK import, not the client: that is made on the first traced call, after fork.
+    worker_init.connect(lambda **_: tracing.preload(), weak=False)  # the main process
     # Send the traces still queued: a prefork child ends with os._exit (no atexit handlers).
     worker_process_shutdown.connect(tracing.shutdown, weak=False)  # each prefork child, on its way out
     worker_shutdown.connect(tracing.shutdown, weak=False)  # the main process
@@ -53,7 +60,7 @@ class SweepOnConnect(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         try:
-            lost = broker_lost_messages(get_settings().broker_url)
+            lost = broker_lost_messages(c.app.runtime.settings.broker_url)
             c.app.send_task(SWEEP_TASK, kwargs={"lost": lost}, expires=60, retry=False)
         except Exception as exc:  # noqa: BLE001 - the next reconnect or beat's round will ask again
             log.warning("could not ask for a sweep after connecting: %s", type(exc).__name__)
@@ -65,7 +72,3 @@ class SweepOnConnect(bootsteps.StartStopStep):
             )
         else:
             log.info("connected: asked for a sweep of chunks whose messages may have been lost")
-
-
-def add_consumer_steps(app: Celery) -> None:
-    app.steps["consumer"].add(SweepOnConnect)

@@ -16,7 +16,7 @@ from workers.tables import out, table
 def api(args: argparse.Namespace) -> None:
     from workers.api.server import serve
 
-    serve(args.host, args.port)
+    serve(args.runtime, args.host, args.port)
 
 
 def _scopes(values: list[str] | None) -> list[str] | None:

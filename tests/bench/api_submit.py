@@ -97,9 +97,10 @@ def main() -> None:
     }
     apply_env(env)
     stack = Stack(env=env, data_dir=data_dir, redis_url=redis_url, database_url=db)
-    from models.db import get_engine, reset_engine, session_scope
+    from models.db import get_engine, session_scope
     from models.migrate import upgrade
     from models.tenants import create_tenant, save_llm
+    from tasks.runtime import current
 
     upgrade(get_engine())
     with session_scope() as session:
@@ -137,7 +138,7 @@ def main() -> None:
         print("api server", next(line for line in status.splitlines() if line.startswith("VmHWM")))
     finally:
         server.stop()
-        reset_engine()
+        current().close()
         services.drop_database(db)
 
 

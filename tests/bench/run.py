@@ -121,7 +121,7 @@ def make_stack(data_dir: Path) -> Stack:
 def bench_stack(name: str) -> Iterator[tuple[Stack, Path]]:
     """For one bench script: a fresh database and Redis db, the header with the machine and its
     load, the load again at the end; the database dropped after."""
-    from models.db import reset_engine
+    from tasks.runtime import current
 
     with tempfile.TemporaryDirectory(prefix=f"modelyard-bench-{name}-") as tmp:
         stack = make_stack(Path(tmp))
@@ -133,7 +133,7 @@ def bench_stack(name: str) -> Iterator[tuple[Stack, Path]]:
             yield stack, Path(tmp)
             print(f"\nload average at the end: {load_average()}")
         finally:
-            reset_engine()
+            current().close()
             services.drop_database(stack.database_url)
 
 
@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                 print_breakdown(args, stack)
             print(f"\nload average at the end: {load_average()}")
         finally:
-            from models.db import reset_engine
+            from tasks.runtime import current
 
-            reset_engine()
+            current().close()
             services.drop_database(stack.database_url)
     if not args.skip_limits:
         print("\n## Fleet-wide limits (tests/bench/limits.py)\n", flush=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from models.db import get_engine
+from tasks.runtime import Runtime
 from workers.api import errors
 
 
-def create_app() -> FastAPI:
+def create_app(runtime: Runtime) -> FastAPI:
+    """The app for ``runtime`` (kept in ``app.state.runtime``), which must be the process's active one:
+    the handlers reach the database and settings through it."""
     from workers.api import batches, embeddings, files, jobs, manage, money
 
     app = FastAPI(
@@ -19,6 +21,7 @@ def create_app() -> FastAPI:
         description="AI model jobs for many tenants: OpenAI-compatible files, batches and embeddings "
         "under /v1; jobs of every model type, model management and usage under /api.",
     )
+    app.state.runtime = runtime
     errors.install(app)
     for module in (files, batches, embeddings, jobs, manage, money):
         app.include_router(module.router)
@@ -33,28 +36,27 @@ def create_app() -> FastAPI:
         summary="The database and the broker answer",
         responses={503: {"description": "a dependency does not answer"}},
     )
-    def readyz() -> JSONResponse:
-        checks = {"database": _check_database(), "broker": _check_broker()}
+    def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        checks = {"database": _check_database(runtime), "broker": _check_broker(runtime)}
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
 
     return app
 
 
-def _check_database() -> str:
+def _check_database(runtime: Runtime) -> str:
     try:
-        with get_engine().connect() as conn:
+        with runtime.database.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return f"error: {type(exc).__name__}"
 
 
-def _check_broker() -> str:
-    from tasks.app import app as celery_app
-
+def _check_broker(runtime: Runtime) -> str:
     try:
-        with celery_app.connection_for_write() as conn:
+        with runtime.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return "ok"
     except Exception as exc:  # noqa: BLE001

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uvicorn
 
-from conf.settings import get_settings
+from tasks.runtime import Runtime
 
 
-def serve(host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
-    settings = get_settings()
+def serve(runtime: Runtime, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
+    settings = runtime.settings
     from workers.api.app import create_app
 
     # The access log has method, path and status: never a header (the token) or a body (a key).
     uvicorn.run(
-        create_app(),
+        create_app(runtime),
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level=log_level,
