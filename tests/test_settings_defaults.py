@@ -59,13 +59,13 @@ def _readme_defaults() -> dict[str, str]:
 
 
 def test_the_readme_states_the_defaults_the_code_uses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from conf.settings import _load
+    from conf.settings import load_settings
 
     for name in list(os.environ):
         if name.startswith(PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    settings = _load()
+    settings = load_settings()
     documented = _readme_defaults()
     for variable, attribute in NUMERIC.items():
         stated = documented[variable].split()[0]  # "0 (off)" -> "0"
