@@ -28,7 +28,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step"
 
 
 def make_app(settings: Settings) -> Celery:
-    """An app configured from ``settings``, with no tasks (tasks.runtime registers them).
+    """An app configured from ``settings``, with no tasks: a worker adds them (tasks.model_tasks and
+    tasks.maintenance ``register``); every other process sends by name.
     ``set_as_current=False``: nothing reaches it through Celery's process-wide current app."""
     app = Celery("modelyard", set_as_current=False)
     # kombu's SQLAlchemy transport hands its transport options to create_engine(): it gets
