@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -30,7 +30,7 @@ PERIODS = ("day", "month")
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
     """The UTC period holding ``now``: [start, end)."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     if period == "day":
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return start, start + timedelta(days=1)
@@ -40,7 +40,7 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def describe(row: Any) -> str:
@@ -101,14 +101,14 @@ def set_budget(
         raise InvalidRequest(f"budget limits must be 0 or more, at most {MAX_TOKENS:,} tokens and {MAX_COST:,.0f} USD")
     start, _ = period_bounds(period, utcnow())
     spent_tokens, spent_cost = _ledger_spend(session, tenant_id, model, start)
-    values = dict(
-        period=period,
-        token_limit=tokens,
-        cost_limit=cost,
-        period_start=start,
-        spent_tokens=spent_tokens,
-        spent_cost=spent_cost,
-    )
+    values = {
+        "period": period,
+        "token_limit": tokens,
+        "cost_limit": cost,
+        "period_start": start,
+        "spent_tokens": spent_tokens,
+        "spent_cost": spent_cost,
+    }
     changed = session.execute(
         update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model).values(**values)
     ).rowcount

@@ -9,9 +9,9 @@ inside the worker process; it is never written to a message, a result or a log.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -21,8 +21,8 @@ from conf.catalog import find_model
 from conf.errors import InvalidRequest
 from models import tracing
 from models.crypto import keyed_hash
-from models.tenants import TenantModel, get_tenant_model, load_key
 from models.prices import price_of
+from models.tenants import TenantModel, get_tenant_model, load_key
 from models.usage import record_usage
 from providers.base import (
     AudioResult,
@@ -56,7 +56,7 @@ class LLMBundle:
             self.provider.batch_size = catalog.batch_size
 
     @classmethod
-    def open(cls, session: Session, tenant_id: str, model_type: str, model: str) -> "LLMBundle":
+    def open(cls, session: Session, tenant_id: str, model_type: str, model: str) -> LLMBundle:
         """Resolve ``model`` (``name@factory``) for a tenant: enabled, key decrypted."""
         tm = get_tenant_model(session, tenant_id, model, model_type)
         if tm.status != "enabled":
@@ -151,7 +151,7 @@ class LLMBundle:
         latency_ms: float | None = None,
         cached: bool = False,
         cached_tokens: int = 0,
-    ) -> "Recorded | None":
+    ) -> Recorded | None:
         """Append the usage event, priced now, and add the tokens to ``used_tokens``, in the
         caller's transaction. None (and nothing changed) if this attempt was already counted."""
         price, _ = price_of(session, self.model)

@@ -26,13 +26,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI hook
+        def _sqlite_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" hook below issues BEGIN
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
                 dbapi_conn.execute(f"PRAGMA {pragma}")
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
+        def _sqlite_begin(conn):
             # Take the write lock up front: a deferred transaction that upgrades later can
             # fail with "database is locked" regardless of the busy timeout.
             conn.exec_driver_sql("BEGIN IMMEDIATE")

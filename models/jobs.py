@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Insert, and_, bindparam, func, insert, or_, select, text, update
@@ -27,7 +27,7 @@ TERMINAL = ("succeeded", "partial", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -318,7 +318,7 @@ def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seco
 
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes (stored as UTC)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def renew_lease(session: Session, chunk_id: int, release: int, lease_seconds: float) -> bool:

@@ -17,7 +17,7 @@ from conf.catalog import load_catalog
 from models.tables import llm_factories, llms
 
 
-def _alembic_config(engine: Engine, connection) -> Config:  # noqa: ANN001 - a SQLAlchemy Connection
+def _alembic_config(engine: Engine, connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("models") / "migrations"))
     cfg.attributes["connection"] = connection

@@ -82,13 +82,13 @@ def set_price(
     ):
         if value is not None and not 0 <= value < 1:
             raise InvalidRequest(f"the {name} price must be USD per token, at least 0 and below 1; got {value}")
-    values = dict(
-        input_cost_per_token=input_cost,
-        output_cost_per_token=output_cost,
-        input_cost_per_token_batches=batch_input_cost,
-        output_cost_per_token_batches=batch_output_cost,
-        updated_at=utcnow(),
-    )
+    values = {
+        "input_cost_per_token": input_cost,
+        "output_cost_per_token": output_cost,
+        "input_cost_per_token_batches": batch_input_cost,
+        "output_cost_per_token_batches": batch_output_cost,
+        "updated_at": utcnow(),
+    }
     if session.execute(model_prices.update().where(model_prices.c.model == model).values(**values)).rowcount == 0:
         session.execute(model_prices.insert().values(model=model, **values))
 

@@ -28,7 +28,7 @@ class Usage:
     total_tokens: int = 0
     estimated: bool = False
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,

@@ -67,12 +67,12 @@ def remember(served: Served, outcomes: list[ItemOutcome], usage: Usage) -> None:
     texts = {item.id: item.text or "" for item in served.rest.items}
     kept = [o for o in outcomes if o.vector is not None and o.item_id in served.keys]
     shares = _apportion(usage.total_tokens, [estimate_tokens(texts.get(o.item_id, "")) for o in kept])
-    entries = [(served.keys[o.item_id], o.vector, share) for o, share in zip(kept, shares)]
+    entries = [(served.keys[o.item_id], o.vector, share) for o, share in zip(kept, shares, strict=True)]
     try:
         with session_scope() as session:
             embed_cache.store(session, served.scope, entries)
         _maybe_evict(served.scope, len(entries))
-    except Exception:  # noqa: BLE001 - the results are what matter; a cache that fails to fill is slower, not wrong
+    except Exception:  # the results are what matter; a cache that fails to fill is slower, not wrong
         log.exception("could not store %d vectors in the embedding cache", len(entries))
 
 

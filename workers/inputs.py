@@ -17,8 +17,8 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +27,6 @@ from conf.settings import get_settings
 from models.jobs import ItemRow
 from tasks import validation
 from tasks.validation import Limits
-
 
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 

@@ -269,9 +269,9 @@ def factory_markdown(rows: list[dict[str, Any]]) -> str:
         "|---|" + "---|" * (len(MARKDOWN_TYPES) + 1),
     ]
     for r in sorted(rows, key=lambda r: r["name"].lower()):
-        cells = []
-        for t in MARKDOWN_TYPES:
-            cells.append("✅" if t in r["supported_types"] else "❌" if t in r["catalog_types"] else "·")
+        cells = [
+            "✅" if t in r["supported_types"] else "❌" if t in r["catalog_types"] else "·" for t in MARKDOWN_TYPES
+        ]
         other = ", ".join(f"{t} ❌" for t in r["unsupported_types"] if t not in MARKDOWN_TYPES)
         lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {other} |")
     return "\n".join(lines) + "\n"

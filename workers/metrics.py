@@ -197,7 +197,7 @@ def wsgi_app(basic_auth: str) -> Callable[..., Iterable[bytes]]:
 
 
 class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:  # `format`: the stdlib's parameter name
         return
 
 
