@@ -147,6 +147,8 @@ class BaseModel:
     ``credential_fields``: for a multi-part credential, its named fields; the framework then
     hands the provider :func:`encode_credentials` of them as ``api_key`` and the provider reads
     :attr:`credentials`. Empty (the default) means one plain API key.
+    ``batch_size``: the most inputs one request carries, for a class that slices its inputs (0: it
+    does not); the catalog may set it per instance.
     """
 
     factories: ClassVar[tuple[str, ...]] = ()
@@ -154,6 +156,7 @@ class BaseModel:
     needs_key: ClassVar[bool] = True
     default_base_url: ClassVar[str] = ""
     credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
+    batch_size: int = 0
 
     def __init__(
         self,
@@ -244,7 +247,7 @@ class BaseModel:
 
 class EmbeddingModel(BaseModel):
     model_type = "embedding"
-    batch_size: ClassVar[int] = 16
+    batch_size = 16
 
     def encode(self, texts: Sequence[str], *, query: bool = False) -> EmbeddingResult:
         """Embed documents, or with ``query`` search queries (in the provider's query mode, where it

@@ -297,7 +297,7 @@ class OllamaImage2Text(_OllamaBase, Image2TextModel):
 class OllamaEmbedding(_OllamaBase, EmbeddingModel):
     """``/api/embed`` (Ollama 0.3+). Ollama has no query/document mode, so queries go the same way."""
 
-    batch_size: ClassVar[int] = 16
+    batch_size = 16
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         # truncate: cut each input to the model's context instead of failing (the documented default, made explicit).
