@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from conf.catalog import split_model_name
 from conf.errors import InvalidRequest, NotFound
+from models.dml import rowcount
 from models.jobs import utcnow
 from models.tables import budgets, usage_events
 
@@ -109,16 +110,16 @@ def set_budget(
         "spent_tokens": spent_tokens,
         "spent_cost": spent_cost,
     }
-    changed = session.execute(
-        update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model).values(**values)
-    ).rowcount
+    changed = rowcount(
+        session, update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model).values(**values)
+    )
     if not changed:
         session.execute(budgets.insert().values(tenant_id=tenant_id, model=model, **values))
     return next(b for b in show_budgets(session, tenant_id) if b["model"] == (model or None))
 
 
 def clear_budget(session: Session, tenant_id: str, model: str = "") -> None:
-    if session.execute(delete(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model)).rowcount == 0:
+    if rowcount(session, delete(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model)) == 0:
         raise NotFound(f"no budget set for {'model ' + model if model else 'this tenant'}")
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conf.errors import InvalidRequest
+from models.dml import rowcount
 from models.tables import tenant_llm, usage_events
 from models.tenants import TenantModel
 from providers.base import Usage
@@ -49,7 +50,7 @@ def record_usage(
     if session.get_bind().dialect.name == "postgresql":
         return bool(session.scalar(_RECORD_USAGE_PG, values))
     event = sqlite_insert(usage_events).values(**values).on_conflict_do_nothing(index_elements=["task_attempt"])
-    if session.execute(event).rowcount == 0:
+    if rowcount(session, event) == 0:
         return False
     session.execute(
         update(tenant_llm)
