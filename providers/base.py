@@ -13,12 +13,13 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
 import numpy as np
 
-MODEL_TYPES = ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")
+ModelType = Literal["chat", "embedding", "rerank", "image2text", "speech2text", "tts"]
+MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 
 
 @dataclass(frozen=True)

@@ -251,7 +251,7 @@ def my_llms(args: argparse.Namespace) -> None:
     for factory, models in grouped.items():
         for m in models:
             key = f"…{m.key_hint}" if m.key_hint else ("set" if m.has_key else "none")
-            row = [factory, m.llm_name, m.model_type, m.status, f"{m.used_tokens:,}", key]
+            row: list[Any] = [factory, m.llm_name, m.model_type, m.status, f"{m.used_tokens:,}", key]
             if args.details:
                 row += [m.key_state, m.key_checked_at, m.key_error, m.api_base or "(default)", m.max_tokens]
             rows.append(row)
