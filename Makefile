@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
 
 clean:
-	rm -rf $(VENV) .modelyard .pytest_cache
+	rm -rf $(VENV) .modelyard .pytest_cache .mypy_cache .ruff_cache
