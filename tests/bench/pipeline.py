@@ -46,69 +46,12 @@ API_KEY = "sk-bench-key-0001"
 MODEL = "text-embedding-3-small@OpenAI"
 MB = 1024 * 1024
 
-_WORDS = [
-    "the",
-    "a",
-    "of",
-    "to",
-    "in",
-    "for",
-    "with",
-    "from",
-    "by",
-    "model",
-    "data",
-    "system",
-    "user",
-    "tenant",
-    "worker",
-    "queue",
-    "job",
-    "task",
-    "result",
-    "error",
-    "token",
-    "vector",
-    "search",
-    "query",
-    "document",
-    "passage",
-    "report",
-    "invoice",
-    "customer",
-    "order",
-    "payment",
-    "account",
-    "server",
-    "network",
-    "request",
-    "response",
-    "price",
-    "market",
-    "energy",
-    "policy",
-    "river",
-    "mountain",
-    "city",
-    "garden",
-    "teacher",
-    "student",
-    "quickly",
-    "slowly",
-    "carefully",
-    "often",
-    "never",
-    "runs",
-    "reads",
-    "writes",
-    "builds",
-    "ships",
-    "checks",
-    "sends",
-    "finds",
-    "keeps",
-    "moves",
-]
+_WORDS = (
+    "the a of to in for with from by model data system user tenant worker queue job task result error "
+    "token vector search query document passage report invoice customer order payment account server "
+    "network request response price market energy policy river mountain city garden teacher student "
+    "quickly slowly carefully often never runs reads writes builds ships checks sends finds keeps moves"
+).split()
 _BASES = [
     " ".join(_WORDS[(b * 31 + k * 17 + k * k) % len(_WORDS)] for k in range(8 + (b * 7) % 60)) for b in range(997)
 ]
