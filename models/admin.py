@@ -20,6 +20,7 @@ from conf.errors import InvalidRequest, NotFound
 from models import crypto
 from models.base_url import check_base_url
 from models.db import session_scope
+from models.dml import rowcount
 from models.keycheck import KeyRejected, ProbeOutcome, by_probe_cost, check_until_accepted
 from models.tables import tenant_llm
 from models.tenants import (
@@ -300,16 +301,16 @@ def rotate_keys(batch: int = 200) -> RotationReport:
                     continue
                 # Rows sharing a token are one tenant's models of one factory (``keys set``): found through
                 # the (tenant, factory, ...) index, and only while unchanged (a key saved meanwhile is current).
-                result = session.execute(
+                rotated += rowcount(
+                    session,
                     update(tenant_llm)
                     .where(
                         tenant_llm.c.tenant_id == row.tenant_id,
                         tenant_llm.c.factory == row.factory,
                         tenant_llm.c.api_key_enc == row.api_key_enc,
                     )
-                    .values(api_key_enc=token)
+                    .values(api_key_enc=token),
                 )
-                rotated += result.rowcount
                 produced.add(token)
     if bad:
         raise crypto.SecretKeyError(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from conf.catalog import split_model_name
 from conf.errors import InvalidRequest, NotFound
+from models.dml import rowcount
 from models.jobs import utcnow
 from models.tables import budgets, usage_events
 
@@ -30,7 +31,7 @@ PERIODS = ("day", "month")
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
     """The UTC period holding ``now``: [start, end)."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     if period == "day":
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return start, start + timedelta(days=1)
@@ -40,7 +41,7 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def describe(row: Any) -> str:
@@ -101,24 +102,24 @@ def set_budget(
         raise InvalidRequest(f"budget limits must be 0 or more, at most {MAX_TOKENS:,} tokens and {MAX_COST:,.0f} USD")
     start, _ = period_bounds(period, utcnow())
     spent_tokens, spent_cost = _ledger_spend(session, tenant_id, model, start)
-    values = dict(
-        period=period,
-        token_limit=tokens,
-        cost_limit=cost,
-        period_start=start,
-        spent_tokens=spent_tokens,
-        spent_cost=spent_cost,
+    values = {
+        "period": period,
+        "token_limit": tokens,
+        "cost_limit": cost,
+        "period_start": start,
+        "spent_tokens": spent_tokens,
+        "spent_cost": spent_cost,
+    }
+    changed = rowcount(
+        session, update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model).values(**values)
     )
-    changed = session.execute(
-        update(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model).values(**values)
-    ).rowcount
     if not changed:
         session.execute(budgets.insert().values(tenant_id=tenant_id, model=model, **values))
     return next(b for b in show_budgets(session, tenant_id) if b["model"] == (model or None))
 
 
 def clear_budget(session: Session, tenant_id: str, model: str = "") -> None:
-    if session.execute(delete(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model)).rowcount == 0:
+    if rowcount(session, delete(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.model == model)) == 0:
         raise NotFound(f"no budget set for {'model ' + model if model else 'this tenant'}")
 
 

@@ -9,10 +9,10 @@ inside the worker process; it is never written to a message, a result or a log.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from sqlalchemy.orm import Session
@@ -22,22 +22,38 @@ from conf.errors import InvalidRequest
 from conf.settings import NoRuntimeError
 from models import tracing
 from models.crypto import keyed_hash
-from models.tenants import TenantModel, get_tenant_model, load_key
 from models.prices import price_of
+from models.tenants import TenantModel, get_tenant_model, load_key
 from models.usage import record_usage
 from providers.base import (
     AudioResult,
+    BaseModel,
     ChatDelta,
+    ChatModel,
     ChatResult,
+    EmbeddingModel,
     EmbeddingResult,
+    Image2TextModel,
+    RerankModel,
     RerankResult,
+    Speech2TextModel,
     TextResult,
+    TTSModel,
     Usage,
     truncate_to_tokens,
 )
 from providers.registry import UnsupportedModel, get_provider_class
 
-R = TypeVar("R")
+
+class _Billed(Protocol):
+    """A provider call's result: whatever it holds, it carries the usage to trace."""
+
+    @property
+    def usage(self) -> Usage: ...
+
+
+R = TypeVar("R", bound=_Billed)
+P = TypeVar("P", bound=BaseModel)
 
 
 class LLMBundle:
@@ -45,7 +61,7 @@ class LLMBundle:
         self.tenant_model = tenant_model
         cls = get_provider_class(tenant_model.model_type, tenant_model.factory)
         # One of the model-type interfaces in providers.base, chosen by the tenant's model type.
-        self.provider: Any = cls(
+        self.provider: BaseModel = cls(
             tenant_model.llm_name, api_key=api_key, base_url=tenant_model.api_base or None, client=client
         )
         # The fleet-wide limiter's name for this key and model (a keyed hash, never the key).
@@ -57,7 +73,7 @@ class LLMBundle:
             self.provider.batch_size = catalog.batch_size
 
     @classmethod
-    def open(cls, session: Session, tenant_id: str, model_type: str, model: str) -> "LLMBundle":
+    def open(cls, session: Session, tenant_id: str, model_type: str, model: str) -> LLMBundle:
         """Resolve ``model`` (``name@factory``) for a tenant: enabled, key decrypted."""
         tm = get_tenant_model(session, tenant_id, model, model_type)
         if tm.status != "enabled":
@@ -66,6 +82,12 @@ class LLMBundle:
             return _bundles().get(session, tm)
         except UnsupportedModel as exc:  # a catalog entry no provider serves: refused, never a crash
             raise InvalidRequest(str(exc)) from None
+
+    def _as(self, kind: type[P]) -> P:
+        """The provider as the model-type interface a call needs (a bundle opened for another type has none)."""
+        if not isinstance(self.provider, kind):
+            raise TypeError(f"{self.model} is a {self.tenant_model.model_type} model, not {kind.model_type}")
+        return self.provider
 
     @property
     def model(self) -> str:
@@ -81,15 +103,15 @@ class LLMBundle:
     def encode(self, texts: Sequence[str], *, query: bool = False) -> EmbeddingResult:
         limit = self.tenant_model.max_tokens
         clipped = [truncate_to_tokens(t, limit) for t in texts] if limit else list(texts)
-        return self._traced("encode", len(clipped), lambda: self.provider.encode(clipped, query=query))
+        return self._traced("encode", len(clipped), lambda: self._as(EmbeddingModel).encode(clipped, query=query))
 
     def encode_queries(self, text: str) -> EmbeddingResult:
         limit = self.tenant_model.max_tokens
         clipped = truncate_to_tokens(text, limit) if limit else text
-        return self._traced("encode_queries", 1, lambda: self.provider.encode_queries(clipped))
+        return self._traced("encode_queries", 1, lambda: self._as(EmbeddingModel).encode_queries(clipped))
 
     def similarity(self, query: str, texts: Sequence[str]) -> RerankResult:
-        return self._traced("similarity", len(texts), lambda: self.provider.similarity(query, texts))
+        return self._traced("similarity", len(texts), lambda: self._as(RerankModel).similarity(query, texts))
 
     def chat(
         self,
@@ -98,7 +120,7 @@ class LLMBundle:
         gen_conf: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
     ) -> ChatResult:
-        return self._traced("chat", len(messages), lambda: self.provider.chat(system, messages, gen_conf, tools))
+        return self._traced("chat", len(messages), lambda: self._as(ChatModel).chat(system, messages, gen_conf, tools))
 
     def chat_stream(
         self,
@@ -108,25 +130,27 @@ class LLMBundle:
         tools: list[dict[str, Any]] | None = None,
     ) -> Iterator[ChatDelta]:
         with self._trace("chat_stream", n=len(messages)) as span:
-            for delta in self.provider.chat_stream(system, messages, gen_conf, tools):
+            for delta in self._as(ChatModel).chat_stream(system, messages, gen_conf, tools):
                 if delta.usage is not None:
                     span.update_usage(delta.usage)
                 yield delta
 
     def describe(self, image: bytes, prompt: str | None = None, mime_type: str = "image/png") -> TextResult:
-        return self._traced("describe", 1, lambda: self.provider.describe_with_prompt(image, prompt, mime_type))
+        return self._traced(
+            "describe", 1, lambda: self._as(Image2TextModel).describe_with_prompt(image, prompt, mime_type)
+        )
 
     def transcription(self, audio: bytes, filename: str = "audio.wav") -> TextResult:
-        return self._traced("transcription", 1, lambda: self.provider.transcription(audio, filename))
+        return self._traced("transcription", 1, lambda: self._as(Speech2TextModel).transcription(audio, filename))
 
     def tts(self, text: str, voice: str | None = None, audio_format: str = "mp3") -> AudioResult:
-        return self._traced("tts", 1, lambda: self.provider.tts(text, voice, audio_format))
+        return self._traced("tts", 1, lambda: self._as(TTSModel).tts(text, voice, audio_format))
 
     def _traced(self, operation: str, n: int, call: Callable[[], R]) -> R:
         """Run one provider call inside a tracing span that reports its usage."""
         with self._trace(operation, n=n) as span:
             result = call()
-            span.update_usage(result.usage)  # type: ignore[attr-defined]
+            span.update_usage(result.usage)
         return result
 
     @contextmanager
@@ -152,7 +176,7 @@ class LLMBundle:
         latency_ms: float | None = None,
         cached: bool = False,
         cached_tokens: int = 0,
-    ) -> "Recorded | None":
+    ) -> Recorded | None:
         """Append the usage event, priced now, and add the tokens to ``used_tokens``, in the
         caller's transaction. None (and nothing changed) if this attempt was already counted."""
         price, _ = price_of(session, self.model)

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from models.dml import rowcount
 from models.jobs import utcnow
 from models.tables import embedding_cache
 
@@ -115,13 +116,13 @@ def evict(session: Session, scope: str, max_entries: int) -> int:
         .order_by(embedding_cache.c.used_at.desc())
         .offset(max_entries)
     )
-    return session.execute(
-        delete(embedding_cache).where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(keep))
-    ).rowcount
+    return rowcount(
+        session, delete(embedding_cache).where(embedding_cache.c.scope == scope, embedding_cache.c.key.in_(keep))
+    )
 
 
 def clear(session: Session, scope: str | None = None) -> int:
     query = delete(embedding_cache)
     if scope is not None:
         query = query.where(embedding_cache.c.scope == scope)
-    return session.execute(query).rowcount
+    return rowcount(session, query)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from conf.errors import Conflict
 from models.db import session_scope
+from models.dml import rowcount
 from models.jobs import TERMINAL, get_job, utcnow
 from models.tables import api_batches, job_chunks, job_items, jobs, tenants, usage_events
 
@@ -98,9 +99,10 @@ def purge_batch(session: Session, job_id: str, table: Table, first_seq: int, bat
     """Delete the job's rows of ``table`` (``job_items`` or ``job_chunks``) with ``seq`` in
     ``[first_seq, first_seq + batch)``: a range of the ``(job_id, seq)`` index, so a batch never
     walks past the index entries of rows an earlier batch deleted. The caller commits after each."""
-    return session.execute(
-        delete(table).where(table.c.job_id == job_id, table.c.seq >= first_seq, table.c.seq < first_seq + batch)
-    ).rowcount
+    return rowcount(
+        session,
+        delete(table).where(table.c.job_id == job_id, table.c.seq >= first_seq, table.c.seq < first_seq + batch),
+    )
 
 
 def mark_purged(session: Session, job_id: str) -> None:

@@ -11,9 +11,9 @@ row -- are updated last, just before the commit, so their locks are held briefly
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Insert, and_, bindparam, func, insert, or_, select, text, update
@@ -21,13 +21,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conf.errors import Conflict, NotFound
+from models.dml import rowcount
 from models.tables import job_chunks, job_items, jobs
 
 TERMINAL = ("succeeded", "partial", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -273,7 +274,8 @@ def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seco
         return SUPERSEDED
     if row.status == "running" and row.deadline_at is not None and _aware(row.deadline_at) > now:
         return CLAIMED
-    claimed = session.execute(  # conditional too: SQLite has no FOR UPDATE
+    claimed = rowcount(  # conditional too: SQLite has no FOR UPDATE
+        session,
         update(job_chunks)
         .where(
             job_chunks.c.id == chunk_id,
@@ -282,9 +284,9 @@ def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seco
                 job_chunks.c.status == "queued", and_(job_chunks.c.status == "running", job_chunks.c.deadline_at <= now)
             ),
         )
-        .values(status="running", deadline_at=now + timedelta(seconds=lease_seconds))
+        .values(status="running", deadline_at=now + timedelta(seconds=lease_seconds)),
     )
-    if claimed.rowcount == 0:
+    if claimed == 0:
         return CLAIMED
     if row.job_status == "queued":
         session.execute(
@@ -318,18 +320,19 @@ def claim_chunk(session: Session, chunk_id: int, release: int | None, lease_seco
 
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes (stored as UTC)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def renew_lease(session: Session, chunk_id: int, release: int, lease_seconds: float) -> bool:
     """Extend a running chunk's lease; False if this release no longer holds it (finished,
     cancelled, or re-sent after the lease expired)."""
-    renewed = session.execute(
+    renewed = rowcount(
+        session,
         update(job_chunks)
         .where(job_chunks.c.id == chunk_id, job_chunks.c.status == "running", job_chunks.c.releases == release)
-        .values(deadline_at=utcnow() + timedelta(seconds=lease_seconds))
+        .values(deadline_at=utcnow() + timedelta(seconds=lease_seconds)),
     )
-    return renewed.rowcount > 0
+    return renewed > 0
 
 
 def postpone_chunk(session: Session, chunk_id: int, release: int, seconds: float) -> None:
@@ -373,14 +376,15 @@ def finish_chunk(
     held for one statement before the commit. :func:`cancel_job` locks chunks before the job
     too, so the two cannot deadlock."""
     failed = isinstance(outcome, ChunkError)
-    guard = session.execute(
+    guard = rowcount(
+        session,
         # Not only this release's claim: an execution whose lease expired meanwhile still
         # applies if it finishes first (its call was paid for), and the newer message is skipped.
         update(job_chunks)
         .where(job_chunks.c.id == work.chunk_id, job_chunks.c.status.in_(("queued", "running")))
-        .values(status="failed" if failed else "succeeded", deadline_at=None)
+        .values(status="failed" if failed else "succeeded", deadline_at=None),
     )
-    if guard.rowcount == 0:
+    if guard == 0:
         current = session.scalar(select(job_chunks.c.status).where(job_chunks.c.id == work.chunk_id))
         if current == "cancelled" and record_usage is not None and record_usage():
             # The job was cancelled while this chunk ran: its tokens were spent all the same.
@@ -584,7 +588,7 @@ def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[
         last = rows[-1].seq
 
 
-def items_by_custom_id(session: Session, job_id: str, custom_ids: list[str]) -> list[Any]:
+def items_by_custom_id(session: Session, job_id: str, custom_ids: list[str]) -> Sequence[Any]:
     """The job's items with these custom ids (the columns of :func:`iter_items`)."""
     if not custom_ids:
         return []

@@ -11,13 +11,13 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, delete, select, tuple_
+from sqlalchemy import Connection, Engine, delete, select, tuple_
 
 from conf.catalog import load_catalog
 from models.tables import llm_factories, llms
 
 
-def _alembic_config(engine: Engine, connection) -> Config:  # noqa: ANN001 - a SQLAlchemy Connection
+def _alembic_config(engine: Engine, connection: Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("models") / "migrations"))
     cfg.attributes["connection"] = connection

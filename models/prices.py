@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from conf.catalog import catalog_prices, split_model_name
 from conf.errors import InvalidRequest, NotFound
+from models.dml import rowcount
 from models.jobs import utcnow
 from models.tables import model_prices
 from providers.base import Usage
@@ -82,20 +83,20 @@ def set_price(
     ):
         if value is not None and not 0 <= value < 1:
             raise InvalidRequest(f"the {name} price must be USD per token, at least 0 and below 1; got {value}")
-    values = dict(
-        input_cost_per_token=input_cost,
-        output_cost_per_token=output_cost,
-        input_cost_per_token_batches=batch_input_cost,
-        output_cost_per_token_batches=batch_output_cost,
-        updated_at=utcnow(),
-    )
-    if session.execute(model_prices.update().where(model_prices.c.model == model).values(**values)).rowcount == 0:
+    values = {
+        "input_cost_per_token": input_cost,
+        "output_cost_per_token": output_cost,
+        "input_cost_per_token_batches": batch_input_cost,
+        "output_cost_per_token_batches": batch_output_cost,
+        "updated_at": utcnow(),
+    }
+    if rowcount(session, model_prices.update().where(model_prices.c.model == model).values(**values)) == 0:
         session.execute(model_prices.insert().values(model=model, **values))
 
 
 def clear_price(session: Session, model: str) -> None:
     """Drop an operator's price: the catalog's applies again."""
-    if session.execute(delete(model_prices).where(model_prices.c.model == model)).rowcount == 0:
+    if rowcount(session, delete(model_prices).where(model_prices.c.model == model)) == 0:
         raise NotFound(f"no price override for {model}")
 
 

@@ -16,6 +16,7 @@ from conf.defaults import load_tenant_defaults
 from conf.errors import Conflict, InvalidRequest, NotFound
 from conf.settings import SettingsError
 from models import crypto
+from models.dml import rowcount
 from models.tables import llm_factories, llms, tenant_llm, tenants
 from providers.base import MODEL_TYPES
 from providers.registry import UnsupportedModel, get_provider_class
@@ -252,12 +253,12 @@ def delete_llm(session: Session, tenant_id: str, model: str, model_type: str) ->
 
 def delete_factory(session: Session, tenant_id: str, factory: str) -> int:
     """Remove all of a tenant's models of one factory; returns how many."""
-    result = session.execute(
-        delete(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory)
+    removed = rowcount(
+        session, delete(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id, tenant_llm.c.factory == factory)
     )
-    if not result.rowcount:
+    if not removed:
         raise NotFound(f"this tenant has no models of factory {factory!r}")
-    return result.rowcount
+    return removed
 
 
 def list_tenant_models(session: Session, tenant_id: str, factory: str | None = None) -> list[TenantModel]:

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -105,7 +105,7 @@ def revoke_token(session: Session, ref: str, tenant_id: str | None = None) -> di
     session.execute(
         update(api_tokens)
         .where(api_tokens.c.id == rows[0].id, api_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(timezone.utc))
+        .values(revoked_at=datetime.now(UTC))
     )
     return _row(session.execute(select(api_tokens).where(api_tokens.c.id == rows[0].id)).one())
 
@@ -120,8 +120,8 @@ def authenticate(session: Session, token: str) -> Principal | None:
     row = session.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
     if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)) or row.revoked_at is not None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     last = row.last_used_at
-    if last is None or (last.replace(tzinfo=last.tzinfo or timezone.utc) < now - _TOUCH_EVERY):
+    if last is None or (last.replace(tzinfo=last.tzinfo or UTC) < now - _TOUCH_EVERY):
         session.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now))
     return Principal(token_id=row.id, tenant_id=row.tenant_id, scopes=frozenset(row.scopes))

@@ -3,7 +3,7 @@ task attempt, with ``tenant_llm.used_tokens`` moved in the same transaction; and
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Integer, case, func, select, text, update
@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conf.errors import InvalidRequest
+from models.dml import rowcount
 from models.tables import tenant_llm, usage_events
 from models.tenants import TenantModel
 from providers.base import Usage
@@ -30,26 +31,26 @@ def record_usage(
 ) -> bool:
     """Append the event (``cost`` in USD at the moment's price, None when unpriced; a
     ``cached`` event bills nothing and notes in ``cached_tokens`` what the cache saved)."""
-    values = dict(
-        task_attempt=task_attempt,
-        tenant_id=tm.tenant_id,
-        tenant_llm_id=tm.id,
-        job_id=job_id,
-        model_type=tm.model_type,
-        model=tm.full_name,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        estimated=usage.estimated,
-        latency_ms=latency_ms,
-        cost=cost,
-        cached=cached,
-        cached_tokens=cached_tokens,
-    )
+    values = {
+        "task_attempt": task_attempt,
+        "tenant_id": tm.tenant_id,
+        "tenant_llm_id": tm.id,
+        "job_id": job_id,
+        "model_type": tm.model_type,
+        "model": tm.full_name,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "estimated": usage.estimated,
+        "latency_ms": latency_ms,
+        "cost": cost,
+        "cached": cached,
+        "cached_tokens": cached_tokens,
+    }
     if session.get_bind().dialect.name == "postgresql":
         return bool(session.scalar(_RECORD_USAGE_PG, values))
     event = sqlite_insert(usage_events).values(**values).on_conflict_do_nothing(index_elements=["task_attempt"])
-    if session.execute(event).rowcount == 0:
+    if rowcount(session, event) == 0:
         return False
     session.execute(
         update(tenant_llm)
@@ -172,4 +173,4 @@ def parse_moment(value: str | None, name: str) -> datetime | None:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise InvalidRequest(f"{name} must be a date (2026-12-01) or an ISO 8601 time, not {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

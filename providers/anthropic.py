@@ -174,9 +174,8 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else [content]:
-        if isinstance(part, str):
-            part = {"type": "text", "text": part}
+    for given in content if isinstance(content, list) else [content]:
+        part = {"type": "text", "text": given} if isinstance(given, str) else given
         kind = part.get("type")
         if kind == "text" and part.get("text"):
             blocks.append({"type": "text", "text": part["text"]})

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from providers.base import CredentialField
+from providers.base import BaseModel, CredentialField
 from providers.openai_compat import (
     OpenAICompatChat,
     OpenAICompatEmbedding,
@@ -35,7 +35,7 @@ from providers.registry import register
 DEFAULT_API_VERSION = "2024-10-21"
 
 
-class _AzureDeployment:
+class _AzureDeployment(BaseModel):
     """Where an Azure OpenAI request goes and how it is authenticated (mixed into each model type).
 
     The key named ``api_key`` becomes ``self.api_key``, so that what scrubs and what the
@@ -53,7 +53,7 @@ class _AzureDeployment:
     )
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
-        super().__init__(model_name, **kwargs)  # type: ignore[call-arg]
+        super().__init__(model_name, **kwargs)
         if self.credentials:
             self.api_key = self.credentials.get("api_key") or None
         self.api_version = self.credentials.get("api_version") or DEFAULT_API_VERSION
@@ -66,12 +66,6 @@ class _AzureDeployment:
 
     def request_headers(self) -> dict[str, str]:
         return {"api-key": self.api_key} if self.api_key else {}
-
-    # Declared for the type checker; BaseModel sets them.
-    model_name: str
-    base_url: str
-    api_key: str | None
-    credentials: dict[str, str]
 
 
 @register

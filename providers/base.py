@@ -13,12 +13,13 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
 import numpy as np
 
-MODEL_TYPES = ("chat", "embedding", "rerank", "image2text", "speech2text", "tts")
+ModelType = Literal["chat", "embedding", "rerank", "image2text", "speech2text", "tts"]
+MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Usage:
     total_tokens: int = 0
     estimated: bool = False
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -147,6 +148,8 @@ class BaseModel:
     ``credential_fields``: for a multi-part credential, its named fields; the framework then
     hands the provider :func:`encode_credentials` of them as ``api_key`` and the provider reads
     :attr:`credentials`. Empty (the default) means one plain API key.
+    ``batch_size``: the most inputs one request carries, for a class that slices its inputs (0: it
+    does not); the catalog may set it per instance.
     """
 
     factories: ClassVar[tuple[str, ...]] = ()
@@ -154,6 +157,7 @@ class BaseModel:
     needs_key: ClassVar[bool] = True
     default_base_url: ClassVar[str] = ""
     credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
+    batch_size: int = 0
 
     def __init__(
         self,
@@ -242,7 +246,7 @@ class BaseModel:
 
 class EmbeddingModel(BaseModel):
     model_type = "embedding"
-    batch_size: ClassVar[int] = 16
+    batch_size = 16
 
     def encode(self, texts: Sequence[str], *, query: bool = False) -> EmbeddingResult:
         """Embed documents, or with ``query`` search queries (in the provider's query mode, where it

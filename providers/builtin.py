@@ -7,8 +7,6 @@ load once per process, on the first call.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from providers.base import EmbeddingModel, EmbeddingResult, Usage
 from providers.errors import ErrorCode, ProviderError
 from providers.minilm import MODEL_DISTRIBUTION, MODEL_PACKAGE, get_model
@@ -21,7 +19,7 @@ MINILM = "all-MiniLM-L6-v2"
 class BuiltinEmbedding(EmbeddingModel):
     factories = ("Builtin",)
     needs_key = False
-    batch_size: ClassVar[int] = 64
+    batch_size = 64
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         # Checked per call, not in __init__, so that a misconfigured model fails its job's items

@@ -305,7 +305,7 @@ class CohereChat(_Cohere, ChatModel):
 
 @register
 class CohereEmbedding(_Cohere, EmbeddingModel):
-    batch_size: ClassVar[int] = 96  # "Maximum number of texts per call is 96"
+    batch_size = 96  # "Maximum number of texts per call is 96"
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "search_document")

@@ -22,7 +22,7 @@ import re
 import httpx
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     RATE_LIMIT = "RATE_LIMIT"
     SERVER = "SERVER"
     AUTHENTICATION = "AUTHENTICATION"

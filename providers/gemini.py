@@ -140,8 +140,8 @@ def _exhausted_code(
             if isinstance(violation, dict):
                 limits.append((str(violation.get("quotaId", "")), str(violation.get("quotaValue", ""))))
     for info in infos:  # the older shape: ErrorInfo metadata quota_limit / quota_limit_value
-        metadata = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
-        if metadata.get("quota_limit"):
+        metadata = info.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("quota_limit"):
             limits.append((str(metadata["quota_limit"]), str(metadata.get("quota_limit_value", ""))))
     if any(_LONG_QUOTA.search(limit_id) or value == "0" for limit_id, value in limits):
         return ErrorCode.QUOTA
@@ -164,10 +164,12 @@ def google_error(
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return None
-    details = error.get("details") if isinstance(error.get("details"), list) else []
+    details = error.get("details")
+    details = details if isinstance(details, list) else []
     infos = _detail(details, "ErrorInfo")
     quota_failures = _detail(details, "QuotaFailure")
-    status_name = error.get("status") if isinstance(error.get("status"), str) else None
+    status_name = error.get("status")
+    status_name = status_name if isinstance(status_name, str) else None
     reason = next((str(i["reason"]) for i in infos if i.get("reason")), None)
     if status is None and isinstance(error.get("code"), int):
         status = error["code"]
@@ -277,7 +279,7 @@ class _Conversation:
             raise ProviderError(f"Gemini cannot take a message with role {role!r}", code=ErrorCode.INVALID_REQUEST)
 
     def _calls(self, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        parts = []
+        parts: list[dict[str, Any]] = []
         for call in tool_calls:
             function = call.get("function") or {}
             name = function.get("name") or ""

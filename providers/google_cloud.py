@@ -76,7 +76,7 @@ class ServiceAccount:
     project_id: str
 
     @classmethod
-    def from_json(cls, text: str) -> "ServiceAccount":
+    def from_json(cls, text: str) -> ServiceAccount:
         try:
             raw = json.loads(text)
         except ValueError:

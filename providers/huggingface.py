@@ -83,7 +83,7 @@ class _TEIBase(BaseModel):
     factories: ClassVar[tuple[str, ...]] = (FACTORY,)
     needs_key: ClassVar[bool] = False
     default_base_url: ClassVar[str] = ""
-    batch_size: ClassVar[int] = 32  # TEI's default --max-client-batch-size
+    batch_size = 32  # TEI's default --max-client-batch-size
 
     def check(self, response: httpx.Response) -> httpx.Response:
         self.rate_limits = rate_limit_headers(response.headers)

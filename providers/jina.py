@@ -94,7 +94,7 @@ class _Jina(BaseModel):
 
 @register
 class JinaEmbedding(_Jina, EmbeddingModel):
-    batch_size: ClassVar[int] = 128
+    batch_size = 128
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, query=False)

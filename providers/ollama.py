@@ -179,12 +179,15 @@ def _chat_body(
 def _usage(data: dict[str, Any], body: dict[str, Any], answer: str) -> Usage:
     """``prompt_eval_count`` / ``eval_count``; a count Ollama left out (it omits the prompt's
     when the whole prompt came from its cache) is estimated, and the usage flagged so."""
-    prompt, completion = data.get("prompt_eval_count"), data.get("eval_count")
-    reported_prompt = isinstance(prompt, int) and prompt >= 0
-    reported_completion = isinstance(completion, int) and completion >= 0
-    p = prompt if reported_prompt else estimate_tokens(message_text(body["messages"]))
-    c = completion if reported_completion else estimate_tokens(answer)
-    return Usage(p, c, p + c, estimated=not (reported_prompt and reported_completion))
+    prompt, completion = _count(data.get("prompt_eval_count")), _count(data.get("eval_count"))
+    p = prompt if prompt is not None else estimate_tokens(message_text(body["messages"]))
+    c = completion if completion is not None else estimate_tokens(answer)
+    return Usage(p, c, p + c, estimated=prompt is None or completion is None)
+
+
+def _count(value: Any) -> int | None:
+    """A count Ollama reported (a whole number, not negative), or None."""
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def _tool_calls(raw_calls: Iterable[dict[str, Any]], start: int = 0) -> list[ToolCall]:
@@ -297,7 +300,7 @@ class OllamaImage2Text(_OllamaBase, Image2TextModel):
 class OllamaEmbedding(_OllamaBase, EmbeddingModel):
     """``/api/embed`` (Ollama 0.3+). Ollama has no query/document mode, so queries go the same way."""
 
-    batch_size: ClassVar[int] = 16
+    batch_size = 16
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         # truncate: cut each input to the model's context instead of failing (the documented default, made explicit).

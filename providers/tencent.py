@@ -171,9 +171,12 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 def _usage(raw: Any, messages: list[dict[str, Any]], answer: str) -> Usage:
     if isinstance(raw, dict) and isinstance(raw.get("TotalTokens"), int) and raw["TotalTokens"] > 0:
-        prompt = raw.get("PromptTokens") if isinstance(raw.get("PromptTokens"), int) else 0
-        completion = raw.get("CompletionTokens") if isinstance(raw.get("CompletionTokens"), int) else 0
-        return Usage(prompt, completion, raw["TotalTokens"])
+        prompt, completion = raw.get("PromptTokens"), raw.get("CompletionTokens")
+        return Usage(
+            prompt if isinstance(prompt, int) else 0,
+            completion if isinstance(completion, int) else 0,
+            raw["TotalTokens"],
+        )
     texts = [{"content": m.get("Content", "")} for m in messages]
     return estimated(estimate_tokens(message_text(texts)), estimate_tokens(answer))
 

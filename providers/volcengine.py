@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.base import CredentialField
+from providers.base import BaseModel, CredentialField
 from providers.openai_compat import (
     OpenAICompatChat,
     OpenAICompatEmbedding,
@@ -32,7 +32,7 @@ from providers.openai_compat import (
 from providers.registry import register
 
 
-class _ArkEndpoint:
+class _ArkEndpoint(BaseModel):
     """The Ark key and endpoint id from the credential: ``self.api_key`` becomes the Ark key (sent
     as the Bearer token and scrubbed), ``self.model_name`` the endpoint id when one is set."""
 
@@ -47,15 +47,10 @@ class _ArkEndpoint:
     )
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
-        super().__init__(model_name, **kwargs)  # type: ignore[call-arg]
+        super().__init__(model_name, **kwargs)
         if self.credentials:
             self.api_key = self.credentials.get("ark_api_key") or None
         self.model_name = self.credentials.get("endpoint_id") or model_name
-
-    # Declared for the type checker; BaseModel sets them.
-    model_name: str
-    api_key: str | None
-    credentials: dict[str, str]
 
 
 @register

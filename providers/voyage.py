@@ -97,7 +97,7 @@ def _token_groups(texts: Sequence[str], budget: int) -> Iterator[list[str]]:
 
 @register
 class VoyageEmbedding(_Voyage, EmbeddingModel):
-    batch_size: ClassVar[int] = 128
+    batch_size = 128
 
     def _encode_batch(self, texts: list[str]) -> EmbeddingResult:
         return self._embed(texts, "document")

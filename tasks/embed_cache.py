@@ -65,14 +65,14 @@ def serve(bundle: LLMBundle, work: ChunkWork) -> Served | None:
 def remember(served: Served, outcomes: list[ItemOutcome], usage: Usage) -> None:
     """Keep the vectors the provider returned, each with its share of the billed tokens."""
     texts = {item.id: item.text or "" for item in served.rest.items}
-    kept = [o for o in outcomes if o.vector is not None and o.item_id in served.keys]
-    shares = _apportion(usage.total_tokens, [estimate_tokens(texts.get(o.item_id, "")) for o in kept])
-    entries = [(served.keys[o.item_id], o.vector, share) for o, share in zip(kept, shares)]
+    kept = [(o.item_id, o.vector) for o in outcomes if o.vector is not None and o.item_id in served.keys]
+    shares = _apportion(usage.total_tokens, [estimate_tokens(texts.get(item_id, "")) for item_id, _ in kept])
+    entries = [(served.keys[item_id], vector, share) for (item_id, vector), share in zip(kept, shares, strict=True)]
     try:
         with session_scope() as session:
             embed_cache.store(session, served.scope, entries)
         _maybe_evict(served.scope, len(entries))
-    except Exception:  # noqa: BLE001 - the results are what matter; a cache that fails to fill is slower, not wrong
+    except Exception:  # the results are what matter; a cache that fails to fill is slower, not wrong
         log.exception("could not store %d vectors in the embedding cache", len(entries))
 
 

@@ -191,9 +191,9 @@ class RedisLimiter:
             limits,
             holder,
             outcome.tokens_delta,
-            _opt(adv and adv.rpm),
-            _opt(adv and adv.tpm),
-            _opt(adv and adv.exhausted_for),
+            _opt(adv.rpm if adv else None),
+            _opt(adv.tpm if adv else None),
+            _opt(adv.exhausted_for if adv else None),
             _opt(outcome.pause),
             outcome.reason,
         )

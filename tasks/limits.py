@@ -60,7 +60,7 @@ def estimate(work: ChunkWork, bundle: LLMBundle) -> Cost:
     """Requests and tokens a chunk's call will use, from its inputs (corrected after the call)."""
     if work.model_type == "embedding":
         texts = [item.text or "" for item in work.items]
-        batch = max(1, int(getattr(bundle.provider, "batch_size", 0) or len(texts) or 1))
+        batch = max(1, bundle.provider.batch_size or len(texts))
         return Cost(max(1, math.ceil(len(texts) / batch)), sum(estimate_tokens(t) for t in texts))
     item = work.items[0]
     payload: Any = item.payload or {}

@@ -10,8 +10,8 @@ from datetime import timedelta
 from celery import Celery, Task
 
 from conf.settings import get_settings
-from models.crypto import SecretKeyError
 from models import job_history
+from models.crypto import SecretKeyError
 from models.db import session_scope
 from models.jobs import Sent, lost_chunks, stalled_chunks
 from models.keycheck import keys_to_revalidate, revalidate

@@ -32,8 +32,8 @@ from models.jobs import (
     insert_chunks,
     insert_items,
     insert_job,
-    iter_items,
     items_by_custom_id,
+    iter_items,
     release_chunks,
     set_request_hash,
 )
@@ -409,11 +409,11 @@ def iter_results(job_id: str, *, lineage: bool = False) -> Iterator[ItemResult]:
         chain = job_history.lineage(session, job_id) if lineage else [job_id]
         for page in _pages(iter_items(session, chain[0])):
             newer = _newer_outcomes(session, chain[1:], [r.custom_id for r in page if r.status != "succeeded"])
-            for r in page:
-                seq = r.seq  # the original's order, whichever job's outcome it is
-                owner, r = newer.get(r.custom_id, (chain[0], r))
+            for first in page:
+                # the original's order (``first.seq``), whichever job's outcome it is
+                owner, r = newer.get(first.custom_id, (chain[0], first))
                 yield ItemResult(
-                    seq,
+                    first.seq,
                     r.custom_id,
                     r.status,
                     np.frombuffer(r.vector, dtype="<f4") if r.vector is not None else None,

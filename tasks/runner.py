@@ -131,8 +131,9 @@ def _finish(
 ) -> str:
     """One transaction: the results (with what the cache served), the usage events, the counters."""
     settings = get_settings()
-    outcomes = (served.outcomes + result.outcomes) if served is not None else result.outcomes
-    hits = served is not None and bool(served.outcomes)
+    from_cache = served.outcomes if served is not None else []
+    outcomes = from_cache + result.outcomes
+    hits = bool(from_cache)
     recorded: list[Recorded | None] = []
 
     def record_usage() -> bool:
@@ -149,7 +150,7 @@ def _finish(
                 task_attempt=f"{attempt}:cached",
                 job_id=work.job_id,
                 cached=True,
-                cached_tokens=served.cached_tokens,
+                cached_tokens=served.cached_tokens if served is not None else 0,
             )
         return latency_ms is not None or hits
 
@@ -167,7 +168,7 @@ def _finish(
         if event is not None:
             metrics.spent(bundle, event.tokens, event.cost)
     if hits:
-        metrics.cache_served(bundle, len(served.outcomes))
+        metrics.cache_served(bundle, len(from_cache))
     if not done.applied:
         log.info(
             "chunk %s was finished or cancelled meanwhile; results of attempt %s discarded", work.chunk_id, attempt

@@ -51,5 +51,5 @@ def release(held: budgets.Reservation) -> None:
     try:
         with session_scope() as session:
             budgets.settle(session, held, 0, 0.0)
-    except Exception:  # noqa: BLE001 - spend is over-counted (the safe side) rather than the chunk lost
+    except Exception:  # spend is over-counted (the safe side) rather than the chunk lost
         log.exception("could not give back a budget reservation")

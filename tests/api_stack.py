@@ -75,6 +75,7 @@ def start_api(stack: Stack, log_dir: Path, extra_env: dict[str, str] | None = No
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
+        check=False,
         cwd=ROOT,
         env={**os.environ, **stack.env},
         capture_output=True,

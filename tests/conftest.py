@@ -8,6 +8,7 @@ database, broker, HTTP client); a test that changes the environment builds anoth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -184,10 +185,8 @@ class Worker:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the worker's whole process group (the main process and its pool children)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -250,7 +249,7 @@ def start_worker(
 def worker_factory(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator:
     started: list[Worker] = []
 
-    def factory(**kwargs) -> Worker:  # noqa: ANN003
+    def factory(**kwargs) -> Worker:
         w = start_worker(stack, tmp_path, **kwargs)
         started.append(w)
         return w

@@ -16,6 +16,7 @@ database no one else is using, so a shared server's data is never touched.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import pwd
@@ -481,10 +482,8 @@ def _drop_leftover_databases() -> None:
     for url in list(_created_databases):
         if not urlsplit(url).path.lstrip("/").startswith(f"{TEST_DB_PREFIX}{os.getpid()}_"):
             continue  # a forked child: the parent drops its own databases
-        try:
+        with contextlib.suppress(psycopg.Error):  # the server is gone
             drop_database(url)
-        except psycopg.Error:
-            pass  # the server is gone
 
 
 # --- reporting --------------------------------------------------------------------------------

@@ -467,9 +467,9 @@ def test_error_event_mid_stream_is_an_overloaded_provider_error() -> None:
     recorder = Recorder(httpx.Response(200, content=stream_body(*events)))
 
     seen: list[str] = []
+    stream = chat(recorder).chat_stream(None, [{"role": "user", "content": "Hi"}])
     with pytest.raises(ProviderError) as info:
-        for delta in chat(recorder).chat_stream(None, [{"role": "user", "content": "Hi"}]):
-            seen.append(delta.text)
+        seen.extend(delta.text for delta in stream)
 
     assert seen == ["Hel"]
     assert info.value.provider_code == "overloaded_error" and info.value.message == "Overloaded"

@@ -43,21 +43,21 @@ def fuzz_token(stack: Stack, fuzz_api: ApiServer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_api: ApiServer):  # noqa: ANN201
+def api_schema(fuzz_api: ApiServer):
     return schemathesis.openapi.from_url(f"{fuzz_api.base_url}/openapi.json")
 
 
 SKIP = {("PUT", "/api/keys/{factory}"), ("POST", "/api/llms")}
 
 
-def not_a_server_error(ctx, response, case) -> bool:  # noqa: ANN001 - schemathesis' check signature
+def not_a_server_error(ctx, response, case) -> bool:  # schemathesis' check signature
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
     )
     return True
 
 
-def test_no_5xx_and_every_answer_matches_the_schema(api_schema, fuzz_token: str) -> None:  # noqa: ANN001
+def test_no_5xx_and_every_answer_matches_the_schema(api_schema, fuzz_token: str) -> None:
     headers = {"Authorization": f"Bearer {fuzz_token}"}
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     tested = 0
@@ -68,7 +68,7 @@ def test_no_5xx_and_every_answer_matches_the_schema(api_schema, fuzz_token: str)
 
         @given(case=operation.as_strategy())
         @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def run(case) -> None:  # noqa: ANN001
+        def run(case) -> None:
             response = case.call(headers=headers, timeout=20)
             case.validate_response(response, checks=checks)
 

@@ -68,7 +68,7 @@ def embedding_lines(texts: list[str], model: str = EMBED_MODEL) -> list[dict]:
     ]
 
 
-def poll(client: openai.OpenAI, batch_id: str, timeout: float = 60.0):  # noqa: ANN201
+def poll(client: openai.OpenAI, batch_id: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while True:
         batch = client.batches.retrieve(batch_id)
@@ -196,7 +196,7 @@ def _queued(stack: Stack) -> int:
 
 
 @pytest.mark.parametrize(
-    "lines, needle",
+    ("lines", "needle"),
     [
         (
             b'{"custom_id": "a", "body": {"model": "text-embedding-3-small@OpenAI", "input": "x"}}\n{not json\n',

@@ -38,14 +38,14 @@ def completion(message: dict[str, Any], finish_reason: str = "stop") -> dict[str
         "created": 1727000000,
         "model": "gpt-4o-mini-2024-07-18",
         "system_fingerprint": "fp_878413d04d",
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {k: safe for k in categories}}],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": dict.fromkeys(categories, safe)}],
         "choices": [
             {
                 "index": 0,
                 "finish_reason": finish_reason,
                 "logprobs": None,
                 "message": message,
-                "content_filter_results": {k: safe for k in categories},
+                "content_filter_results": dict.fromkeys(categories, safe),
             }
         ],
         "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29},

@@ -64,7 +64,7 @@ SUITE_CASES = [
 
 
 @pytest.mark.parametrize(
-    "method,url,headers,body,token,signed_headers,signature",
+    ("method", "url", "headers", "body", "token", "signed_headers", "signature"),
     [c[1:] for c in SUITE_CASES],
     ids=[c[0] for c in SUITE_CASES],
 )
@@ -306,7 +306,7 @@ def test_converse_request_is_exact_and_signed() -> None:
 
 
 @pytest.mark.parametrize(
-    "stop,finish",
+    ("stop", "finish"),
     [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("guardrail_intervened", "content_filter"),
      ("content_filtered", "content_filter"), ("tool_use", "tool_calls"), ("malformed_tool_use", "malformed_tool_use")],
 )  # fmt: skip
@@ -879,7 +879,7 @@ def test_sts_throttling_is_a_rate_limit() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields,words",
+    ("fields", "words"),
     [
         ({"auth_mode": "iam_role"}, "iam_role"),
         ({"auth_mode": "assume_role"}, "role_arn"),
@@ -931,7 +931,9 @@ ERROR_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("answer,name,code", ERROR_CASES, ids=[c[1] + str(i) for i, c in enumerate(ERROR_CASES)])
+@pytest.mark.parametrize(
+    ("answer", "name", "code"), ERROR_CASES, ids=[c[1] + str(i) for i, c in enumerate(ERROR_CASES)]
+)
 def test_aws_errors_are_classified_by_their_name(answer: httpx.Response, name: str, code: ErrorCode) -> None:
     recorder = Recorder(answer)
     with pytest.raises(ProviderError) as info:

@@ -33,6 +33,7 @@ def cli(stack: Stack, *args: str, stdin: str | None = None, timeout: float = 120
     """Run ``python -m workers.cli ARGS`` (what the ``modelyard`` script runs) with the stack env."""
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
+        check=False,
         cwd=ROOT,
         env={**os.environ, **stack.env},
         input=stdin if stdin is not None else "",

@@ -388,7 +388,7 @@ def test_chat_stream_tool_calls() -> None:
 
 
 def test_chat_stream_without_usage_is_estimated() -> None:
-    events = TEXT_EVENTS[:-1] + [{"type": "message-end", "delta": {"finish_reason": "COMPLETE"}}]
+    events = [*TEXT_EVENTS[:-1], {"type": "message-end", "delta": {"finish_reason": "COMPLETE"}}]
     recorder = Recorder(httpx.Response(200, content=sse(*events)))
 
     final = list(chat(recorder).chat_stream(None, [{"role": "user", "content": "What is an LLM?"}]))[-1]
@@ -398,7 +398,7 @@ def test_chat_stream_without_usage_is_estimated() -> None:
 
 
 def test_chat_stream_that_ends_in_error_raises_after_its_text() -> None:
-    events = TEXT_EVENTS[:-1] + [{"type": "message-end", "delta": {"finish_reason": "ERROR"}}]
+    events = [*TEXT_EVENTS[:-1], {"type": "message-end", "delta": {"finish_reason": "ERROR"}}]
     recorder = Recorder(httpx.Response(200, content=sse(*events)))
     stream = chat(recorder).chat_stream(None, [{"role": "user", "content": "go"}])
 

@@ -54,7 +54,7 @@ def _app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     }
 
 
-def _parsed(service: dict[str, Any]):  # noqa: ANN202
+def _parsed(service: dict[str, Any]):
     return build_parser().parse_args(_command(service)[1:])
 
 

@@ -76,7 +76,7 @@ def test_missing_usage_is_estimated_and_left_out_documents_score_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    "base_url,expected",
+    ("base_url", "expected"),
     [
         ("https://dashscope.aliyuncs.com/compatible-mode/v1", URL),
         ("https://dashscope-intl.aliyuncs.com/api/v1/", "https://dashscope-intl.aliyuncs.com/api/v1/services/rerank/text-rerank/text-rerank"),
@@ -145,7 +145,7 @@ def test_unexpected_answers_are_server_errors(body: dict[str, Any]) -> None:
 
 
 def test_no_documents_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one text"):
         make(Recorder()).similarity("q", [])
 
 
@@ -172,7 +172,7 @@ ERROR_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("response,code", ERROR_CASES, ids=[c[0].json()["code"] for c in ERROR_CASES])
+@pytest.mark.parametrize(("response", "code"), ERROR_CASES, ids=[c[0].json()["code"] for c in ERROR_CASES])
 def test_dashscope_errors_are_classified_by_their_code(response: httpx.Response, code: ErrorCode) -> None:
     recorder = Recorder(response)
     with pytest.raises(ProviderError) as info:

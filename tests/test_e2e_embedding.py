@@ -59,7 +59,7 @@ def make_tenant(base_url: str, api_key: str = KEY) -> str:
 
 def corpus(n: int, prefix: str = "doc") -> list[dict[str, str]]:
     """``n`` distinct texts of varying length, with custom ids that are not the item numbers."""
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     return [
         {"custom_id": f"{prefix}-{n - i:05d}", "text": f"{prefix} {i}: " + " ".join(words[: 1 + i % len(words)])}
         for i in range(n)

@@ -53,6 +53,7 @@ def chunk_states(job_id: str) -> list[str]:
 def cli_json(stack: Stack, *args: str) -> Any:
     done = subprocess.run(
         [sys.executable, "-m", "workers.cli", *args, "--json"],
+        check=False,
         cwd=ROOT,
         capture_output=True,
         text=True,

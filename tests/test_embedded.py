@@ -3,6 +3,7 @@ SQLAlchemy transport on a SQLite file, both in MODELYARD_DATA_DIR, with a real w
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -49,12 +50,12 @@ def _run_worker(data_dir: Path, job_id: str, *pool: str) -> tuple[dict, Path]:
 def embedded(tmp_path: Path) -> Iterator[Path]:
     """This process pointed at an embedded data dir; the previous environment restored after."""
     saved = {name: os.environ.get(name) for name in (*URL_VARS, "MODELYARD_DATA_DIR")}
-    apply_env({**{name: None for name in URL_VARS}, "MODELYARD_DATA_DIR": str(tmp_path)})
+    apply_env({**dict.fromkeys(URL_VARS), "MODELYARD_DATA_DIR": str(tmp_path)})
     yield tmp_path
     apply_env(saved)
 
 
-def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fake_provider) -> None:  # noqa: ANN001
+def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fake_provider) -> None:
     from models.db import get_engine, session_scope
     from models.migrate import upgrade
     from models.tenants import create_tenant, save_llm
@@ -84,7 +85,7 @@ def test_embedding_job_through_the_embedded_broker_and_sqlite(embedded: Path, fa
     assert "sk-test-valid-key-0001" not in log.read_text()
 
 
-def test_the_embedded_default_still_limits(embedded: Path, fake_provider) -> None:  # noqa: ANN001
+def test_the_embedded_default_still_limits(embedded: Path, fake_provider) -> None:
     """No Redis: the limiter keeps its state in the SQLite database, and a tenant's limit of 120
     requests a minute spaces the calls half a second apart."""
     from models.db import get_engine, session_scope
@@ -105,7 +106,7 @@ def test_the_embedded_default_still_limits(embedded: Path, fake_provider) -> Non
     times = sorted(c.time for c in fake_provider.calls if c.route == "embeddings")
     assert len(times) == 6
     # Six calls 0.5 s apart span 2.5 s (four threads with no limit would send them at once).
-    assert times[-1] - times[0] >= 2.2, [round(b - a, 2) for a, b in zip(times, times[1:])]
+    assert times[-1] - times[0] >= 2.2, [round(b - a, 2) for a, b in itertools.pairwise(times)]
 
 
 def test_demo_runs_with_no_server_and_prints_search_hits(tmp_path: Path) -> None:
@@ -113,6 +114,7 @@ def test_demo_runs_with_no_server_and_prints_search_hits(tmp_path: Path) -> None
     similarity queries find relevant passages."""
     proc = subprocess.run(
         [sys.executable, "-m", "workers.cli", "demo"],
+        check=False,
         cwd=ROOT,
         env=_embedded_env(tmp_path / "data"),
         capture_output=True,

@@ -67,7 +67,7 @@ def flower(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator[Flower]
     """``python -m workers.cli flower`` on a free loopback port, with basic auth, once it is up."""
     port = free_port()
     log = tmp_path / "flower.log"
-    env = {**os.environ, **stack.env, "MODELYARD_FLOWER_BASIC_AUTH": "%s:%s" % AUTH}
+    env = {**os.environ, **stack.env, "MODELYARD_FLOWER_BASIC_AUTH": ":".join(AUTH)}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "flower", "--port", str(port), "--address", "127.0.0.1"],
@@ -116,7 +116,7 @@ def test_flower_shows_the_worker_and_the_jobs_tasks_without_the_key(
     stack: Stack,
     flower: Flower,
     worker_factory,
-    fake_provider,  # noqa: ANN001
+    fake_provider,
 ) -> None:
     """A worker appears in ``/api/workers``; an embedding job's chunks appear in ``/api/tasks``
     as ``modelyard.embedding.run_chunk`` tasks whose arguments are a chunk id of that job and its release (1);

@@ -345,8 +345,8 @@ def test_a_complete_key_of_another_type_is_refused(rsa_key: rsa.RSAPrivateKey) -
 
 def test_foreign_token_uri_and_bad_region_are_refused(rsa_key: rsa.RSAPrivateKey) -> None:
     recorder = Recorder()
+    foreign = key_json(rsa_key, token_uri="https://attacker.example/token")
     with pytest.raises(ProviderError) as info:
-        foreign = key_json(rsa_key, token_uri="https://attacker.example/token")
         vertex(recorder, foreign).chat(None, [{"role": "user", "content": "Hi"}])
     assert classify(info.value) is ErrorCode.AUTHENTICATION
 

@@ -7,6 +7,7 @@ A property-based test (hypothesis) then throws arbitrary texts, ids and payloads
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,6 +50,7 @@ def cli(
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
+        check=False,
         cwd=ROOT,
         input=stdin,
         capture_output=True,
@@ -182,11 +184,12 @@ def chat(custom_id: Any = "c1", content: Any = "hello", **payload: Any) -> Any:
 def api_refusal(tenant_id: str, model_type: str, items: list[Any], **kwargs: Any) -> str:
     from tasks import producer
 
+    if model_type == "embedding":
+        submit = functools.partial(producer.submit_embedding, tenant_id, MODEL, items, **kwargs)
+    else:
+        submit = functools.partial(producer.submit, tenant_id, model_type, CHAT, items, **kwargs)
     with pytest.raises(InvalidRequest) as info:
-        if model_type == "embedding":
-            producer.submit_embedding(tenant_id, MODEL, items, **kwargs)
-        else:
-            producer.submit(tenant_id, model_type, CHAT, items, **kwargs)
+        submit()
     message = str(info.value)
     assert "\n" not in message and OTHER not in message and len(message) < 400, message
     return message
@@ -276,19 +279,23 @@ def test_an_integrity_error_that_is_no_duplicate_is_not_called_one(stack: Stack,
     from models.jobs import ItemRow, insert_items, insert_job
     from workers.cli import internal_error_line
 
-    with pytest.raises(IntegrityError) as info, session_scope() as session:
-        job_id = uuid.uuid4().hex[:16]
-        insert_job(
-            session,
-            job_id=job_id,
-            tenant_id=tenant[0],
-            tenant_llm_id=1,
-            model_type="embedding",
-            model=MODEL,
-            options={},
-            idempotency_key=None,
-        )
-        insert_items(session, job_id, [ItemRow("ok", text=f"{OTHER} x"), ItemRow(None, text="t")])  # type: ignore[arg-type]
+    def insert() -> None:
+        with session_scope() as session:
+            job_id = uuid.uuid4().hex[:16]
+            insert_job(
+                session,
+                job_id=job_id,
+                tenant_id=tenant[0],
+                tenant_llm_id=1,
+                model_type="embedding",
+                model=MODEL,
+                options={},
+                idempotency_key=None,
+            )
+            insert_items(session, job_id, [ItemRow("ok", text=f"{OTHER} x"), ItemRow(None, text="t")])  # type: ignore[arg-type]
+
+    with pytest.raises(IntegrityError) as info:
+        insert()
     assert OTHER not in str(info.value)
     line = internal_error_line(info.value)
     assert OTHER not in line and "\n" not in line and line.startswith("NotNullViolation")

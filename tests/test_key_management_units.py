@@ -93,7 +93,7 @@ def dns(settings_env: pytest.MonkeyPatch) -> list[str]:
     ],
 )
 def test_link_local_and_metadata_addresses_are_refused(dns: list[str], url: str) -> None:
-    with pytest.raises(InvalidRequest, match="link-local or cloud metadata address.*MODELYARD_ALLOW_LINK_LOCAL"):
+    with pytest.raises(InvalidRequest, match=r"link-local or cloud metadata address.*MODELYARD_ALLOW_LINK_LOCAL"):
         check_base_url(url)
 
 

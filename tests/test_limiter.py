@@ -4,6 +4,7 @@ one algorithm written twice (Python and Lua); these tests hold them equal."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ TOL = 0.05  # seconds of clock drift allowed between the test and the store
 
 
 @pytest.fixture(params=["redis", "database"])
-def store(request: pytest.FixtureRequest, stack) -> Iterator[Limiter]:  # noqa: ANN001
+def store(request: pytest.FixtureRequest, stack) -> Iterator[Limiter]:
     if request.param == "redis":
         from tasks.limiter_redis import RedisLimiter
 
@@ -43,7 +44,7 @@ def _take(
     holder: str = "h",
     max_wait: float = 1.0,
     slot_ttl: float = 30.0,
-):  # noqa: ANN202
+):
     return store.acquire(bucket, limits, cost, holder, max_wait=max_wait, slot_ttl=slot_ttl)
 
 
@@ -173,5 +174,5 @@ def test_slots_missed_a_moment_ago_may_be_caught_up_but_no_more(store: Limiter, 
     time.sleep(1.0)  # idle: at most a quarter second of slots (5) may be used at once, then 0.05 s apart
     at = _schedule(store, bucket, limits, 9)
     assert at[5] <= 0.05 + TOL  # the first six go at once (the current slot and five missed ones)
-    for a, b in zip(at[6:], at[7:]):
+    for a, b in itertools.pairwise(at[6:]):
         assert b - a == pytest.approx(0.05, abs=TOL)

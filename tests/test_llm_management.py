@@ -32,6 +32,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
+        check=False,
         cwd=ROOT,
         input=stdin,
         capture_output=True,

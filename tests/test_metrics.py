@@ -5,8 +5,6 @@ own text parser."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,12 +34,12 @@ def value(got: dict[tuple[str, frozenset], float], name: str, **labels: str) -> 
 
 
 @pytest.fixture
-def metered(stack: Stack, worker_factory) -> Iterator[tuple[str, int]]:
+def metered(stack: Stack, worker_factory) -> tuple[str, int]:
     port = free_port()
     worker_factory(
         concurrency=2, extra_env={"MODELYARD_METRICS_PORT": str(port), "MODELYARD_METRICS_BASIC_AUTH": ":".join(AUTH)}
     )
-    yield f"http://127.0.0.1:{port}/metrics", port
+    return f"http://127.0.0.1:{port}/metrics", port
 
 
 def test_worker_metrics_count_a_known_job_and_refuse_an_unauthenticated_scrape(

@@ -14,7 +14,7 @@ from models.migrate import upgrade
 from models.tables import llms, metadata
 
 
-def _diff(engine) -> list:  # noqa: ANN001
+def _diff(engine) -> list:
     with engine.connect() as conn:
         return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
 
@@ -28,7 +28,7 @@ def test_sqlite_schema_matches_the_tables_and_upgrade_is_repeatable(tmp_path: Pa
         assert conn.scalar(select(func.count()).select_from(llms)) == first["models"]
 
 
-def test_postgres_schema_matches_the_tables(stack) -> None:  # noqa: ANN001
+def test_postgres_schema_matches_the_tables(stack) -> None:
     engine = make_engine(stack.database_url)  # migrated by the stack fixture
     assert _diff(engine) == []
     engine.dispose()

@@ -28,6 +28,7 @@ def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
+        check=False,
         cwd=ROOT,
         env={**os.environ, **stack.env},
         capture_output=True,
@@ -229,7 +230,7 @@ def test_cache_half_seen_calls_for_the_other_half_only_and_no_cache_calls_for_al
     seen, unseen = corpus(50, "seen"), corpus(50, "new")
     assert wait_for(submit(tenant, seen, chunk_size=20))["status"] == "succeeded"
     before = inputs_sent(fake_provider)
-    mixed = [x for pair in zip(seen, unseen) for x in pair]  # interleaved: every chunk is half cached
+    mixed = [x for pair in zip(seen, unseen, strict=True) for x in pair]  # interleaved: every chunk is half cached
     job = submit(tenant, mixed, chunk_size=20)
     assert wait_for(job)["status"] == "succeeded"
     assert inputs_sent(fake_provider) - before == 50

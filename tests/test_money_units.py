@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,14 +30,14 @@ def test_cost_bills_prompt_at_input_and_completion_at_output() -> None:
 
 
 def test_budget_periods_are_utc_days_and_months() -> None:
-    moment = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
+    moment = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
     assert period_bounds("day", moment) == (
-        datetime(2026, 12, 31, tzinfo=timezone.utc),
-        datetime(2027, 1, 1, tzinfo=timezone.utc),
+        datetime(2026, 12, 31, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
     )
     assert period_bounds("month", moment) == (
-        datetime(2026, 12, 1, tzinfo=timezone.utc),
-        datetime(2027, 1, 1, tzinfo=timezone.utc),
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
     )
 
 

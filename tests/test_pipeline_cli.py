@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sqlalchemy import func, select, update
 
 from tests.conftest import ROOT, Stack, Worker, apply_env, start_worker
@@ -30,7 +29,7 @@ def queued_messages(stack: Stack) -> int:
     return int(redis.Redis.from_url(stack.redis_url).llen("embedding"))
 
 
-def count(table, **where: str) -> int:  # noqa: ANN001
+def count(table, **where: str) -> int:
     from models.db import session_scope
 
     cond = [getattr(table.c, k) == v for k, v in where.items()]
@@ -38,7 +37,7 @@ def count(table, **where: str) -> int:  # noqa: ANN001
         return s.execute(select(func.count()).select_from(table).where(*cond)).scalar_one()
 
 
-def submit(name: str, texts: list[str], **kwargs) -> str:  # noqa: ANN003
+def submit(name: str, texts: list[str], **kwargs) -> str:
     """Setup: a job submitted in this process (no worker takes it unless one runs)."""
     from tasks import producer
 
@@ -53,11 +52,21 @@ def test_version_and_python_m_workers_run_the_cli(stack: Stack) -> None:
     from importlib.metadata import version
 
     proc = subprocess.run(
-        [sys.executable, "-m", "workers", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers", "--version"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == f"modelyard {version('modelyard')}"
     helped = subprocess.run(
-        [sys.executable, "-m", "workers", "job", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers", "job", "--help"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert helped.returncode == 0 and all(word in helped.stdout for word in ("list", "retry", "delete"))
     assert (ROOT / "tasks" / "py.typed").exists()
@@ -248,7 +257,13 @@ def test_parquet_without_the_extra_names_it(stack: Stack, tmp_path: Path) -> Non
         ("job", "results", "nojob", "-o", str(tmp_path / "out.parquet")),
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "workers", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "workers", *args],
+            check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert_one_line_error(proc, 2, "parquet extra", "modelyard[parquet]")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from providers.http import rate_limit_headers
 from providers.ratelimits import Advertised, parse_duration, parse_rate_limits
 
-NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
 def _read(headers: dict[str, str]) -> Advertised:

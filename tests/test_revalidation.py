@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +85,7 @@ def key_row(tenant_llm_id: int) -> Any:
 
 
 @pytest.fixture
-def keyed_model(stack: Stack, fake_provider: FakeProvider) -> Iterator[tuple[str, int]]:
+def keyed_model(stack: Stack, fake_provider: FakeProvider) -> tuple[str, int]:
     from models.admin import set_api_key
     from models.db import session_scope
     from models.tenants import create_tenant, get_tenant_model
@@ -97,7 +97,7 @@ def keyed_model(stack: Stack, fake_provider: FakeProvider) -> Iterator[tuple[str
     with session_scope() as s:
         tm = get_tenant_model(s, tenant_id, "text-embedding-3-small@OpenAI", "embedding")
     assert tm.key_state == "valid"
-    yield name, tm.id
+    return name, tm.id
 
 
 def test_beat_and_worker_revalidate_keys_and_only_auth_or_quota_make_them_invalid(
@@ -118,7 +118,7 @@ def test_beat_and_worker_revalidate_keys_and_only_auth_or_quota_make_them_invali
         fake_provider.keys = {"sk-some-other-key-000"}
         row = eventually(lambda: (r := key_row(row_id)).key_state == "invalid" and r, what="key marked invalid")
         assert row.key_error.startswith("AUTHENTICATION") and KEY not in row.key_error
-        with pytest.raises(InvalidRequest, match="invalid.*AUTHENTICATION"):
+        with pytest.raises(InvalidRequest, match=r"invalid.*AUTHENTICATION"):
             producer.submit_embedding(tenant, "text-embedding-3-small@OpenAI", ["text"])
 
         # Rate limited: the state stays invalid (a 429 says nothing about the key) ...

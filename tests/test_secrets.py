@@ -33,7 +33,13 @@ def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """``modelyard ARGS`` in a child process against the test stack."""
     env = {**os.environ, **stack.env}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers.cli", *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -36,6 +36,7 @@ def run_child(script: str, env: dict[str, str] | None = None) -> dict:
     child_env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
+        check=False,
         env=child_env,
         cwd=ROOT,
         capture_output=True,

@@ -174,7 +174,7 @@ def tenant_model(stack: Stack, fake_provider: FakeProvider) -> tuple[str, str]:
     return tenant_id, MODEL
 
 
-def _bundle(tenant_id: str, model: str):  # noqa: ANN202
+def _bundle(tenant_id: str, model: str):
     from models.bundle import LLMBundle
     from models.db import session_scope
 

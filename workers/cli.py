@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from conf.errors import UserError
 from providers.base import MODEL_TYPES
@@ -24,7 +24,7 @@ Command = Callable[[argparse.Namespace], int | None]
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error reported like every other error: one line on stderr, exit 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"modelyard: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 

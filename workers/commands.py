@@ -6,7 +6,6 @@ import argparse
 import base64
 from typing import Any
 
-
 from conf.errors import Conflict
 from models import budgets
 from models.db import get_engine, session_scope

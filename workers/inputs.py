@@ -17,8 +17,8 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +27,6 @@ from conf.settings import get_settings
 from models.jobs import ItemRow
 from tasks import validation
 from tasks.validation import Limits
-
 
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
@@ -165,8 +164,10 @@ def _read_stream(fh: BinaryIO, name: str, fmt: str | None, limits: Limits) -> It
 def _jsonl_row(line: str, where: str, limits: Limits) -> ItemRow:
     try:
         obj = json.loads(line)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidRequest(f"{where}: not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # well-formed, but a number longer than Python converts (4,300 digits)
+        raise InvalidRequest(f"{where}: not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidRequest(
             f"{where}: the JSON is nested more than {limits.depth} levels deep (MODELYARD_MAX_PAYLOAD_DEPTH)"

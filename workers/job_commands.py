@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from models.jobs import TERMINAL
 from tasks import producer
@@ -21,12 +21,12 @@ def since(value: str) -> datetime:
     """``2h``, ``7d`` ... ago, or an ISO date / date-time (UTC unless it says otherwise)."""
     m = _AGO.match(value.strip().lower())
     if m:
-        return datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
+        return datetime.now(UTC) - timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a time ago (30m, 2h, 7d) or an ISO date, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _limit(value: str) -> int:

@@ -251,7 +251,7 @@ def my_llms(args: argparse.Namespace) -> None:
     for factory, models in grouped.items():
         for m in models:
             key = f"…{m.key_hint}" if m.key_hint else ("set" if m.has_key else "none")
-            row = [factory, m.llm_name, m.model_type, m.status, f"{m.used_tokens:,}", key]
+            row: list[Any] = [factory, m.llm_name, m.model_type, m.status, f"{m.used_tokens:,}", key]
             if args.details:
                 row += [m.key_state, m.key_checked_at, m.key_error, m.api_base or "(default)", m.max_tokens]
             rows.append(row)
@@ -269,9 +269,9 @@ def factory_markdown(rows: list[dict[str, Any]]) -> str:
         "|---|" + "---|" * (len(MARKDOWN_TYPES) + 1),
     ]
     for r in sorted(rows, key=lambda r: r["name"].lower()):
-        cells = []
-        for t in MARKDOWN_TYPES:
-            cells.append("✅" if t in r["supported_types"] else "❌" if t in r["catalog_types"] else "·")
+        cells = [
+            "✅" if t in r["supported_types"] else "❌" if t in r["catalog_types"] else "·" for t in MARKDOWN_TYPES
+        ]
         other = ", ".join(f"{t} ❌" for t in r["unsupported_types"] if t not in MARKDOWN_TYPES)
         lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {other} |")
     return "\n".join(lines) + "\n"

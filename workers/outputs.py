@@ -120,7 +120,9 @@ def _write_parquet(pq: Any, items: Iterator[producer.ItemResult], target: Path, 
                     has_vector[n] = True
             offsets = np.concatenate(([0], np.cumsum(has_vector * dim))).astype(np.int32)
             vectors = pa.ListArray.from_arrays(
-                pa.array(offsets), pa.array(block[has_vector].ravel(), pa.float32()), mask=pa.array(~has_vector)
+                pa.array(offsets, pa.int32()),
+                pa.array(block[has_vector].ravel(), pa.float32()),
+                mask=pa.array(~has_vector),
             )
             writer.write_table(
                 pa.Table.from_arrays(

@@ -128,6 +128,7 @@ def main() -> None:
                     "--tenant",
                     tenant,
                 ],
+                check=False,
                 env={**os.environ, **env},
                 capture_output=True,
                 text=True,

@@ -118,7 +118,7 @@ def run_scenario(
             w.stop()
     calls = [c for c in fake.calls if c.route == "embeddings"]
     failed = sum(st["items"]["failed"] for st in done.values()) + sum(
-        t for (t, _), j in zip(jobs, job_ids) if j not in done
+        t for (t, _), j in zip(jobs, job_ids, strict=True) if j not in done
     )
     job_seconds = []
     for (_, at), job_id in zip(jobs, job_ids, strict=True):
@@ -173,16 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     three = [(args.texts, 0.0)] * 3
     scenarios = {
-        "rpm": dict(jobs=three, fake_limits={"rpm": 1200, "burst_seconds": 1.0}, tenant_limits=None),
-        "tpm": dict(
-            jobs=three,
-            fake_limits={"rpm": 1200, "tpm": tpm_for(10, 3 * args.texts), "burst_seconds": 1.0},
-            tenant_limits=None,
-        ),
-        "fair": dict(
-            jobs=[(38_400, 0.0), (1_280, 3.0)], fake_limits={"rpm": 1200, "burst_seconds": 1.0}, tenant_limits=None
-        ),
-        "free": dict(jobs=[(38_400, 0.0)], fake_limits={}, tenant_limits={"rpm": 1_000_000, "tpm": 1_000_000_000}),
+        "rpm": {"jobs": three, "fake_limits": {"rpm": 1200, "burst_seconds": 1.0}, "tenant_limits": None},
+        "tpm": {
+            "jobs": three,
+            "fake_limits": {"rpm": 1200, "tpm": tpm_for(10, 3 * args.texts), "burst_seconds": 1.0},
+            "tenant_limits": None,
+        },
+        "fair": {
+            "jobs": [(38_400, 0.0), (1_280, 3.0)],
+            "fake_limits": {"rpm": 1200, "burst_seconds": 1.0},
+            "tenant_limits": None,
+        },
+        "free": {"jobs": [(38_400, 0.0)], "fake_limits": {}, "tenant_limits": {"rpm": 1_000_000, "tpm": 1_000_000_000}},
     }
     with bench_stack("limits") as (stack, tmp):
         print("| scenario | limiter | seconds | ideal s | / ideal | goodput | 429s | items failed | each job's s |")

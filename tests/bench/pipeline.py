@@ -31,12 +31,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 
 from tests.conftest import ROOT, Stack, Worker, apply_env, start_worker
 from tests.fakeprovider import fake_tokens, fake_vectors
+
+if TYPE_CHECKING:  # tasks.* reads the environment the bench sets up first
+    from tasks.producer import EmbeddingResults
 
 API_KEY = "sk-bench-key-0001"
 MODEL = "text-embedding-3-small@OpenAI"
@@ -384,7 +388,7 @@ def noop_celery(broker_url: str, cfg: Config, log_dir: Path) -> float:
     return cfg.texts / elapsed
 
 
-def _wait_counter(client, key: str, target: int, timeout: float) -> None:  # noqa: ANN001
+def _wait_counter(client, key: str, target: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while int(client.get(key) or 0) < target:
         if time.monotonic() > deadline:
@@ -557,7 +561,7 @@ def modelyard_job(
     )
 
 
-def _check(res, cfg: Config, sample: int) -> list[str]:  # noqa: ANN001 - EmbeddingResults
+def _check(res: EmbeddingResults, cfg: Config, sample: int) -> list[str]:
     problems = []
     if res.vectors.shape != (cfg.texts, cfg.dim):
         return [f"results() gave vectors of shape {res.vectors.shape}, expected {(cfg.texts, cfg.dim)}"]

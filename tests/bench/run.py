@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests import services
@@ -144,7 +144,8 @@ def machine() -> str:
 
     from models.db import session_scope
 
-    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
     with session_scope() as session:
         pg = session.scalar(text("SHOW server_version"))
     rv = redis.Redis.from_url(services.redis_url()).info("server")["redis_version"]

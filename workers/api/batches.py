@@ -18,10 +18,10 @@ from workers.api.auth import jobs_tenant
 from workers.api.batch_files import file_ids
 from workers.api.batch_lines import MODEL_TYPES, read_batch
 from workers.api.errors import ERROR_RESPONSES
-from workers.api.schemas import Batch, BatchCreate, BatchList, RequestCounts
+from workers.api.schemas import Batch, BatchCreate, BatchList, BatchStatus, RequestCounts
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
-STATUS = {
+STATUS: dict[str, BatchStatus] = {
     "queued": "in_progress",
     "running": "in_progress",
     "succeeded": "completed",
@@ -48,7 +48,7 @@ def batch_object(b: dict[str, Any]) -> Batch:
         status=status,
         output_file_id=output,
         error_file_id=errors,
-        created_at=_ts(b["created_at"]),
+        created_at=int(b["created_at"].timestamp()),
         in_progress_at=_ts(b["started_at"]),
         expires_at=_ts(b["created_at"] + timedelta(hours=24)),
         finalizing_at=finished if status == "completed" else None,

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conf.errors import BudgetSpent, Conflict, InvalidRequest, NotFound, UserError
+from conf.errors import BudgetSpent, Conflict, NotFound, UserError
 from conf.settings import SettingsError
 from models.files import TooLarge
 from providers.errors import scrub
@@ -95,7 +95,7 @@ def status_of(exc: UserError) -> int:
         return 409
     if isinstance(exc, SettingsError):
         return 500
-    return 400 if isinstance(exc, InvalidRequest) else 400
+    return 400  # InvalidRequest, and any other user error
 
 
 def install(app: FastAPI) -> None:

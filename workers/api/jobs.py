@@ -18,14 +18,13 @@ from pydantic import BaseModel, Field
 from conf.errors import InvalidRequest
 from models.db import session_scope
 from models.jobs import ItemRow, get_job
-from providers.base import MODEL_TYPES
+from providers.base import ModelType
 from tasks import producer
 from workers.api.auth import jobs_tenant
 from workers.api.errors import ERROR_RESPONSES
 from workers.commands import result_row
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
-ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 
 
 class JobItem(BaseModel):

@@ -15,13 +15,12 @@ from models.tables import tenants
 from models.tenants import create_tenant, delete_factory, delete_llm, set_llm_status
 from models.tokens import Principal
 from models.usage import parse_moment, usage_report, usage_summary
-from providers.base import MODEL_TYPES
+from providers.base import ModelType
 from workers.api.auth import models_tenant, operator
 from workers.api.errors import ERROR_RESPONSES
 from workers.llm_commands import model_json
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
-ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 
 
 class KeySet(BaseModel):

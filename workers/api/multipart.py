@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from conf.errors import InvalidRequest
 from models.files import Upload
+
+if TYPE_CHECKING:  # python-multipart declares it for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_FIELD_BYTES = 4096
 
@@ -33,7 +37,7 @@ class _Parts:
         self._is_file = False
         self._buf = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin,
             "on_header_field": self._hfield,
