@@ -79,11 +79,13 @@ def estimate(work: ChunkWork, bundle: LLMBundle) -> Cost:
     return Cost(1, max(1, tokens))
 
 
-def wait_for_budget(limiter: Limiter, bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
+def wait_for_budget(limiter: Limiter | None, bundle: LLMBundle, cost: Cost, holder: str) -> float | None:
     """Take the call's budget, sleeping while the wait is short; None when the call may go,
     else the countdown after which the chunk should come back (nothing was taken).
     A limiter store that cannot be reached lets the call go (limits are advice: a 429 is
-    still retried), and says so in the log."""
+    still retried), and says so in the log. With the limiter off (None) the call may go."""
+    if limiter is None:
+        return None
     settings = get_settings()
     limits, waited = limits_of(bundle.tenant_model), 0.0
     while True:
@@ -146,7 +148,7 @@ def tenant_limits(tenant: str, limiter: Limiter | None) -> list[dict[str, Any]]:
 
 
 def settle(
-    limiter: Limiter,
+    limiter: Limiter | None,
     bundle: LLMBundle,
     cost: Cost,
     holder: str,
@@ -157,6 +159,8 @@ def settle(
 ) -> None:
     """After the call: free the slot, correct the tokens, learn from the headers, pause after a
     429. Never raises: the call's result (already paid for) must not be lost to the limiter."""
+    if limiter is None:
+        return
     advertised = parse_rate_limits(headers, time.time()) if headers else None
     delta = (usage.total_tokens - cost.tokens) if usage is not None and usage.total_tokens else 0
     reason = f"the provider answered 429 (rate limit); calls resume in {pause:.1f}s" if pause is not None else ""

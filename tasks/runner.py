@@ -43,6 +43,7 @@ from providers.errors import ErrorCode, ProviderError, classify, scrub
 from tasks import embed_cache, lease, limits, metrics, spend
 from tasks.orchestrate import send_chunks
 from tasks.retry import retry_countdown
+from tasks.runtime import runtime_of
 
 log = logging.getLogger("modelyard.tasks")
 
@@ -94,7 +95,7 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
     try:
         cost = estimate if limits.applies(bundle) else None
         if cost is not None:
-            countdown = limits.wait_for_budget(task.app.runtime.limiter, bundle, cost, attempt)
+            countdown = limits.wait_for_budget(runtime_of(task.app).limiter, bundle, cost, attempt)
             if countdown is not None:
                 log.info("chunk %s waits %.1fs for its key's rate budget", work.chunk_id, countdown)
                 _requeue(task, work, countdown, tries)
@@ -110,7 +111,12 @@ def _call(task: Task, work: ChunkWork, bundle: LLMBundle, handler: Handler, trie
         metrics.provider_call(bundle, "OK", seconds)
         if cost is not None:
             limits.settle(
-                task.app.runtime.limiter, bundle, cost, attempt, usage=result.usage, headers=bundle.provider.rate_limits
+                runtime_of(task.app).limiter,
+                bundle,
+                cost,
+                attempt,
+                usage=result.usage,
+                headers=bundle.provider.rate_limits,
             )
         if served is not None:
             embed_cache.remember(served, result.outcomes, result.usage)
@@ -230,7 +236,7 @@ def _on_error(
             wait = limits.rate_limit_wait(retry_after, headers, fallback=countdown or settings.llm_base_delay)
             pause = min(wait, settings.llm_max_delay)
             metrics.paused(bundle, pause)
-        limits.settle(task.app.runtime.limiter, bundle, cost, holder, headers=headers, pause=pause)
+        limits.settle(runtime_of(task.app).limiter, bundle, cost, holder, headers=headers, pause=pause)
     message = scrub(str(exc) or type(exc).__name__, *bundle.secrets)
     if countdown is not None:
         log.warning(

@@ -6,7 +6,7 @@ Each entry point (``workers.cli.main``, ``workers.celery_main``) builds one with
 it installs the runtime's parts where the lower layers read them (``conf.settings.get_settings``,
 ``models.db.session_scope``, ``models.crypto``, ``models.bundle``); before it, those raise
 ``NoRuntimeError`` instead of making anything themselves. Celery tasks reach the runtime from
-their app (``task.app.runtime``). A forked worker child calls :meth:`Runtime.after_fork`.
+their app (``runtime_of(task.app)``). A forked worker child calls :meth:`Runtime.after_fork`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Runtime:
         tasks: a worker adds them (workers.startup.worker_app), other processes send by name."""
         celery = make_app(settings)
         runtime = cls(settings, Database(settings.database_url, settings.data_dir), celery)
-        celery.runtime = runtime  # how a task finds its runtime: task.app.runtime
+        vars(celery)["runtime"] = runtime  # how a task finds its runtime: runtime_of(task.app)
         return runtime
 
     @classmethod
@@ -110,3 +110,11 @@ def deactivate() -> None:
     activate_cipher(None)
     activate_bundles(None)
     _current = None
+
+
+def runtime_of(app: Celery) -> Runtime:
+    """The runtime that built ``app``: how a task reaches its settings, limiter and database."""
+    runtime = vars(app).get("runtime")
+    if not isinstance(runtime, Runtime):
+        raise NoRuntimeError("this Celery app was not built by Runtime.build")
+    return runtime

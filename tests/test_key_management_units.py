@@ -48,7 +48,7 @@ def settings_env(
 ) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.delenv("MODELYARD_ALLOW_LINK_LOCAL_BASE_URLS", raising=False)
     runtime_from_env()
-    yield monkeypatch
+    return monkeypatch
 
 
 @pytest.fixture

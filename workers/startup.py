@@ -15,7 +15,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from models import tracing
 from tasks.app import SWEEP_TASK
 from tasks.broker_epoch import broker_lost_messages
-from tasks.runtime import Runtime
+from tasks.runtime import Runtime, runtime_of
 
 log = logging.getLogger("modelyard.worker")
 
@@ -60,7 +60,7 @@ class SweepOnConnect(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         try:
-            lost = broker_lost_messages(c.app.runtime.settings.broker_url)
+            lost = broker_lost_messages(runtime_of(c.app).settings.broker_url)
             c.app.send_task(SWEEP_TASK, kwargs={"lost": lost}, expires=60, retry=False)
         except Exception as exc:  # noqa: BLE001 - the next reconnect or beat's round will ask again
             log.warning("could not ask for a sweep after connecting: %s", type(exc).__name__)
