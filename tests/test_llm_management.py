@@ -22,6 +22,8 @@ from tests.conftest import ROOT, Stack
 from tests.fakeprovider import FakeProvider
 from tests.test_cli import assert_one_line_error, ok_json
 
+pytestmark = pytest.mark.services
+
 KEY = "sk-test-valid-key-0001"
 OTHER_KEY = "sk-test-wrong-key-9999"
 EMBED = "text-embedding-3-small@OpenAI"
