@@ -266,7 +266,6 @@ def add_llm(
 class RotationReport:
     rotated: int  # rows re-encrypted under the newest key
     current: int  # rows already under it
-    undecryptable: int  # rows no configured key opens (left as they are)
 
 
 def rotate_keys(batch: int = 200) -> RotationReport:
@@ -316,4 +315,4 @@ def rotate_keys(batch: int = 200) -> RotationReport:
             f"{bad} stored key(s) cannot be decrypted with any key in MODELYARD_SECRET_KEY and were left as they are "
             f"({rotated} re-encrypted, {current} already current); add the key they were encrypted with"
         )
-    return RotationReport(rotated, current, bad)
+    return RotationReport(rotated, current)

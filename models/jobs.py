@@ -86,7 +86,6 @@ class ChunkDone:
     """What finishing a chunk changed: for the caller to send messages and log."""
 
     applied: bool  # False: the chunk was already finished or cancelled; nothing written
-    cancelled: bool = False  # the job was cancelled while the chunk ran: its tokens were still spent
     released: list[Sent] = field(default_factory=list)
     job_status: str | None = None
 
@@ -387,7 +386,7 @@ def finish_chunk(
             session.execute(
                 update(jobs).where(jobs.c.id == work.job_id).values(total_tokens=jobs.c.total_tokens + tokens)
             )
-        return ChunkDone(applied=False, cancelled=current == "cancelled")
+        return ChunkDone(applied=False)
     if isinstance(outcome, ChunkError):
         n_ok, n_failed = 0, len(work.items)
         session.execute(

@@ -19,4 +19,5 @@ def _define(model_type: str, handler: Handler) -> Task:
     return run
 
 
-TASKS = {model_type: _define(model_type, handler) for model_type, handler in HANDLERS.items()}
+for _model_type, _handler in HANDLERS.items():
+    _define(_model_type, _handler)  # registers the task with the app

@@ -10,13 +10,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from conf.errors import UserError
 from providers.base import MODEL_TYPES
 from workers.output import error
-
-Command = Callable[[argparse.Namespace], int | None]
 
 
 class _Parser(argparse.ArgumentParser):
