@@ -1,4 +1,5 @@
-"""Settings from the environment (all optional; see DESIGN.md for the names).
+"""Settings from the environment, all optional (README.md's settings table lists the variables and
+their defaults; tests/test_settings_defaults.py keeps the two in step).
 
 Read once per process with :func:`get_settings`; tests and start-up code call
 :func:`reset_settings` after changing the environment.

@@ -1,5 +1,4 @@
-"""Tenant model management: the reference system's management operations, as functions that
-the CLI (and later an HTTP API) call.
+"""Tenant model management, as functions that the CLI and the HTTP API call.
 
 factories · set API key · add llm · delete llm · enable / disable · delete factory · my llms ·
 list · rotate keys. The operations that test a key call the provider, so they open their own
