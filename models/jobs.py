@@ -11,7 +11,7 @@ row -- are updated last, just before the commit, so their locks are held briefly
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -558,22 +558,27 @@ def failed_items(session: Session, job_id: str, limit: int) -> tuple[list[dict[s
     return [{"custom_id": r.custom_id, "code": r.error_code, "message": r.error_message} for r in rows], total
 
 
-def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[Any]:
-    """Every item of a job in order, read in pages by seq (constant memory, any database)."""
+# What a job's results are read as: an item's outcome, without its inputs.
+_RESULT_COLUMNS = (
+    job_items.c.seq,
+    job_items.c.custom_id,
+    job_items.c.status,
+    job_items.c.vector,
+    job_items.c.result,
+    job_items.c.result_blob,
+    job_items.c.error_code,
+    job_items.c.error_message,
+)
+
+
+def item_pages(session: Session, job_id: str, columns: Sequence[Any], *where: Any, batch: int = 2000) -> Iterator[Any]:
+    """A job's items (``columns``, which must include ``seq``) matching ``where``, in order, read
+    in pages by seq: constant memory on any database, however large the job."""
     last = -1
     while True:
         rows = session.execute(
-            select(
-                job_items.c.seq,
-                job_items.c.custom_id,
-                job_items.c.status,
-                job_items.c.vector,
-                job_items.c.result,
-                job_items.c.result_blob,
-                job_items.c.error_code,
-                job_items.c.error_message,
-            )
-            .where(job_items.c.job_id == job_id, job_items.c.seq > last)
+            select(*columns)
+            .where(job_items.c.job_id == job_id, job_items.c.seq > last, *where)
             .order_by(job_items.c.seq)
             .limit(batch)
         ).all()
@@ -583,21 +588,17 @@ def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[
         last = rows[-1].seq
 
 
+def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[Any]:
+    """Every item of a job with its outcome, in order (see :func:`item_pages`)."""
+    return item_pages(session, job_id, _RESULT_COLUMNS, batch=batch)
+
+
 def items_by_custom_id(session: Session, job_id: str, custom_ids: list[str]) -> list[Any]:
     """The job's items with these custom ids (the columns of :func:`iter_items`)."""
     if not custom_ids:
         return []
     return session.execute(
-        select(
-            job_items.c.seq,
-            job_items.c.custom_id,
-            job_items.c.status,
-            job_items.c.vector,
-            job_items.c.result,
-            job_items.c.result_blob,
-            job_items.c.error_code,
-            job_items.c.error_message,
-        ).where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
+        select(*_RESULT_COLUMNS).where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
     ).all()
 
 
