@@ -250,6 +250,22 @@ def worker_factory(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator
         w.stop()
 
 
+def cli(
+    stack: Stack, *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``modelyard ARGS`` as a user runs it (``python -m workers.cli``, what the script runs), in a
+    child process against the test stack, with ``env`` on top of the stack's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **stack.env, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def fake_provider() -> Iterator:
     from tests.fakeprovider import FakeProvider
