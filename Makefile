@@ -26,8 +26,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The tests that need no Redis, PostgreSQL or worker process (all but the `services` marker).
+# One BLAS thread: the Builtin model's small matrices gain nothing from more, and on a busy
+# machine OpenBLAS's spinning threads made them several times slower.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not services"
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -m "not services"
 
 # Benchmarks: never part of `make test`. The torch side of the Builtin comparison is optional.
 bench: $(STAMP)

@@ -43,11 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
-    if needs_services(item):
-        yield
-        return
-    services.refuse(f"{item.nodeid} is not marked `services` but reached tests/services.py")
+    reason = None if needs_services(item) else f"{item.nodeid} is not marked `services` but reached tests/services.py"
+    before = services.refuse(reason)
     try:
         yield
     finally:
-        services.refuse(None)
+        services.refuse(before)

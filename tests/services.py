@@ -79,10 +79,12 @@ _redis_dbs: dict[str, tuple[int, str | None]] = {}  # base URL -> (db, lock toke
 _refusal: str | None = None  # set while a test that is not marked `services` runs
 
 
-def refuse(reason: str | None) -> None:
-    """From now on, fail every request for a service with ``reason`` (None: serve them again)."""
+def refuse(reason: str | None) -> str | None:
+    """From now on, fail every request for a service with ``reason`` (None: serve them again).
+    Returns the reason in force before, to put back."""
     global _refusal
-    _refusal = reason
+    before, _refusal = _refusal, reason
+    return before
 
 
 def _check_allowed() -> None:

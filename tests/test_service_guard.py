@@ -27,7 +27,6 @@ def clean_broker(stack):
 
 @pytest.fixture
 def guarded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("MODELYARD_TEST_REDIS_URL", raising=False)
     monkeypatch.delenv("MODELYARD_TEST_DATABASE_URL", raising=False)
     pytester.makeini("[pytest]\nmarkers =\n    services: needs services\n")
@@ -51,7 +50,7 @@ def test_an_unmarked_test_using_the_stack_through_a_fixture_stops_the_run(guarde
             pass
         """
     )
-    result = guarded.runpytest_subprocess("-m", "not services")
+    result = guarded.runpytest("-m", "not services")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["*not marked `services`*", "*test_sneaky*"])
     assert "test_honest" not in result.stdout.str() and "test_plain" not in result.stdout.str()
@@ -74,7 +73,7 @@ def test_an_unmarked_test_reaching_tests_services_fails_and_starts_nothing(guard
             assert services._refusal is None
         """
     )
-    result = guarded.runpytest_subprocess("-p", "no:cacheprovider")
+    result = guarded.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*ServicesRefused: *test_reaches_redis is not marked `services`*"])
     assert "throwaway" not in result.stdout.str()
