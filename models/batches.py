@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conf.errors import NotFound
+from models.jobs import item_pages
 from models.tables import api_batches, job_items, jobs
 
 
@@ -100,15 +101,4 @@ def iter_item_rows(
     cols = [job_items.c.seq, job_items.c.custom_id, job_items.c.status, job_items.c.text]
     if with_output:
         cols += [job_items.c.vector, job_items.c.result, job_items.c.error_code, job_items.c.error_message]
-    last = -1
-    while True:
-        rows = session.execute(
-            select(*cols)
-            .where(job_items.c.job_id == job_id, job_items.c.seq > last, job_items.c.status.in_(statuses))
-            .order_by(job_items.c.seq)
-            .limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1].seq
+    return item_pages(session, job_id, cols, job_items.c.status.in_(statuses), batch=batch)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from conf.errors import Conflict
 from models.db import session_scope
 from models.dml import rowcount
-from models.jobs import TERMINAL, get_job, utcnow
+from models.jobs import TERMINAL, get_job, item_pages, utcnow
 from models.tables import api_batches, job_chunks, job_items, jobs, tenants, usage_events
 
 LIST_COLUMNS = (
@@ -76,23 +76,9 @@ def active_retry(session: Session, job_id: str) -> str | None:
 
 
 def iter_failed_inputs(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[Any]:
-    """A job's failed items with their inputs, in order, a page at a time."""
-    last = -1
-    while True:
-        rows = session.execute(
-            select(job_items.c.seq, job_items.c.custom_id, job_items.c.text, job_items.c.payload, job_items.c.blob)
-            .where(
-                job_items.c.job_id == job_id,
-                job_items.c.status.in_(("failed", "cancelled", "pending")),
-                job_items.c.seq > last,
-            )
-            .order_by(job_items.c.seq)
-            .limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1].seq
+    """A job's failed (or never run) items with their inputs, in order, a page at a time."""
+    columns = (job_items.c.seq, job_items.c.custom_id, job_items.c.text, job_items.c.payload, job_items.c.blob)
+    return item_pages(session, job_id, columns, job_items.c.status.in_(("failed", "cancelled", "pending")), batch=batch)
 
 
 def purge_batch(session: Session, job_id: str, table: Table, first_seq: int, batch: int) -> int:

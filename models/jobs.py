@@ -87,7 +87,6 @@ class ChunkDone:
     """What finishing a chunk changed: for the caller to send messages and log."""
 
     applied: bool  # False: the chunk was already finished or cancelled; nothing written
-    cancelled: bool = False  # the job was cancelled while the chunk ran: its tokens were still spent
     released: list[Sent] = field(default_factory=list)
     job_status: str | None = None
 
@@ -391,7 +390,7 @@ def finish_chunk(
             session.execute(
                 update(jobs).where(jobs.c.id == work.job_id).values(total_tokens=jobs.c.total_tokens + tokens)
             )
-        return ChunkDone(applied=False, cancelled=current == "cancelled")
+        return ChunkDone(applied=False)
     if isinstance(outcome, ChunkError):
         n_ok, n_failed = 0, len(work.items)
         session.execute(
@@ -563,22 +562,27 @@ def failed_items(session: Session, job_id: str, limit: int) -> tuple[list[dict[s
     return [{"custom_id": r.custom_id, "code": r.error_code, "message": r.error_message} for r in rows], total
 
 
-def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[Any]:
-    """Every item of a job in order, read in pages by seq (constant memory, any database)."""
+# What a job's results are read as: an item's outcome, without its inputs.
+_RESULT_COLUMNS = (
+    job_items.c.seq,
+    job_items.c.custom_id,
+    job_items.c.status,
+    job_items.c.vector,
+    job_items.c.result,
+    job_items.c.result_blob,
+    job_items.c.error_code,
+    job_items.c.error_message,
+)
+
+
+def item_pages(session: Session, job_id: str, columns: Sequence[Any], *where: Any, batch: int = 2000) -> Iterator[Any]:
+    """A job's items (``columns``, which must include ``seq``) matching ``where``, in order, read
+    in pages by seq: constant memory on any database, however large the job."""
     last = -1
     while True:
         rows = session.execute(
-            select(
-                job_items.c.seq,
-                job_items.c.custom_id,
-                job_items.c.status,
-                job_items.c.vector,
-                job_items.c.result,
-                job_items.c.result_blob,
-                job_items.c.error_code,
-                job_items.c.error_message,
-            )
-            .where(job_items.c.job_id == job_id, job_items.c.seq > last)
+            select(*columns)
+            .where(job_items.c.job_id == job_id, job_items.c.seq > last, *where)
             .order_by(job_items.c.seq)
             .limit(batch)
         ).all()
@@ -588,21 +592,17 @@ def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[
         last = rows[-1].seq
 
 
+def iter_items(session: Session, job_id: str, *, batch: int = 2000) -> Iterator[Any]:
+    """Every item of a job with its outcome, in order (see :func:`item_pages`)."""
+    return item_pages(session, job_id, _RESULT_COLUMNS, batch=batch)
+
+
 def items_by_custom_id(session: Session, job_id: str, custom_ids: list[str]) -> Sequence[Any]:
     """The job's items with these custom ids (the columns of :func:`iter_items`)."""
     if not custom_ids:
         return []
     return session.execute(
-        select(
-            job_items.c.seq,
-            job_items.c.custom_id,
-            job_items.c.status,
-            job_items.c.vector,
-            job_items.c.result,
-            job_items.c.result_blob,
-            job_items.c.error_code,
-            job_items.c.error_message,
-        ).where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
+        select(*_RESULT_COLUMNS).where(job_items.c.job_id == job_id, job_items.c.custom_id.in_(custom_ids))
     ).all()
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -47,9 +47,6 @@ class ProbeOutcome:
     ok: bool
     code: str | None = None  # an ErrorCode value, or "NOT_TRIED"
     message: str | None = None  # scrubbed
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class KeyRejected(InvalidRequest):

@@ -127,7 +127,7 @@ def _clamp(value: float, low: float, high: float) -> float:
 
 
 def _gen_conf(gen_conf: dict[str, Any] | None) -> dict[str, Any]:
-    """The reference system's ``_clean_conf`` made safe: ERNIE refuses temperature 0 (range (0, 1]),
+    """OpenAI-style ``gen_conf`` as ERNIE takes it, clamped to its ranges: ERNIE refuses temperature 0 (range (0, 1]),
     takes one ``penalty_score`` in [1, 2] instead of presence/frequency penalties, calls max_tokens
     ``max_output_tokens`` ([2, 2048]) and at most 4 stop strings. Seed and response_format are dropped."""
     conf = {k: v for k, v in (gen_conf or {}).items() if v is not None}

@@ -8,8 +8,8 @@ Every provider turns a failed call into one exception type::
        from the transport and are classified directly)
 
 ``classify(exc)`` looks at structured facts first -- the exception type, the HTTP status,
-the provider's own error code -- and falls back to the seed system's keyword table only
-for unstructured errors (a message and nothing else). Only transient codes are retryable
+the provider's own error code -- and falls back to a table of keywords only for
+unstructured errors (a message and nothing else). Only transient codes are retryable
 (RATE_LIMIT, SERVER, TIMEOUT, CONNECTION): a quota error is not, even when the provider sends
 it as a 429.
 """
@@ -250,7 +250,8 @@ def _rate_limited(message: str) -> ErrorCode:
     return ErrorCode.QUOTA if _says_quota(message) else ErrorCode.RATE_LIMIT
 
 
-# The seed system's keyword table, in its order, for errors that carry nothing but text.
+# Errors that carry nothing but text: the first row with a word in the (lower-cased) message
+# names the code, so the order matters ("insufficient quota, rate limit" is QUOTA, not a wait).
 _KEYWORDS: list[tuple[tuple[str, ...], ErrorCode]] = [
     (("quota", "billing", "credit", "balance", "insufficient", "欠费"), ErrorCode.QUOTA),
     (
@@ -296,7 +297,7 @@ def _from_status(status: int, message: str) -> ErrorCode | None:
 
 
 def classify_message(message: str) -> ErrorCode:
-    """The seed's keyword table: used only when nothing structured is known."""
+    """The code the keyword table gives ``message``: used only when nothing structured is known."""
     lowered = message.lower()
     for words, code in _KEYWORDS:
         if any(w in lowered for w in words):

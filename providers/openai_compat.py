@@ -93,8 +93,7 @@ def is_openai_reasoning_model(model_name: str) -> bool:
 def clean_gen_conf(
     factory: Factory, model_name: str, gen_conf: Mapping[str, Any] | None, *, stream: bool = False
 ) -> dict[str, Any]:
-    """The reference system's ``_clean_conf``: the OpenAI-style options in ``gen_conf`` as
-    this factory and model take them. Unknown or unsupported options are dropped (never
+    """The OpenAI-style options in ``gen_conf`` as this factory and model take them. Unknown or unsupported options are dropped (never
     send a parameter that fails the call), reasoning models get ``max_completion_tokens``
     and no sampling parameters, the factory's own names replace OpenAI's."""
     conf = {k: v for k, v in (gen_conf or {}).items() if k in factory.gen_conf_keys and v is not None}

@@ -8,7 +8,7 @@
 
 The request's ``model`` is the tenant's inference *endpoint* id (``ep-...``) when one is given:
 Ark bills and rate-limits by endpoint, and accounts that may not call a model by its id must. The
-catalog's model name is then for display only (as in the reference system).
+catalog's model name is then for display only.
 
 Errors are OpenAI-shaped, ``{"error": {"code", "message", "param", "type"}}``, with Ark's own codes
 (``AuthenticationError``, ``RateLimitExceeded.EndpointRPMExceeded``, ``ServerOverloaded`` (a 429

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -407,7 +407,7 @@ def iter_results(job_id: str, *, lineage: bool = False) -> Iterator[ItemResult]:
     with session_scope() as session:
         get_job(session, job_id)
         chain = job_history.lineage(session, job_id) if lineage else [job_id]
-        for page in _pages(iter_items(session, chain[0])):
+        for page in pages(iter_items(session, chain[0])):
             newer = _newer_outcomes(session, chain[1:], [r.custom_id for r in page if r.status != "succeeded"])
             for first in page:
                 # the original's order (``first.seq``), whichever job's outcome it is
@@ -434,8 +434,12 @@ def results_shape(job_id: str) -> tuple[int, int]:
         return n, job_history.vector_dimension(session, chain)
 
 
-def _pages(rows: Iterator[Any], size: int = 2000) -> Iterator[list[Any]]:
-    page: list[Any] = []
+T = TypeVar("T")
+
+
+def pages(rows: Iterable[T], size: int = 2000) -> Iterator[list[T]]:
+    """``rows`` in lists of ``size`` (the last may be shorter), read as they are needed."""
+    page: list[T] = []
     for row in rows:
         page.append(row)
         if len(page) >= size:

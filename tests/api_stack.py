@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import ROOT, Stack, cli
 
 KEY = "sk-test-valid-key-0001"  # the key the fake_provider fixture accepts
 EMBED_MODEL = "text-embedding-3-small@OpenAI"
@@ -70,18 +70,6 @@ def start_api(stack: Stack, log_dir: Path, extra_env: dict[str, str] | None = No
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"api not ready:\n{server.log_text()[-3000:]}")
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def make_tenant(base_url: str) -> str:

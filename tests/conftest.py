@@ -29,6 +29,7 @@ from tests import services
 if TYPE_CHECKING:
     from tasks.runtime import Runtime
 
+pytest_plugins = ["tests.service_guard", "pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -257,6 +258,23 @@ def worker_factory(stack: Stack, clean_broker: None, tmp_path: Path) -> Iterator
     yield factory
     for w in started:
         w.stop()
+
+
+def cli(
+    stack: Stack, *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``modelyard ARGS`` as a user runs it (``python -m workers.cli``, what the script runs), in a
+    child process against the test stack, with ``env`` on top of the stack's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **stack.env, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

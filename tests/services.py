@@ -57,6 +57,10 @@ class ServicesUnavailable(RuntimeError):
     """Redis or PostgreSQL can't be had for the tests; the message says why and what to do."""
 
 
+class ServicesRefused(RuntimeError):
+    """A test not marked ``services`` asked for Redis or PostgreSQL (see tests/service_guard.py)."""
+
+
 @dataclass
 class _Server:
     label: str
@@ -73,6 +77,20 @@ _resolved: dict[str, str | ServicesUnavailable] = {}
 _servers: dict[str, _Server] = {}
 _created_databases: set[str] = set()
 _redis_dbs: dict[str, tuple[int, str | None]] = {}  # base URL -> (db, lock token or None)
+_refusal: str | None = None  # set while a test that is not marked `services` runs
+
+
+def refuse(reason: str | None) -> str | None:
+    """From now on, fail every request for a service with ``reason`` (None: serve them again).
+    Returns the reason in force before, to put back."""
+    global _refusal
+    before, _refusal = _refusal, reason
+    return before
+
+
+def _check_allowed() -> None:
+    if _refusal is not None:
+        raise ServicesRefused(_refusal)
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -90,6 +108,7 @@ def database_url() -> str:
 
 def fresh_database(base_url: str) -> str:
     """Create a new, uniquely named database on ``base_url``'s server and return its URL."""
+    _check_allowed()
     name = f"{TEST_DB_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
     with _pg_connect(base_url) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
@@ -129,6 +148,7 @@ def fresh_redis_db(base_url: str) -> str:
     first of 1..15 whose lock key (``SET modelyard:testdb:N NX EX 3600`` in db 0) we get and that
     is empty or known to hold only modelyard test data. It is emptied and unlocked at exit.
     """
+    _check_allowed()
     with _lock:
         if base_url not in _redis_dbs:
             _redis_dbs[base_url] = _claim_redis_db(base_url)
@@ -152,6 +172,7 @@ def describe() -> str:
 
 
 def _once(key: str, resolve: Callable[[], str]) -> str:
+    _check_allowed()
     with _lock:
         if key not in _resolved:
             try:

@@ -13,8 +13,8 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from tests.api_stack import EMBED_MODEL, KEY, ApiServer, cli, make_tenant, make_token, start_api
-from tests.conftest import Stack, Worker, start_worker
+from tests.api_stack import EMBED_MODEL, KEY, ApiServer, make_tenant, make_token, start_api
+from tests.conftest import Stack, Worker, cli, start_worker
 from tests.fakeprovider import FakeProvider
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import Stack
 
+pytestmark = pytest.mark.services
+
 
 def test_an_unsupported_catalog_model_is_refused_not_crashed(stack: Stack) -> None:
     from conf.errors import InvalidRequest

@@ -10,9 +10,7 @@ job; and every error being one line on stderr (no traceback) with the documented
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,25 +20,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT, Stack, Worker, empty_broker, start_worker
+from tests.conftest import Stack, Worker, cli, empty_broker, start_worker
 from tests.fakeprovider import FakeProvider, fake_tokens, fake_vector
+
+pytestmark = pytest.mark.services
 
 KEY = "sk-test-valid-key-0001"
 MODEL = "text-embedding-3-small@OpenAI"
-
-
-def cli(stack: Stack, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m workers.cli ARGS`` (what the ``modelyard`` script runs) with the stack env."""
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, **stack.env},
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def ok_json(proc: subprocess.CompletedProcess[str]) -> Any:

@@ -8,15 +8,12 @@ Also the retry bug this work fixed: at the documented ``LLM_MAX_RETRIES`` (5, no
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import Stack, cli
 from tests.fakeprovider import FakeProvider
 from tests.test_e2e_embedding import MODEL, corpus, embedding_calls, ledger, make_tenant, wait_for
 
@@ -51,15 +48,7 @@ def chunk_states(job_id: str) -> list[str]:
 
 
 def cli_json(stack: Stack, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args, "--json"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **stack.env},
-        timeout=60,
-    )
+    done = cli(stack, *args, "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

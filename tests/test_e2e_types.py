@@ -34,6 +34,8 @@ from tests.fakeprovider import (
     fake_transcript,
 )
 
+pytestmark = pytest.mark.services
+
 KEY = "sk-test-valid-key-0001"
 MODELS = {
     "chat": "gpt-4o-mini@OpenAI",

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import ROOT, apply_env
 from tests.fakeprovider import fake_tokens, fake_vector
 
+pytestmark = pytest.mark.services  # worker processes on the embedded broker
+
 URL_VARS = ("MODELYARD_DATABASE_URL", "MODELYARD_BROKER_URL", "MODELYARD_SECRET_KEY")
 
 

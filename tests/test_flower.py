@@ -28,6 +28,8 @@ from sqlalchemy import select
 
 from tests.conftest import ROOT, Stack
 
+pytestmark = pytest.mark.services
+
 KEY = "sk-test-valid-key-0001"
 AUTH = ("user", "pass")
 TASK_NAME = "modelyard.embedding.run_chunk"

@@ -6,10 +6,7 @@ factory, ``llm list``, ``my-llms --details``, new-tenant defaults and key rotati
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,28 +15,15 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import Stack, cli
 from tests.fakeprovider import FakeProvider
 from tests.test_cli import assert_one_line_error, ok_json
+
+pytestmark = pytest.mark.services
 
 KEY = "sk-test-valid-key-0001"
 OTHER_KEY = "sk-test-wrong-key-9999"
 EMBED = "text-embedding-3-small@OpenAI"
-
-
-def cli(
-    stack: Stack, *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        check=False,
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **stack.env, **(env or {})},
-    )
 
 
 def new_tenant(stack: Stack, *extra: str, env: dict[str, str] | None = None) -> str:

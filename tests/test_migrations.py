@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
@@ -28,6 +29,7 @@ def test_sqlite_schema_matches_the_tables_and_upgrade_is_repeatable(tmp_path: Pa
         assert conn.scalar(select(func.count()).select_from(llms)) == first["models"]
 
 
+@pytest.mark.services
 def test_postgres_schema_matches_the_tables(stack) -> None:
     engine = make_engine(stack.database_url)  # migrated by the stack fixture
     assert _diff(engine) == []

@@ -5,8 +5,6 @@ Postgres, the fake OpenAI-compatible provider on loopback."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,27 +12,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import Stack, cli
 from tests.fakeprovider import FakeProvider, fake_tokens, fake_vectors
 from tests.test_e2e_embedding import KEY, MODEL, corpus, embedding_calls, make_tenant, texts_of, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 PRICE = 3e-8  # USD per token, the operator's override in these tests
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def events(job_id: str) -> list[Any]:

@@ -14,11 +14,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select, update
 
-from tests.conftest import ROOT, Stack, Worker, apply_env, start_worker
+from tests.conftest import ROOT, Stack, Worker, apply_env, cli, start_worker
 from tests.fakeprovider import FakeProvider, fake_vector
-from tests.test_cli import MODEL, assert_one_line_error, cli, embedding_worker, ok_json, tenant_with_model
+from tests.test_cli import MODEL, assert_one_line_error, embedding_worker, ok_json, tenant_with_model
+
+pytestmark = pytest.mark.services
 
 __all__ = ["embedding_worker"]  # the module-scoped worker fixture, shared with test_cli's shape
 

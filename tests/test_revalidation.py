@@ -100,6 +100,7 @@ def keyed_model(stack: Stack, fake_provider: FakeProvider) -> tuple[str, int]:
     return name, tm.id
 
 
+@pytest.mark.services
 def test_beat_and_worker_revalidate_keys_and_only_auth_or_quota_make_them_invalid(
     stack: Stack,
     worker_factory: Callable[..., Worker],
@@ -146,6 +147,7 @@ def test_beat_and_worker_revalidate_keys_and_only_auth_or_quota_make_them_invali
         beat.stop()
 
 
+@pytest.mark.services
 def test_two_beats_schedule_once_and_the_standby_takes_over(stack: Stack, tmp_path: Path) -> None:
     first = start_beat(stack, tmp_path / "first.log", tmp_path / "first-data")
     eventually(lambda: "Sending due task" in first.text(), what="first beat scheduling")
@@ -198,6 +200,7 @@ def test_two_beats_schedule_once_and_the_standby_takes_over(stack: Stack, tmp_pa
         second.stop()
 
 
+@pytest.mark.services
 def test_a_wrong_secret_never_makes_a_key_invalid(stack: Stack, keyed_model: tuple[str, int]) -> None:
     """Revalidation on a worker whose MODELYARD_SECRET_KEY cannot open the key changes nothing."""
     from tasks.maintenance import revalidate_key
@@ -225,6 +228,7 @@ def tenant_rows(tenant_id: str) -> list[Any]:
         return s.execute(select(tenant_llm).where(tenant_llm.c.tenant_id == tenant_id).order_by(tenant_llm.c.id)).all()
 
 
+@pytest.mark.services
 def test_revalidation_records_what_it_learned_on_every_row_of_the_key_and_no_other(
     stack: Stack, fake_provider: FakeProvider, keyed_model: tuple[str, int]
 ) -> None:
@@ -301,6 +305,7 @@ def test_revalidation_records_what_it_learned_on_every_row_of_the_key_and_no_oth
     assert rows[0].key_state == "invalid" and rows[0].key_error.startswith("QUOTA")
 
 
+@pytest.mark.services
 def test_a_key_replaced_while_it_is_revalidated_is_left_alone(
     stack: Stack, fake_provider: FakeProvider, keyed_model: tuple[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -19,7 +16,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import Stack, cli
 from tests.fakeprovider import FakeProvider
 
 pytestmark = pytest.mark.services
@@ -27,20 +24,6 @@ pytestmark = pytest.mark.services
 KEY = "sk-test-valid-key-0001"
 KEY_TAIL = "valid-key-0001"  # a key half-masked is still a leak
 MODEL = "text-embedding-3-small@OpenAI"
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    """``modelyard ARGS`` in a child process against the test stack."""
-    env = {**os.environ, **stack.env}
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def assert_no_key(text: str, where: str) -> None:

@@ -23,6 +23,8 @@ import redis
 
 from tests import services
 
+pytestmark = pytest.mark.services  # starts and probes real Redis and PostgreSQL servers
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV_VARS = (services.REDIS_ENV, services.DATABASE_ENV, services.REDIS_DB_ENV)
 MACHINE_REDIS = os.environ.get(services.REDIS_ENV) or "redis://127.0.0.1:6379/0"

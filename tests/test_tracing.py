@@ -32,6 +32,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.conftest import Stack, apply_env
 from tests.fakeprovider import FakeProvider, fake_vectors
 
+pytestmark = pytest.mark.services
+
 MODEL = "text-embedding-3-small@OpenAI"
 API_KEY = "sk-test-valid-key-0001"
 TEXTS = ["the quick brown fox jumps over the lazy dog", "tenant secret: invoice 4711 for ACME", "third text"]

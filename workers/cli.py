@@ -7,18 +7,16 @@ Every listing takes ``--json``; every error is one line on stderr and a non-zero
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from conf.errors import UserError
 from providers.base import MODEL_TYPES
 from tasks.runtime import Runtime
-
-Command = Callable[[argparse.Namespace], int | None]
+from workers.output import error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -364,19 +362,6 @@ def version() -> str:
         return dist_version("modelyard")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown (not installed)"
-
-
-def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, default=str)
-    sys.stdout.write("\n")
-
-
-def error(message: str) -> None:
-    sys.stderr.write(f"modelyard: error: {message}\n")
-
-
-def note(message: str) -> None:
-    sys.stderr.write(f"modelyard: note: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,11 +14,10 @@ from models.tables import tenants
 from models.tenants import create_tenant, resolve_tenant
 from models.usage import parse_moment, usage_report, usage_summary
 from tasks import producer
-from workers.cli import note, print_json
 from workers.inputs import Columns, read_inputs
+from workers.output import note, out, print_json, table
 from workers.outputs import check_target, write_results
 from workers.progress import job_progress
-from workers.tables import out, table
 
 
 def db_upgrade(args: argparse.Namespace) -> None:

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from models.jobs import TERMINAL
 from tasks import producer
-from workers.cli import print_json
-from workers.tables import out, table
+from workers.output import out, print_json, table
 
 STATUSES = ("queued", "running", *TERMINAL)
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")

@@ -14,8 +14,7 @@ from models import admin
 from models.db import session_scope
 from models.tenants import TenantModel, delete_factory, delete_llm, resolve_tenant, set_llm_limits, set_llm_status
 from tasks.limits import tenant_limits
-from workers.cli import print_json
-from workers.tables import out, table
+from workers.output import out, print_json, table
 
 
 def read_key(value: str | None) -> str | None:

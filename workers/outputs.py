@@ -111,7 +111,7 @@ def _write_parquet(pq: Any, items: Iterator[producer.ItemResult], target: Path, 
     counts = {"rows": 0, "failed": 0}
     # Vectors are not dictionary-encoded: floats seldom repeat, and the attempt buffers a dictionary.
     with pq.ParquetWriter(target, schema, use_dictionary=["status", "error_code", "error_message"]) as writer:
-        for page in _batched(items, group):
+        for page in producer.pages(items, group):
             block = np.zeros((len(page), dim), dtype=np.float32)
             has_vector = np.zeros(len(page), dtype=bool)
             for n, item in enumerate(page):
@@ -139,14 +139,3 @@ def _write_parquet(pq: Any, items: Iterator[producer.ItemResult], target: Path, 
             counts["rows"] += len(page)
             counts["failed"] += sum(i.status != "succeeded" for i in page)
     return counts
-
-
-def _batched(items: Iterator[producer.ItemResult], size: int) -> Iterator[list[producer.ItemResult]]:
-    page: list[producer.ItemResult] = []
-    for item in items:
-        page.append(item)
-        if len(page) >= size:
-            yield page
-            page = []
-    if page:
-        yield page

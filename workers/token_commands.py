@@ -9,8 +9,7 @@ import sys
 from models.db import session_scope
 from models.tenants import resolve_tenant
 from models.tokens import create_token, list_tokens, revoke_token
-from workers.cli import print_json
-from workers.tables import out, table
+from workers.output import out, print_json, table
 
 
 def api(args: argparse.Namespace) -> None:
