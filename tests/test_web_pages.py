@@ -215,14 +215,31 @@ def test_a_cli_job_is_followed_live_to_100_percent(
     expect(by_model.locator("td[data-label=Tokens]")).to_have_text(f"{fake_tokens(TEXTS):,}")
     assert float(job_cost) > 0 and by_model.locator("td[data-label='Cost (USD)']").inner_text() == job_cost
     seen.look(page, "usage")
+
+    # A running job cancelled from its page.
+    texts.write_text("\n".join(f"to be cancelled {i}" for i in range(40)) + "\n")
+    done = cli(stack, "embed", "--tenant", tenants["a"]["id"], "--model", MODEL, str(texts), "--chunk-size", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    page.goto(f"{api.base_url}/web/jobs/{json.loads(done.stdout)['job_id']}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Cancel the job')")
+    expect(page.get_by_role("status")).to_have_text("The job is cancelled.")
+    expect(page.locator("[data-field=status]")).to_have_text("cancelled")
     tenants["a"]["job"] = job_id
 
 
 def test_a_second_tenant_sees_none_of_it(browser: Any, api: ApiServer, tenants: dict, seen: Seen) -> None:
     from playwright.sync_api import expect
 
+    # Signed in with the keyboard alone: the skip link first, then the labelled token field, then Enter.
     page = new_page(browser, seen)
-    sign_in(page, api, tenants["b"]["token"])
+    page.goto(f"{api.base_url}/web/sign-in")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "token" and page.get_by_label("API token").count() == 1
+    page.keyboard.type(tenants["b"]["token"])
+    page.keyboard.press("Enter")
     expect(page.locator("main")).to_contain_text("You have no models yet.")
     page.goto(f"{api.base_url}/web/jobs")
     expect(page.locator("main")).to_contain_text("No jobs yet.")

@@ -3,10 +3,12 @@ API's route calls (``models.admin``, ``models.tenants``); this module reads form
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from conf.catalog import load_catalog
 from conf.defaults import load_tenant_defaults
@@ -120,42 +122,67 @@ def provider(request: Request, name: str, session: Session = Depends(signed_in))
     return _provider_page(request, session, name)
 
 
-async def _credentials(request: Request) -> tuple[str | None, dict[str, str] | None, str]:
-    """The form's key (or named fields) and base URL, as ``models.admin`` takes them."""
+@dataclass(frozen=True)
+class Credentials:
+    """A form's key (or named fields) and base URL, as ``models.admin`` takes them."""
+
+    api_key: str | None
+    fields: dict[str, str] | None
+    base_url: str
+
+    def secrets(self, factory: dict[str, Any]) -> list[str]:
+        secret = {f.name for f in credential_fields(factory) if f.secret}
+        return [v for v in (self.api_key, *(v for k, v in (self.fields or {}).items() if k in secret)) if v]
+
+
+async def _credentials(request: Request) -> Credentials:
     form = await request.form()
     fields = {k.removeprefix("field_"): str(v) for k, v in form.items() if k.startswith("field_") and str(v)}
-    return str(form.get("api_key", "")).strip() or None, fields or None, str(form.get("base_url", "")).strip()
+    return Credentials(
+        str(form.get("api_key", "")).strip() or None, fields or None, str(form.get("base_url", "")).strip()
+    )
 
 
-def _refused(request: Request, session: Session, name: str, exc: UserError, form: str) -> HTMLResponse:
+def _refused(request: Request, session: Session, name: str, exc: UserError, sent: Credentials) -> HTMLResponse:
     """The provider page again with why nothing was saved (each model's classified error if the key was refused)."""
     outcomes = exc.outcomes if isinstance(exc, KeyRejected) else []
-    return _provider_page(request, session, name, status=400, error=scrub(str(exc)), outcomes=outcomes, error_form=form)
+    error = scrub(str(exc), *sent.secrets(_factory(name)))
+    return _provider_page(request, session, name, status=400, error=error, outcomes=outcomes)
 
 
+def _set_key(request: Request, session: Session, name: str, sent: Credentials) -> HTMLResponse:
+    tenant_id = needs(session, "models")
+    try:
+        saved = admin.set_api_key(tenant_id, name, sent.api_key, fields=sent.fields, base_url=sent.base_url)
+    except UserError as exc:
+        return _refused(request, session, name, exc, sent)
+    return _provider_page(request, session, name, saved=saved)
+
+
+def _add_model(request: Request, session: Session, name: str, choice: str, sent: Credentials) -> HTMLResponse:
+    tenant_id = needs(session, "models")
+    model_type, _, llm_name = choice.partition("|")
+    try:
+        added = admin.add_llm(
+            tenant_id, f"{llm_name}@{name}", model_type, sent.api_key, fields=sent.fields, base_url=sent.base_url
+        )
+    except UserError as exc:
+        return _refused(request, session, name, exc, sent)
+    return _provider_page(request, session, name, added=added)
+
+
+# The form's field names vary by provider, so these read the form themselves; the key check is a
+# provider call, made in the thread pool so that it does not hold up the server's event loop.
 @router.post("/providers/{name}/key", response_class=HTMLResponse, dependencies=[Depends(check_csrf)])
 async def provider_key(request: Request, name: str, session: Session = Depends(signed_in)) -> HTMLResponse:
-    tenant_id = needs(session, "models")
-    api_key, fields, base_url = await _credentials(request)
-    try:
-        saved = admin.set_api_key(tenant_id, name, api_key, fields=fields, base_url=base_url)
-    except UserError as exc:
-        return _refused(request, session, name, exc, "key")
-    return _provider_page(request, session, name, saved=saved)
+    return await run_in_threadpool(_set_key, request, session, name, await _credentials(request))
 
 
 @router.post("/providers/{name}/models", response_class=HTMLResponse, dependencies=[Depends(check_csrf)])
 async def provider_model(
     request: Request, name: str, choice: str = Form(max_length=500), session: Session = Depends(signed_in)
 ) -> HTMLResponse:
-    tenant_id = needs(session, "models")
-    api_key, fields, base_url = await _credentials(request)
-    model_type, _, llm_name = choice.partition("|")
-    try:
-        added = admin.add_llm(tenant_id, f"{llm_name}@{name}", model_type, api_key, fields=fields, base_url=base_url)
-    except UserError as exc:
-        return _refused(request, session, name, exc, "model")
-    return _provider_page(request, session, name, added=added)
+    return await run_in_threadpool(_add_model, request, session, name, choice, await _credentials(request))
 
 
 # --------------------------------------------------------------------------- the tenant's models
