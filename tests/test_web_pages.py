@@ -218,7 +218,9 @@ def test_a_cli_job_is_followed_live_to_100_percent(
 
     # A running job cancelled from its page.
     texts.write_text("\n".join(f"to be cancelled {i}" for i in range(40)) + "\n")
-    done = cli(stack, "embed", "--tenant", tenants["a"]["id"], "--model", MODEL, str(texts), "--chunk-size", "1", "--json")
+    done = cli(
+        stack, "embed", "--tenant", tenants["a"]["id"], "--model", MODEL, str(texts), "--chunk-size", "1", "--json"
+    )
     assert done.returncode == 0, done.stderr
     page.goto(f"{api.base_url}/web/jobs/{json.loads(done.stdout)['job_id']}")
     page.once("dialog", lambda dialog: dialog.accept())
