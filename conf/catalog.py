@@ -36,6 +36,7 @@ class CatalogFactory:
     rank: int
     internal: bool
     models: tuple[CatalogModel, ...]
+    key_url: str = ""  # where the provider issues API keys, where known
 
 
 def split_model_name(full_name: str) -> tuple[str, str]:
@@ -72,6 +73,7 @@ def load_catalog() -> tuple[CatalogFactory, ...]:
                 rank=int(f.get("rank") or 0),
                 internal=bool(f.get("internal", False)),
                 models=models,
+                key_url=f.get("key_url", ""),
             )
         )
     return tuple(factories)

@@ -40,7 +40,8 @@ from providers.registry import UnsupportedModel, get_provider_class, supported
 
 def list_factories() -> list[dict[str, Any]]:
     """The catalog's factories with the types modelyard really serves (registered provider
-    classes), the types it does not, the named credential fields, and the internal flag."""
+    classes), the types it does not, the named credential fields, the internal flag, and the
+    page where the provider issues keys (where known)."""
     have = supported()
     rows = []
     for f in sorted(load_catalog(), key=lambda f: (-f.rank, f.name)):
@@ -58,6 +59,7 @@ def list_factories() -> list[dict[str, Any]]:
                 "credential_fields": fields,
                 "internal": f.internal,
                 "base_url": f.base_url or next((c.default_base_url for c in classes if c.default_base_url), ""),
+                "key_url": f.key_url,
             }
         )
     return rows

@@ -13,18 +13,20 @@ from workers.api import errors
 def create_app(runtime: Runtime) -> FastAPI:
     """The app for ``runtime`` (kept in ``app.state.runtime``), which must be the process's active one:
     the handlers reach the database and settings through it."""
-    from workers.api import batches, embeddings, files, jobs, manage, money
+    from workers.api import batches, embeddings, files, jobs, manage, money, web
 
     app = FastAPI(
         title="modelyard",
         version="0.1.0",
         description="AI model jobs for many tenants: OpenAI-compatible files, batches and embeddings "
-        "under /v1; jobs of every model type, model management and usage under /api.",
+        "under /v1; jobs of every model type, model management and usage under /api; the tenant's "
+        "settings page under /web.",
     )
     app.state.runtime = runtime
     errors.install(app)
     for module in (files, batches, embeddings, jobs, manage, money):
         app.include_router(module.router)
+    web.install(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, str]:

@@ -23,22 +23,32 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise ApiError(401, "no API token: send Authorization: Bearer <token>", "missing_api_key", headers=_CHALLENGE)
+    return principal_of(credentials.credentials)
+
+
+def principal_of(token: str) -> Principal:
+    """The token's principal (the API's bearer token, the web page's cookie); 401 if it is wrong or revoked."""
     with session_scope() as session:
-        found = authenticate(session, credentials.credentials)
+        found = authenticate(session, token)
     if found is None:
         raise ApiError(401, "the API token is wrong or revoked", "invalid_api_key", headers=_CHALLENGE)
     return found
+
+
+def tenant_of(who: Principal, scope: str) -> str:
+    """The principal's tenant id, if it holds ``scope``; 403 otherwise."""
+    if who.tenant_id is None:
+        raise ApiError(403, "an operator token belongs to no tenant; use a tenant's token", "no_tenant")
+    if scope not in who.scopes:
+        raise ApiError(403, f"the token lacks the {scope!r} scope", "insufficient_scope")
+    return who.tenant_id
 
 
 def tenant_with(scope: str) -> Callable[..., str]:
     """A dependency: the token's tenant id, if the token holds ``scope``."""
 
     def dependency(who: Principal = Depends(principal)) -> str:
-        if who.tenant_id is None:
-            raise ApiError(403, "an operator token belongs to no tenant; use a tenant's token", "no_tenant")
-        if scope not in who.scopes:
-            raise ApiError(403, f"the token lacks the {scope!r} scope", "insufficient_scope")
-        return who.tenant_id
+        return tenant_of(who, scope)
 
     return dependency
 
