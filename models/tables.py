@@ -102,6 +102,18 @@ tenant_llm = Table(
     UniqueConstraint("tenant_id", "factory", "llm_name", "model_type"),
 )
 
+# A tenant's default model per type (models/defaults.py): a row that no longer names one of the
+# tenant's enabled models is ignored, so deleting a model needs no cascade here.
+tenant_default_models = Table(
+    "tenant_default_models",
+    metadata,
+    Column("tenant_id", String(32), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("model_type", String(32), primary_key=True),
+    Column("llm_name", String(256), nullable=False),
+    Column("factory", String(128), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 jobs = Table(
     "jobs",
     metadata,

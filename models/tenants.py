@@ -110,7 +110,7 @@ def _to_model(row: Row) -> TenantModel:
     )
 
 
-def _check_type(model_type: str) -> None:
+def check_type(model_type: str) -> None:
     if model_type not in MODEL_TYPES:
         raise InvalidRequest(f"model type must be one of {', '.join(MODEL_TYPES)}; got {model_type!r}")
 
@@ -172,7 +172,7 @@ def save_llm(
 ) -> TenantModel:
     """Store (or replace) one model's configuration, key encrypted, without testing the key.
     :func:`models.admin.add_llm` is the operation users call: it tests the key first."""
-    _check_type(model_type)
+    check_type(model_type)
     llm_name, factory = parse_model_name(model)
     if session.execute(select(llm_factories.c.name).where(llm_factories.c.name == factory)).first() is None:
         raise NotFound(f"no factory {factory!r} in the catalog (see `modelyard factories`)")

@@ -172,6 +172,12 @@ def test_keys_and_models(page_a: Any, api: ApiServer, provider: FakeProvider, se
     page.goto(f"{base}/web/models")
     expect(row(page, "text-embedding-3-small", "embedding").locator("td[data-label=Key]")).to_have_text("valid …0001")
     expect(page.locator("section.card h2")).to_have_text(["Builtin", "OpenAI"])
+
+    # The default embedding model: chosen among the enabled ones, saved, shown as the selection.
+    page.select_option("#default-embedding", MODEL)
+    page.get_by_role("button", name="Save the default embedding model").click()
+    expect(page.get_by_role("status")).to_have_text("The default model is saved.")
+    assert page.input_value("#default-embedding") == MODEL
     seen.look(page, "models")
 
 
@@ -256,6 +262,8 @@ def test_a_second_tenant_sees_none_of_it(browser: Any, api: ApiServer, tenants: 
     csrf = page.locator("input[name=csrf]").first.get_attribute("value")
     form = {"csrf": csrf, "model": MODEL, "type": "embedding", "action": "disable"}
     assert page.request.post(f"{api.base_url}/web/models/status", form=form).status == 404
+    form = {"csrf": csrf, "model": MODEL, "type": "embedding"}
+    assert page.request.post(f"{api.base_url}/web/models/default", form=form).status == 400
     page.context.close()
 
 

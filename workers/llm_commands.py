@@ -12,6 +12,7 @@ from typing import Any
 from conf.errors import InvalidRequest
 from models import admin
 from models.db import session_scope
+from models.defaults import clear_default_model, default_models, set_default_model
 from models.tenants import TenantModel, delete_factory, delete_llm, resolve_tenant, set_llm_limits, set_llm_status
 from tasks.limits import tenant_limits
 from workers.output import out, print_json, table
@@ -214,6 +215,23 @@ def llm_delete_factory(args: argparse.Namespace) -> None:
         out.print(f"{args.factory}: {count} models deleted")
 
 
+def llm_default(args: argparse.Namespace) -> None:
+    """With --model or --clear, change the default of --type; then print the tenant's defaults."""
+    if (args.model or args.clear) and not args.model_type:
+        raise InvalidRequest("--model and --clear need --type")
+    with session_scope() as session:
+        tenant_id = resolve_tenant(session, args.tenant)
+        if args.model:
+            set_default_model(session, tenant_id, args.model_type, args.model)
+        elif args.clear:
+            clear_default_model(session, tenant_id, args.model_type)
+        defaults = default_models(session, tenant_id)
+    if args.json:
+        print_json(defaults)
+    else:
+        table("default models", ["type", "model"], [[t, m] for t, m in defaults.items()])
+
+
 def llm_list(args: argparse.Namespace) -> None:
     with session_scope() as session:
         rows = admin.list_models(session, resolve_tenant(session, args.tenant), args.model_type)
@@ -239,18 +257,26 @@ def llm_list(args: argparse.Namespace) -> None:
 
 def my_llms(args: argparse.Namespace) -> None:
     with session_scope() as session:
-        grouped = admin.my_llms(session, resolve_tenant(session, args.tenant))
+        tenant_id = resolve_tenant(session, args.tenant)
+        grouped = admin.my_llms(session, tenant_id)
+        defaults = default_models(session, tenant_id)
     if args.json:
-        print_json({factory: [model_json(m) for m in models] for factory, models in grouped.items()})
+        print_json(
+            {
+                factory: [{**model_json(m), "default": defaults.get(m.model_type) == m.full_name} for m in models]
+                for factory, models in grouped.items()
+            }
+        )
         return
-    columns = ["factory", "model", "type", "status", "used tokens", "key"]
+    columns = ["factory", "model", "type", "status", "used tokens", "key", "default"]
     if args.details:
         columns += ["key state", "last validated", "last error", "base URL", "max tokens"]
     rows = []
     for factory, models in grouped.items():
         for m in models:
             key = f"…{m.key_hint}" if m.key_hint else ("set" if m.has_key else "none")
-            row: list[Any] = [factory, m.llm_name, m.model_type, m.status, f"{m.used_tokens:,}", key]
+            default = "yes" if defaults.get(m.model_type) == m.full_name else ""
+            row: list[Any] = [factory, m.llm_name, m.model_type, m.status, f"{m.used_tokens:,}", key, default]
             if args.details:
                 row += [m.key_state, m.key_checked_at, m.key_error, m.api_base or "(default)", m.max_tokens]
             rows.append(row)

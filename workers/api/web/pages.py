@@ -11,10 +11,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from conf.catalog import load_catalog
-from conf.defaults import load_tenant_defaults
 from conf.errors import NotFound, UserError
 from models import admin
 from models.db import session_scope
+from models.defaults import clear_default_model, default_models, set_default_model
 from models.keycheck import KeyRejected
 from models.tenants import delete_factory, delete_llm, list_tenant_models, set_llm_status
 from providers.base import MODEL_TYPES, CredentialField
@@ -193,9 +193,31 @@ def my_models(request: Request, session: Session = Depends(signed_in)) -> HTMLRe
     tenant_id = needs(session, "models")
     with session_scope() as db:
         grouped = admin.my_llms(db, tenant_id)
-    mine = {(m.full_name, m.model_type) for models in grouped.values() for m in models}
-    defaults = [(d, (d.model, d.model_type) in mine) for d in load_tenant_defaults()]
-    return render(request, session, "models.html", grouped=grouped, defaults=defaults)
+        defaults = default_models(db, tenant_id)
+    choices: dict[str, list[str]] = {}  # model type -> the tenant's enabled models of it
+    for models in grouped.values():
+        for m in models:
+            if m.status == "enabled":
+                choices.setdefault(m.model_type, []).append(m.full_name)
+    return render(
+        request, session, "models.html", grouped=grouped, defaults=defaults, choices=dict(sorted(choices.items()))
+    )
+
+
+@router.post("/models/default", dependencies=[Depends(check_csrf)])
+def model_default(
+    type: str = Form(max_length=32),
+    model: str = Form(default="", max_length=400),
+    session: Session = Depends(signed_in),
+) -> RedirectResponse:
+    """Set the tenant's default of a type; an empty choice clears it."""
+    tenant_id = needs(session, "models")
+    with session_scope() as db:
+        if model:
+            set_default_model(db, tenant_id, type, model)
+        else:
+            clear_default_model(db, tenant_id, type)
+    return _see("/models", "default-saved")
 
 
 @router.post("/models/status", dependencies=[Depends(check_csrf)])

@@ -23,6 +23,7 @@ NOTICES = {
     "disabled": "The model is disabled.",
     "deleted": "The model is deleted.",
     "provider-deleted": "The provider's models are deleted.",
+    "default-saved": "The default model is saved.",
     "cancelled": "The job is cancelled.",
     "signed-out": "You are signed out.",
 }
